@@ -1,0 +1,31 @@
+# Two commands a new user needs (see README): `make demo` and `make test`.
+# Both create .venv when missing and install into it; torch is pinned and installed first so
+# that no dependency resolves an unpinned torch (which would pull a multi-GB CUDA build).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.tunelab-installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[examples,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/tunelab data prepare example:sentiment \
+		--config examples/sentiment.yaml --out demo/prepared
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_prepare.py
+
+clean:
+	rm -rf demo build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,114 @@
+"""The `tunelab` command: one plain function per stage; each parses, calls the stage's run(),
+prints a summary and exits. User errors print one sentence and exit 2, without a traceback."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tunelab import __version__
+from tunelab.config import load_config
+from tunelab.errors import TunelabError
+
+app = typer.Typer(help="tunelab: from your own examples to a specialised model that is trained, "
+                  "proven, served and watched.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None)
+data_app = typer.Typer(help="Prepare data: load, validate, clean, redact PII, deduplicate, split, audit.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+out = Console()
+err = Console(stderr=True)
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tunelab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    pass
+
+
+def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments are inputs, except `key.sub=value` ones that name no existing file."""
+    inputs, overrides = [], []
+    for arg in args:
+        (overrides if OVERRIDE.match(arg) and not Path(arg).exists() else inputs).append(arg)
+    return inputs, overrides
+
+
+def flag_overrides(prefix: str, **flags) -> list[str]:
+    return [f"{prefix}{key}={value}" for key, value in flags.items() if value is not None]
+
+
+@data_app.command("prepare")
+def data_prepare(
+    args: list[str] = typer.Argument(..., metavar="INPUT... [KEY=VALUE]...",
+                                     help="Input files (.jsonl .json .csv .tsv .parquet, saved datasets "
+                                          "directories, or example:sentiment) and config overrides "
+                                          "such as data.pii.mode=drop."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (its data: section)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="chat, sharegpt, alpaca, prompt_completion, "
+                                                             "preference, classification (default: auto)."),
+    pii: Optional[str] = typer.Option(None, "--pii", help="redact (default), drop or keep."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer for token counts and the "
+                                                                      "chat-template audit."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Declared label set, comma-separated."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column (classification)."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (classification)."),
+    val_file: Optional[str] = typer.Option(None, "--val-file", help="Use this file as the validation split."),
+    test_file: Optional[str] = typer.Option(None, "--test-file", help="Use this file as the test split."),
+    strip_html: Optional[bool] = typer.Option(None, "--strip-html/--keep-html", help="Strip HTML tags."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Split seed."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Turn raw files into train/val/test JSONL, rejects, duplicates and a report."""
+    from tunelab.data import prepare
+
+    inputs, overrides = split_overrides(args)
+    overrides += flag_overrides("data.", format=fmt, tokenizer=tokenizer, text_column=text_column,
+                                label_column=label_column, labels=f"[{labels}]" if labels else None)
+    overrides += flag_overrides("data.pii.", mode=pii)
+    overrides += flag_overrides("data.clean.", strip_html=strip_html)
+    overrides += flag_overrides("data.split.", val_file=val_file, test_file=test_file, seed=seed)
+    cfg = load_config(config, overrides)
+    result = prepare.run(cfg.data, inputs, out_dir, show_progress=not quiet)
+    _print_prepare_summary(result.report, out_dir)
+
+
+def _print_prepare_summary(report: dict, out_dir: Path) -> None:
+    counts = report["counts"]
+    table = Table(title=f"tunelab data prepare: {report['kind']} data", show_header=False)
+    for name in ("input", "kept", "rejected", "duplicates", "pii_redacted"):
+        table.add_row(name, f"{counts[name]:,}")
+    for split, n in report["splits"].items():
+        table.add_row(f"  {split}", f"{n:,}")
+    out.print(table)
+    for warning in report["warnings"]:
+        out.print(f"[yellow]warning:[/yellow] {warning}", markup=True, highlight=False)
+    out.print(f"outputs in {out_dir}/ (report: {out_dir / 'report.html'})", highlight=False)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except TunelabError as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; outputs already written are complete, the rest were not written", style="red")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Configuration: pydantic models composed into RunConfig, loaded from YAML with key=value
+overrides. Unknown keys are errors that name the key and the closest valid one.
+
+Every field carries a one-line description: the configuration reference is generated from them.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tunelab.errors import TunelabError
+
+DataFormat = Literal[
+    "auto", "chat", "sharegpt", "alpaca", "prompt_completion", "preference", "classification"
+]
+PiiType = Literal["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
+ALL_PII_TYPES: list[str] = ["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CleanConfig(Section):
+    nfc: bool = Field(True, description="Normalise text to Unicode NFC.")
+    whitespace: bool = Field(
+        True,
+        description="Normalise whitespace: CRLF to LF, odd spaces to plain ones, zero-width "
+        "characters removed, trailing spaces and runs of blank lines trimmed (indentation kept).",
+    )
+    strip_html: bool = Field(False, description="Strip HTML tags and unescape entities.")
+
+
+class PiiConfig(Section):
+    mode: Literal["redact", "drop", "keep"] = Field(
+        "redact",
+        description="redact: replace with typed placeholders like <EMAIL>; drop: reject the "
+        "record; keep: leave it, but still count it in the report.",
+    )
+    types: list[PiiType] = Field(
+        default_factory=lambda: list(ALL_PII_TYPES), description="Kinds of PII to look for."
+    )
+    phone_region: str = Field(
+        "US", description="Region assumed for phone numbers written without a +country code."
+    )
+
+
+class DedupConfig(Section):
+    exact: bool = Field(True, description="Drop exact duplicates (after case and space folding).")
+    near: bool = Field(True, description="Drop near duplicates found with MinHash LSH.")
+    threshold: float = Field(
+        0.8, gt=0, le=1, description="Word-shingle Jaccard similarity at which two records are near duplicates."
+    )
+    num_perm: int = Field(128, ge=16, description="MinHash permutations (more: slower, more exact).")
+    shingle_words: int = Field(3, ge=1, description="Words per shingle for near-duplicate search.")
+
+
+class SplitConfig(Section):
+    val: float = Field(0.1, ge=0, lt=1, description="Share of records for the validation split.")
+    test: float = Field(0.1, ge=0, lt=1, description="Share of records for the test split.")
+    seed: int = Field(0, description="Seed of the content hash that assigns splits.")
+    val_file: str | None = Field(None, description="Use this file as the validation split instead of splitting.")
+    test_file: str | None = Field(None, description="Use this file as the test split instead of splitting.")
+
+    @model_validator(mode="after")
+    def _ratios_leave_training_data(self) -> "SplitConfig":
+        if self.val + self.test >= 1:
+            raise ValueError("split.val + split.test must be below 1 to leave training data")
+        return self
+
+
+class DataConfig(Section):
+    format: DataFormat = Field("auto", description="Input format; auto detects it per file from the keys.")
+    text_column: str = Field("text", description="Column with the text, for classification data.")
+    label_column: str = Field("label", description="Column with the label, for classification data.")
+    group_column: str | None = Field(
+        None, description="Column copied to meta.group (fairness slices), for classification data."
+    )
+    labels: list[str] | None = Field(
+        None, description="Declared label set; records with other labels are rejected. None: labels as found."
+    )
+    encoding: str = Field("utf-8", description="Text encoding of the input files.")
+    max_chars: int = Field(100_000, gt=0, description="Reject records longer than this many characters.")
+    max_tokens: int | None = Field(
+        None, gt=0, description="Reject records longer than this many tokens of data.tokenizer."
+    )
+    tokenizer: str | None = Field(
+        None, description="Tokenizer (hub id or local path) for token counts and the chat-template audit."
+    )
+    end_token: str | None = Field(
+        None, description="End-of-turn token the template audit expects after each assistant turn (default: the EOS token)."
+    )
+    audit_sample: int = Field(500, gt=0, description="Conversations checked in depth by the chat-template audit.")
+    min_class_examples: int = Field(10, ge=1, description="Warn when a label has fewer training examples than this.")
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Text cleaning.")
+    pii: PiiConfig = Field(default_factory=PiiConfig, description="PII detection and handling.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
+
+
+class RunConfig(Section):
+    data: DataConfig = Field(default_factory=DataConfig, description="Data preparation (`tunelab data prepare`).")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML (if given), apply `key.sub=value` overrides, and validate as a whole."""
+    where = str(path) if path else "command line"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides or []:
+        apply_override(raw, item)
+    return validate_config(raw, where)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TunelabError("config file not found", where=str(path), fix="check the path")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise TunelabError(f"the YAML does not parse ({getattr(exc, 'problem', exc)})", where=at,
+                           fix="fix the syntax at that line") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise TunelabError("the config must be a mapping of sections", where=str(path),
+                           fix="start it with a key such as `data:`")
+    return loaded
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (numbers, lists, booleans)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise TunelabError(f"override {item!r} is not of the form key.sub=value",
+                           fix="write it like data.split.seed=3")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise TunelabError(f"override {item!r} sets a key below {part!r}, which is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def validate_config(raw: dict[str, Any], where: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _one_sentence(exc, where) from None
+
+
+def _one_sentence(exc: ValidationError, where: str) -> TunelabError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    dotted = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        valid = _field_names_at(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        prefix = ".".join(loc[:-1] + [""])
+        hint = f"did you mean '{prefix}{close[0]}'?" if close else (
+            f"valid keys here are: {', '.join(valid)}")
+        return TunelabError(f"unknown key '{dotted}'", where=where, fix=hint)
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return TunelabError(f"'{dotted}' is invalid: {err['msg']}{shown}".replace("Value error, ", ""),
+                        where=where, fix="correct it in the config or the override")
+
+
+def _field_names_at(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def config_to_dict(cfg: BaseModel) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,128 @@
+"""Chat-template audit: does the user's tokenizer render their conversations so that training
+learns what they think it learns?
+
+For a sample of conversations it checks that the template renders, that the rendered text
+survives tokenize/decode unchanged, that every message's content appears verbatim, that every
+assistant turn is followed by the end-of-turn token, and, where the template marks assistant
+spans with {% generation %} (what TRL's assistant_only_loss uses for the loss mask), that the
+end-of-turn token lies inside that span: a model that is never trained on it never learns to stop.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+MAX_EXAMPLES = 5
+
+
+def make_token_counter(tokenizer, kind: str):
+    """record -> number of tokens the model will see for it."""
+    can_render = bool(getattr(tokenizer, "chat_template", None))
+
+    def count(record: dict[str, Any]) -> int:
+        if kind == "generative":
+            if can_render:
+                try:
+                    return len(tokenizer.apply_chat_template(record["messages"], tokenize=True))
+                except Exception:  # a template that fails on this record is reported by the audit
+                    pass
+            text = "\n".join(str(m.get("content", "")) for m in record["messages"])
+        elif kind == "preference":
+            prompt = record["prompt"]
+            prompt_text = prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+            text = f"{prompt_text}\n{max(record['chosen'], record['rejected'], key=len)}"
+        else:
+            text = record["text"]
+        return len(tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    return count
+
+
+def audit_chat_template(tokenizer, conversations: list[list[dict[str, str]]], *,
+                        end_token: str | None = None, name: str = "") -> dict[str, Any]:
+    end_token = end_token or tokenizer.eos_token
+    template = getattr(tokenizer, "chat_template", None) or ""
+    has_markers = "{% generation %}" in template or "{%- generation %}" in template
+    report: dict[str, Any] = {
+        "tokenizer": name, "has_template": bool(template), "has_generation_markers": has_markers,
+        "end_token": end_token, "checked": 0, "render_failures": 0, "roundtrip_failures": 0,
+        "content_missing": 0, "end_token_missing": 0, "end_token_outside_mask": 0,
+        "problems": [], "examples": [],
+    }
+    if not template:
+        report["problems"].append("the tokenizer has no chat template, so chat data cannot be rendered; "
+                                  "give a tokenizer with one or set tokenizer.chat_template")
+        report["ok"] = False
+        return report
+    end_id = tokenizer.convert_tokens_to_ids(end_token) if end_token else None
+    for index, messages in enumerate(conversations):
+        report["checked"] += 1
+        for problem in _conversation_problems(tokenizer, messages, end_token, end_id, has_markers, report):
+            if len(report["examples"]) < MAX_EXAMPLES:
+                report["examples"].append({"conversation": index, "problem": problem})
+    _summarise(report)
+    return report
+
+
+def _conversation_problems(tokenizer, messages, end_token, end_id, has_markers, counts) -> list[str]:
+    try:
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception as exc:  # jinja raises many types; each is a finding, not a crash
+        counts["render_failures"] += 1
+        return [f"the template failed to render: {exc}"]
+    problems = []
+    ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    if tokenizer.decode(ids) != rendered:
+        counts["roundtrip_failures"] += 1
+        problems.append("tokenize then decode changes the rendered text")
+    cursor = 0
+    for message in messages:
+        found = rendered.find(message["content"], cursor)
+        if found < 0:
+            counts["content_missing"] += 1
+            problems.append(f"the {message['role']} content does not appear verbatim in the rendered text")
+            continue
+        cursor = found + len(message["content"])
+        if message["role"] == "assistant" and end_token and not rendered[cursor:].lstrip(" ").startswith(end_token):
+            counts["end_token_missing"] += 1
+            problems.append(f"an assistant turn is not followed by the end token {end_token!r}")
+    if has_markers and end_id is not None:
+        outside = _end_tokens_outside_mask(tokenizer, messages, end_id)
+        if outside:
+            counts["end_token_outside_mask"] += outside
+            problems.append(f"the end token {end_token!r} falls outside the assistant loss mask "
+                            f"({outside} turn{'s' if outside > 1 else ''})")
+    return problems
+
+
+def _end_tokens_outside_mask(tokenizer, messages, end_id: int) -> int:
+    """Assistant spans (runs of mask=1) whose end token sits just after the span, not inside it."""
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+    ids, mask = encoded["input_ids"], encoded["assistant_masks"]
+    outside = 0
+    for i in range(len(ids)):
+        run_ends_here = mask[i] == 1 and (i + 1 == len(ids) or mask[i + 1] == 0)
+        if run_ends_here and ids[i] != end_id:
+            outside += 1
+    return outside
+
+
+def _summarise(report: dict[str, Any]) -> None:
+    sentences = {
+        "render_failures": "conversations the template failed to render",
+        "roundtrip_failures": "rendered conversations that tokenize/decode does not reproduce",
+        "content_missing": "messages whose content the template alters or drops",
+        "end_token_missing": f"assistant turns not followed by the end token {report['end_token']!r} "
+                             "(the model would not learn to stop)",
+        "end_token_outside_mask": f"assistant turns whose end token {report['end_token']!r} is outside the "
+                                  "{% generation %} span, so it gets no loss (the model would not learn to stop); "
+                                  "move it inside {% endgeneration %}",
+    }
+    for key, sentence in sentences.items():
+        if report[key]:
+            report["problems"].append(f"{report[key]} {sentence}")
+    if not report["has_generation_markers"]:
+        report["problems"].append("the template has no {% generation %} markers, so assistant-only loss "
+                                  "(TRL assistant_only_loss) cannot find the assistant tokens; wrap each "
+                                  "assistant reply and its end token in {% generation %}...{% endgeneration %}")
+    report["ok"] = not report["problems"]

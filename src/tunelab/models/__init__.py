@@ -1,0 +1,1 @@
+"""Model and tokenizer loading (hub id, local path or the embedded default)."""
