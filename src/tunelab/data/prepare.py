@@ -87,7 +87,8 @@ def read_and_convert(sources: list[tuple[str, str]], cfg: DataConfig, bars):
                 rejects.append(reject_row(raw, raw.problem))
                 continue
             try:
-                record = formats.to_canonical(raw.value, fmt, cfg.text_column, cfg.label_column, cfg.group_column)
+                record = formats.to_canonical(raw.value, _record_format(raw.value, fmt, cfg), cfg.text_column,
+                                              cfg.label_column, cfg.group_column)
             except RecordProblem as exc:
                 rejects.append(reject_row(raw, exc.problem))
                 continue
@@ -97,6 +98,16 @@ def read_and_convert(sources: list[tuple[str, str]], cfg: DataConfig, bars):
         listing = "; ".join(f"{spec} is {kind}" for spec, kind in kinds.items())
         raise TunelabError(f"inputs mix kinds of data ({listing})", fix="prepare each kind into its own directory")
     return items, rejects, stats, next(iter(kinds.values()))
+
+
+def _record_format(value: Any, file_format: str, cfg: DataConfig) -> str:
+    """With format auto, a record in another format of the same kind (alpaca lines in a chat
+    file, say) is read in its own format; anything else must fit the file's format."""
+    if cfg.format != "auto":
+        return file_format
+    own = formats.format_of(value, cfg.text_column, cfg.label_column)
+    same_kind = own and formats.KIND_OF_FORMAT[own] == formats.KIND_OF_FORMAT[file_format]
+    return own if same_kind else file_format
 
 
 def _format_for(spec: str, raws: list[RawRecord], cfg: DataConfig) -> str:

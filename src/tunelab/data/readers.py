@@ -82,6 +82,8 @@ def read_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[RawRecord]:
                                       f"{exc.start + 1} (not {encoding}; set data.encoding)")
                 yield rec
                 continue
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark, as Windows editors write
             try:
                 rec.value = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -92,7 +94,7 @@ def read_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[RawRecord]:
 
 def read_json_array(path: Path, encoding: str = "utf-8") -> Iterator[RawRecord]:
     try:
-        items = json.loads(path.read_bytes().decode(encoding))
+        items = json.loads(path.read_bytes().decode(encoding).removeprefix("\ufeff"))
     except UnicodeDecodeError as exc:
         raise TunelabError(f"the file is not {encoding} (byte offset {exc.start})", where=str(path),
                            fix="set data.encoding or re-encode the file") from None
@@ -112,7 +114,7 @@ def read_delimited(path: Path, encoding: str, delimiter: str) -> Iterator[RawRec
         header = next(reader, None)
         if not header:
             return
-        header = [h.strip().lstrip("\ufeff") for h in header]
+        header = [h.lstrip("\ufeff").strip() for h in header]
         start = reader.line_num
         for row in reader:
             number, start = start + 1, reader.line_num

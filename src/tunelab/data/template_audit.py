@@ -9,9 +9,12 @@ end-of-turn token lies inside that span: a model that is never trained on it nev
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 MAX_EXAMPLES = 5
+# the test transformers applies before building assistant masks (whitespace control allowed)
+GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 def make_token_counter(tokenizer, kind: str):
@@ -22,7 +25,7 @@ def make_token_counter(tokenizer, kind: str):
         if kind == "generative":
             if can_render:
                 try:
-                    return len(tokenizer.apply_chat_template(record["messages"], tokenize=True))
+                    return len(tokenizer.apply_chat_template(record["messages"], tokenize=True, return_dict=True)["input_ids"])
                 except Exception:  # a template that fails on this record is reported by the audit
                     pass
             text = "\n".join(str(m.get("content", "")) for m in record["messages"])
@@ -41,7 +44,7 @@ def audit_chat_template(tokenizer, conversations: list[list[dict[str, str]]], *,
                         end_token: str | None = None, name: str = "") -> dict[str, Any]:
     end_token = end_token or tokenizer.eos_token
     template = getattr(tokenizer, "chat_template", None) or ""
-    has_markers = "{% generation %}" in template or "{%- generation %}" in template
+    has_markers = bool(GENERATION_MARKER.search(template))
     report: dict[str, Any] = {
         "tokenizer": name, "has_template": bool(template), "has_generation_markers": has_markers,
         "end_token": end_token, "checked": 0, "render_failures": 0, "roundtrip_failures": 0,
@@ -103,7 +106,11 @@ def _end_tokens_outside_mask(tokenizer, messages, end_id: int) -> int:
     for i in range(len(ids)):
         run_ends_here = mask[i] == 1 and (i + 1 == len(ids) or mask[i + 1] == 0)
         if run_ends_here and ids[i] != end_id:
-            outside += 1
+            after = i + 1  # skip whitespace between the span and the end token
+            while after < len(ids) and not tokenizer.decode([ids[after]]).strip():
+                after += 1
+            if after < len(ids) and ids[after] == end_id:  # a missing end token is end_token_missing
+                outside += 1
     return outside
 
 
