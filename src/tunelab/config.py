@@ -169,7 +169,7 @@ def _one_sentence(exc: ValidationError, where: str) -> TunelabError:
         valid = _field_names_at(loc[:-1])
         close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
         prefix = ".".join(loc[:-1] + [""])
-        hint = f"did you mean '{prefix}{close[0]}'?" if close else (
+        hint = f"did you mean '{prefix}{close[0]}'" if close else (  # no '?': str() ends the sentence
             f"valid keys here are: {', '.join(valid)}")
         return TunelabError(f"unknown key '{dotted}'", where=where, fix=hint)
     got = err.get("input")

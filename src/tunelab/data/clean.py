@@ -41,6 +41,11 @@ class _TextExtractor(HTMLParser):
         elif tag in BLOCK_TAGS:
             self.parts.append("\n")
 
+    def handle_startendtag(self, tag, attrs):
+        # a self-closing <br/> is one line break, as <br> is (the default would add two)
+        if tag in BLOCK_TAGS:
+            self.parts.append("\n")
+
     def handle_endtag(self, tag):
         if tag in ("script", "style"):
             self._skip = max(0, self._skip - 1)

@@ -3,8 +3,8 @@
 Each record's split depends only on its own content and the seed, so appending data never moves
 an old record. For classification the draw is per record, so every label gets the configured
 shares up to sampling error; a label whose draw left a split empty lends that split its
-lowest-hash training record (only labels with at least MIN_FOR_EVERY_SPLIT records), so that
-val and test see every class.
+lowest-hash training record (only labels with at least MIN_FOR_EVERY_SPLIT records; when training
+has none to spare, the other held-out split lends one), so that val and test see every class.
 """
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def _give_every_label_each_split(splits: list[str], units: list[float], labels: 
             continue
         for split in needed:
             if not any(splits[i] == split for i in members):
-                train = sorted((i for i in members if splits[i] == "train"), key=lambda i: units[i])
-                if len(train) > 1:
-                    splits[train[0]] = split
+                for donor in ("train", *(s for s in needed if s != split)):
+                    pool = sorted((i for i in members if splits[i] == donor), key=lambda i: units[i])
+                    if len(pool) > 1:  # a donor keeps at least one record
+                        splits[pool[0]] = split
+                        break
