@@ -43,9 +43,9 @@ def run(cfg: DataConfig, inputs: list[str], out_dir: str | Path, *, show_progres
         items, rejects, input_stats, kind = read_and_convert(supplied + sources, cfg, bars)
         kept, cleaning = clean_and_validate(items, cfg, kind, tokenizer, rejects, bars)
         kept, pii_stats = handle_pii(kept, cfg, rejects, bars)
-        kept, duplicates = deduplicate(kept, cfg, bars)
+        kept, duplicates, index = deduplicate(kept, cfg, bars)
         assign_splits(kept, cfg, kind, supplied_roles={role for _, role in supplied})
-        leakage = check_leakage(kept, cfg)
+        leakage = check_leakage(kept, index, cfg)
     audit = _audit(tokenizer, kept, kind, cfg)
     counts = {"input": sum(s["records"] for s in input_stats), "kept": len(kept), "rejected": len(rejects),
               "duplicates": len(duplicates), "pii_redacted": pii_stats["records_redacted"]}
@@ -195,12 +195,13 @@ def handle_pii(items: list[Item], cfg: DataConfig, rejects, bars):
 
 def deduplicate(items: list[Item], cfg: DataConfig, bars):
     texts = [joined_text(item.record) for item in items]
-    for item, text in zip(items, texts):
-        item.text, item.key = text, dedup.exact_key(text)
+    for position, (item, text) in enumerate(zip(items, texts)):
+        item.text, item.key, item.position = text, dedup.exact_key(text), position
     task = bars.add_task("deduplicating", total=len(items))
+    index = dedup.NearDuplicateIndex(cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.shingle_words)
     found = dedup.find_duplicates(texts, keys=[i.key for i in items], exact=cfg.dedup.exact, near=cfg.dedup.near,
                                   threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm,
-                                  shingle_words=cfg.dedup.shingle_words,
+                                  shingle_words=cfg.dedup.shingle_words, index=index,
                                   progress=lambda n: bars.advance(task, n))
     bars.update(task, completed=len(items))
     kept, duplicates = [], []
@@ -215,7 +216,7 @@ def deduplicate(items: list[Item], cfg: DataConfig, bars):
         if "label" in item.record and item.record["label"] != original.record["label"]:
             row["label_conflict"] = [original.record["label"], item.record["label"]]
         duplicates.append(row)
-    return kept, duplicates
+    return kept, duplicates, index
 
 
 def assign_splits(items: list[Item], cfg: DataConfig, kind: str, supplied_roles: set[str]) -> None:
@@ -231,20 +232,21 @@ def assign_splits(items: list[Item], cfg: DataConfig, kind: str, supplied_roles:
         item.split = split
 
 
-def check_leakage(items: list[Item], cfg: DataConfig) -> dict[str, Any]:
-    """Independent of deduplication (which may be off): is any val/test record a near duplicate of a train one?"""
-    train = [item for item in items if item.split == "train"]
-    held_out = [item for item in items if item.split in ("val", "test")]
-    pairs = dedup.near_duplicate_pairs([i.text for i in held_out], [i.text for i in train],
-                                       threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm,
-                                       shingle_words=cfg.dedup.shingle_words)
-    by_split = Counter(held_out[q].split for q, _, _ in pairs)
+def check_leakage(items: list[Item], index: dedup.NearDuplicateIndex, cfg: DataConfig) -> dict[str, Any]:
+    """Is any val/test record a near duplicate of a train record? Independent of deduplication,
+    which may be off; when it ran, its index already holds every kept record's signature."""
+    by_position = {item.position: item for item in items}
+    index.add_texts({item.position: item.text for item in items})
+    train = {item.position for item in items if item.split == "train"}
+    held_out = [item.position for item in items if item.split in ("val", "test")]
+    pairs = index.leaks(held_out, train)
+    by_split = Counter(by_position[q].split for q, _, _ in pairs)
     return {
         "threshold": cfg.dedup.threshold,
         "val_vs_train": by_split.get("val", 0),
         "test_vs_train": by_split.get("test", 0),
-        "examples": [{"split": held_out[q].split, "record": _where(held_out[q]), "train_record": _where(train[c]),
-                      "similarity": s} for q, c, s in pairs[:LEAKAGE_EXAMPLES]],
+        "examples": [{"split": by_position[q].split, "record": _where(by_position[q]),
+                      "train_record": _where(by_position[c]), "similarity": s} for q, c, s in pairs[:LEAKAGE_EXAMPLES]],
     }
 
 

@@ -42,6 +42,7 @@ class Item:
     key: str = ""  # normalised content hash (exact dedup and split assignment)
     text: str = ""  # the text compared for near duplicates
     split: str = ""
+    position: int = -1  # place in the deduplication order, the key of the near-duplicate index
     length: int = 0  # in tokens when a tokenizer is given, else characters
 
 
