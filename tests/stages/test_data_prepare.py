@@ -281,3 +281,16 @@ def test_example_dataset_reads_from_installed_package(tmp_path):
     first = list(islice(read_input("example:sentiment"), 3))
     assert first[0].value.keys() >= {"text", "sentiment"} and first[0].line == 2
     assert load_config(cfg).data.label_column == "sentiment" and prepare.run  # config valid for the demo
+
+
+def test_field_mismatch_between_splits_is_warned(tmp_path, write_jsonl):
+    rng = random.Random(4)
+    train_rows = [{"text": f"{sentence(rng)} {i}", "label": "a", "meta": {"group": "g1"}} for i in range(30)]
+    test_rows = [{"text": f"{sentence(rng)} t{i}", "label": "a"} for i in range(10)]
+    out = tmp_path / "out"
+    tunelab("data", "prepare", write_jsonl("tr.jsonl", train_rows), "--test-file", write_jsonl("te.jsonl", test_rows),
+            "--out", out, "-q", "data.split.val=0")
+    report = json.loads((out / "report.json").read_text())
+    assert report["fields"]["agree"] is False
+    assert "meta.group" in report["fields"]["by_split"]["train"]
+    assert any("test lacks meta.group" in w for w in report["warnings"])

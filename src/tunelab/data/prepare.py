@@ -185,7 +185,7 @@ def handle_pii(items: list[Item], cfg: DataConfig, rejects, bars):
         if found and mode == "drop":
             kinds = ", ".join(f"{n} {k}" for k, n in sorted(found.items()))
             rejects.append(reject_row(item.raw, Problem("pii", f"contains PII ({kinds}) and data.pii.mode is drop"),
-                                      item.raw.value))
+                                      item.record))
         else:
             kept.append(item)
     return kept, {"mode": mode, "types": list(cfg.pii.types), "records_with_pii": records_with_pii,

@@ -35,6 +35,7 @@ def build_report(*, kind, counts, kept, rejects, duplicates, inputs, cleaning, p
         "lengths": {"unit": length_unit, **{s: _length_stats([i.length for i in items])
                                             for s, items in by_split.items()}},
         "labels": labels,
+        "fields": _field_types(by_split),
         "leakage": leakage,
         "template_audit": audit,
     }
@@ -56,6 +57,21 @@ def _length_stats(lengths: list[int]) -> dict[str, Any]:
 def _histogram_bins(values: np.ndarray, bins: int = 20) -> dict[str, list]:
     counts, edges = np.histogram(values, bins=bins)
     return {"edges": [round(float(e), 1) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _field_types(by_split) -> dict[str, Any]:
+    """Which fields (with their JSON types, meta keys included) each split's records carry, and
+    whether the splits agree: a field present in train but not in test is a silent mismatch."""
+    per_split = {}
+    for split, items in by_split.items():
+        seen = set()
+        for item in items:
+            record = item.record
+            seen.update(f"{k}:{type(v).__name__}" for k, v in record.items() if k != "meta")
+            seen.update(f"meta.{k}" for k in record.get("meta", {}))
+        per_split[split] = sorted(seen)
+    present = [set(fields) for fields in per_split.values() if fields]
+    return {"by_split": per_split, "agree": all(p == present[0] for p in present)}
 
 
 def _label_section(by_split, cfg) -> dict[str, Any]:
@@ -80,6 +96,12 @@ def _warnings(report: dict[str, Any], cfg) -> list[str]:
     if leakage["val_vs_train"] or leakage["test_vs_train"]:
         warnings.append(f"leakage: {leakage['val_vs_train']} val and {leakage['test_vs_train']} test records are "
                         f"near duplicates of train records (Jaccard >= {leakage['threshold']})")
+    if not report["fields"]["agree"]:
+        fields = report["fields"]["by_split"]
+        union = set().union(*map(set, fields.values()))
+        gaps = "; ".join(f"{s} lacks {', '.join(sorted(union - set(f)))}" for s, f in fields.items()
+                         if f and union - set(f))
+        warnings.append(f"field types differ across splits: {gaps}")
     labels = report["labels"]
     if labels:
         if labels["rare"]:
