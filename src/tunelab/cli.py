@@ -99,6 +99,41 @@ def _print_prepare_summary(report: dict, out_dir: Path) -> None:
     out.print(f"outputs in {out_dir}/ (report: {out_dir / 'report.html'})", highlight=False)
 
 
+@app.command("train")
+def train(
+    args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
+                                     help="A YAML config (its train: section) and overrides such as train.lr=1e-4."),
+    model: Optional[str] = typer.Option(None, "--model", help="Hub id, local directory, run directory, or default."),
+    data: Optional[str] = typer.Option(None, "--data", help="Prepared directory or canonical JSONL."),
+    task: Optional[str] = typer.Option(None, "--task", help="sft, classification or dpo (default: from the data)."),
+    method: Optional[str] = typer.Option(None, "--method", help="full, lora, dora, qlora or freeze."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
+) -> None:
+    """Fine-tune a model; writes a run directory that transformers, PEFT and vLLM load."""
+    from tunelab.train import run as train_run
+
+    config_files = [a for a in (args or []) if not OVERRIDE.match(a)]
+    if len(config_files) > 1:
+        raise TunelabError(f"expected one config file, got {', '.join(config_files)}",
+                           fix="pass one YAML file, then key=value overrides")
+    overrides = [a for a in (args or []) if OVERRIDE.match(a)]
+    overrides += flag_overrides("train.", model=model, data=data, task=task, method=method, epochs=epochs, lr=lr,
+                                output_dir=output, resume=True if resume else None)
+    cfg = load_config(config_files[0] if config_files else None, overrides)
+    result = train_run.run(cfg)
+    if result.interrupted:
+        out.print(f"interrupted: checkpoint saved; continue with `tunelab train ... --resume` "
+                  f"(run directory {result.run_dir})", highlight=False)
+        raise typer.Exit(130)
+    out.print(f"trained ({result.task}); run directory: {result.run_dir}", highlight=False)
+    for name, value in result.metrics.items():
+        if name.startswith("eval_") and isinstance(value, float):
+            out.print(f"  {name.removeprefix('eval_')}: {value:.4f}", highlight=False)
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

@@ -1,12 +1,15 @@
 """The one place models and tokenizers are loaded from: a hub id (when online), a local
-Hugging Face directory, or `default` for the embedded encoder."""
+Hugging Face directory, a previous tunelab run directory, or `default` for the embedded encoder."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from tunelab.errors import TunelabError
 
 DEFAULT = "default"
+OFFLINE_FIX = "give a local directory, or go online once (HF_HUB_OFFLINE=0) so the hub copy is cached"
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -16,6 +19,18 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def adapter_base(path: str | Path) -> str | None:
+    """The base model of a PEFT adapter directory, or None when `path` is not one."""
+    config = Path(path) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"]
+
+
+def _why(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
     resolved = resolve_model_path(name_or_path)
@@ -23,7 +38,47 @@ def load_tokenizer(name_or_path: str):
         return AutoTokenizer.from_pretrained(resolved)
     except (OSError, ValueError) as exc:
         local = Path(resolved).exists()
-        fix = ("check that the directory holds tokenizer.json or tokenizer_config.json" if local else
-               "give a local directory, or go online once (HF_HUB_OFFLINE=0) so the hub copy is cached")
-        raise TunelabError(f"cannot load tokenizer '{name_or_path}' ({str(exc).splitlines()[0][:160]})",
-                           fix=fix) from None
+        fix = "check that the directory holds tokenizer.json or tokenizer_config.json" if local else OFFLINE_FIX
+        raise TunelabError(f"cannot load tokenizer '{name_or_path}' ({_why(exc)})", fix=fix) from None
+
+
+def load_model_config(name_or_path: str):
+    """The model's config only (no weights): what the pre-flight memory estimate needs."""
+    from transformers import AutoConfig
+    resolved = resolve_model_path(name_or_path)
+    base = adapter_base(resolved) or resolved
+    try:
+        return AutoConfig.from_pretrained(base)
+    except (OSError, ValueError) as exc:
+        raise TunelabError(f"cannot load the config of model '{name_or_path}' ({_why(exc)})", fix=OFFLINE_FIX) from None
+
+
+def load_model(name_or_path: str, task: str, *, labels: list[str] | None = None,
+               quantization_config: Any = None, dtype: Any = None):
+    """A model ready to train for `task` ("sft"/"dpo": causal LM, "classification": a sequence
+    classifier with a head for `labels`). A run directory holding an adapter is loaded onto its
+    base and merged, so a new stage trains on top of the previous one's weights."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    resolved = resolve_model_path(name_or_path)
+    base = adapter_base(resolved)
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    if task == "classification":
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={label: i for i, label in enumerate(labels)})
+        auto = AutoModelForSequenceClassification
+    else:
+        auto = AutoModelForCausalLM
+    try:
+        if base is None:
+            return auto.from_pretrained(resolved, **kwargs)
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(auto.from_pretrained(base, **kwargs), resolved)
+        return model.merge_and_unload()
+    except (OSError, ValueError) as exc:
+        local = Path(resolved).exists()
+        fix = "check that the directory holds config.json and model weights" if local else OFFLINE_FIX
+        raise TunelabError(f"cannot load model '{name_or_path}' ({_why(exc)})", fix=fix) from None

@@ -1,0 +1,208 @@
+"""`tunelab train`: one config in, one run directory out (model or adapter, tokenizer, resolved
+config, metrics.jsonl, manifest, model card), loadable by transformers, PEFT and vLLM alone.
+
+Everything that can be wrong with the configuration is checked before weights are loaded:
+the data, the task, the labels, the method on this hardware, the chat template, and memory.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from transformers import EarlyStoppingCallback, set_seed
+from transformers.trainer_callback import PrinterCallback
+
+from tunelab.config import RunConfig, StageSettings
+from tunelab.errors import TunelabError
+from tunelab.models import adapters
+from tunelab.models.load import adapter_base, load_model, load_model_config, load_tokenizer, resolve_model_path
+from tunelab.train import callbacks as cb
+from tunelab.train.arguments import training_kwargs
+from tunelab.train.classify import build_classification_trainer, class_weight_vector
+from tunelab.train.data import KIND_TO_TASK, TrainingData, load_training_data, to_dataset
+from tunelab.train.dpo import build_dpo_trainer
+from tunelab.train.run_dir import configure_tracking, write_run_files
+from tunelab.train.sft import build_sft_trainer
+
+GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    task: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def run(cfg: RunConfig) -> TrainResult:
+    tc = cfg.train
+    started = time.time()
+    datasets.disable_progress_bars()  # rich bars show progress; per-map tqdm bars only add noise
+    run_dir = Path(tc.output_dir)
+    stages = planned_stages(tc)
+    data = load_training_data(stages[0].data, tc.eval_data, tc.mix, tc.seed).sample(tc.max_train_examples, tc.seed)
+    task = resolve_task(tc.task, data.kind)
+    labels = resolve_labels(tc.labels, data) if task == "classification" else None
+    check_hardware(tc)
+    preflight_memory(tc, task, labels)
+    set_seed(tc.seed)
+    tokenizer = prepare_tokenizer(load_tokenizer(tc.model), task, tc.assistant_only_loss)
+    model = load_model(tc.model, task, labels=labels, quantization_config=quantization(tc.method))
+    model = adapters.apply_method(model, tc.method, task=task, lora=tc.lora, freeze_last_n=tc.freeze_last_n)
+    trainable = adapters.count_trainable(model)
+    configure_tracking(tc.tracking, run_dir)
+
+    results, interrupted, trainer = [], False, None
+    for index, stage in enumerate(stages):
+        if index > 0:
+            data = load_training_data(stage.data, None, None, tc.seed).sample(tc.max_train_examples, tc.seed)
+        trainer = build_trainer(model, tokenizer, data, task, labels, tc, stage, run_dir, index, len(stages))
+        outcome = train_stage(trainer, tc.resume and index == 0)
+        results.append({"stage": stage.name, "data": stage.data, **outcome})
+        interrupted = outcome["interrupted"]
+        if interrupted:
+            break
+        if len(stages) > 1 and trainer.is_world_process_zero():
+            trainer.save_model(str(run_dir / "stages" / f"{index + 1}-{stage.name}"))
+
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(run_dir))
+        (run_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml records the same
+        final = results[-1]["eval"]
+        write_run_files(run_dir, config=cfg.model_dump(mode="json"), base_model=tc.model,
+                        resolved_base=resolve_model_path(adapter_base(resolve_model_path(tc.model)) or tc.model),
+                        task=task, method=tc.method, data_sources=data.sources, seed=tc.seed,
+                        wall_time_s=time.time() - started, trainable=trainable, final_metrics=final,
+                        stages=results, prefixes=data.prefixes, labels=labels, interrupted=interrupted)
+    return TrainResult(run_dir, task, results[-1]["eval"], results, interrupted)
+
+
+def planned_stages(tc) -> list[StageSettings]:
+    if tc.stages:
+        return [s if s.name else s.model_copy(update={"name": f"stage{i + 1}"}) for i, s in enumerate(tc.stages)]
+    return [StageSettings(data=tc.data or "", name="train")] if (tc.data or tc.mix) else _no_data()
+
+
+def _no_data():
+    raise TunelabError("no training data given", fix="set train.data, train.stages or train.mix, or pass --data")
+
+
+def resolve_task(task: str, kind: str) -> str:
+    expected = KIND_TO_TASK[kind]
+    if task == "auto":
+        return expected
+    if task != expected:
+        raise TunelabError(f"train.task is {task} but the data is {kind} records",
+                           fix=f"set train.task={expected} (or auto), or give {task} data")
+    return task
+
+
+def resolve_labels(declared: list[str] | None, data: TrainingData) -> list[str]:
+    found = sorted({r["label"] for r in data.train + data.eval})
+    if declared is None:
+        if len(found) < 2:
+            raise TunelabError(f"classification needs at least two labels; the data has {found}",
+                               fix="check the label column given to `tunelab data prepare`")
+        return found
+    unknown = sorted(set(found) - set(declared))
+    if unknown:
+        raise TunelabError(f"the data has labels {unknown} that train.labels ({declared}) lacks",
+                           fix="add them to train.labels or remove those records")
+    return list(declared)
+
+
+def check_hardware(tc) -> None:
+    if tc.method == "qlora" and not torch.cuda.is_available():
+        raise TunelabError("method qlora needs a CUDA GPU (4-bit weights through bitsandbytes)",
+                           fix="use method lora on this machine")
+
+
+def quantization(method: str):
+    if method != "qlora":
+        return None
+    from transformers import BitsAndBytesConfig
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def preflight_memory(tc, task: str, labels: list[str] | None) -> None:
+    """Refuse, with a suggestion that fits, a run that cannot fit in memory: before loading weights."""
+    from tunelab.models import memory
+    estimate = memory.estimate_training_memory(
+        load_model_config(tc.model), task=task, method=tc.method, batch_size=tc.batch_size,
+        max_length=tc.max_length, weight_bytes=2 if tc.bf16 is True else 4,
+        gradient_checkpointing=tc.gradient_checkpointing, lora_r=tc.lora.r, freeze_last_n=tc.freeze_last_n,
+        num_labels=len(labels) if labels else 2)
+    available, device = memory.available_memory()
+    if tc.memory_limit_gb is not None:
+        available, device = int(tc.memory_limit_gb * 2**30), f"the configured limit (train.memory_limit_gb={tc.memory_limit_gb})"
+    memory.preflight(estimate, available, device, method=tc.method, batch_size=tc.batch_size,
+                     gradient_checkpointing=tc.gradient_checkpointing)
+
+
+def prepare_tokenizer(tokenizer, task: str, assistant_only_loss: bool):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # batches need padding; masked out of the loss
+    if task in ("sft", "dpo") and not getattr(tokenizer, "chat_template", None):
+        raise TunelabError("the tokenizer has no chat template, so chat data cannot be rendered",
+                           fix="use a tokenizer with one (an instruct model's), or set tokenizer.chat_template")
+    if task == "sft" and assistant_only_loss and not GENERATION_MARKER.search(tokenizer.chat_template):
+        raise TunelabError("assistant-only loss needs a chat template that marks assistant replies with "
+                           "{% generation %}...{% endgeneration %}, and this tokenizer's does not",
+                           fix="add the markers around each assistant reply and its end token (`tunelab data "
+                               "prepare --tokenizer` audits it), or set train.assistant_only_loss=false")
+    return tokenizer
+
+
+def build_trainer(model, tokenizer, data: TrainingData, task: str, labels, tc, stage: StageSettings, run_dir: Path,
+                  index: int, stage_count: int):
+    has_eval = bool(data.eval)
+    checkpoints = run_dir / "checkpoints" / (stage.name if stage_count > 1 else "")
+    common = training_kwargs(tc, task=task, checkpoints_dir=checkpoints, has_eval=has_eval,
+                             run_name=f"{run_dir.name}-{stage.name}" if stage_count > 1 else run_dir.name)
+    if stage.epochs:
+        common["num_train_epochs"] = stage.epochs
+    if stage.lr:
+        common["learning_rate"] = stage.lr
+    callbacks = [cb.MetricsLog(run_dir / "metrics.jsonl", stage.name if stage_count > 1 else None),
+                 cb.CompleteCheckpoints(), cb.InterruptToCheckpoint(),
+                 cb.RichProgress(stage.name if stage_count > 1 else f"training ({task})")]
+    if has_eval and tc.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
+    train_ds = to_dataset(data.train, data.kind, labels)
+    eval_ds = to_dataset(data.eval, data.kind, labels) if has_eval else None
+    if task == "classification":
+        weights = class_weight_vector(tc.class_weights, labels, list(train_ds["label"]))
+        trainer = build_classification_trainer(model, tokenizer, train_ds, eval_ds, common=common,
+                                               max_length=tc.max_length, class_weights=weights, callbacks=callbacks)
+    elif task == "dpo":
+        trainer = build_dpo_trainer(model, tokenizer, train_ds, eval_ds, common=common, max_length=tc.max_length,
+                                    beta=tc.dpo.beta, loss_type=tc.dpo.loss_type, callbacks=callbacks)
+    else:
+        trainer = build_sft_trainer(model, tokenizer, train_ds, eval_ds, common=common, max_length=tc.max_length,
+                                    assistant_only_loss=tc.assistant_only_loss, packing=tc.packing,
+                                    callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # RichProgress shows progress; metrics.jsonl keeps the logs
+    return trainer
+
+
+def train_stage(trainer, resume: bool) -> dict[str, Any]:
+    checkpoint = None
+    if resume:
+        checkpoint = cb.last_complete_checkpoint(Path(trainer.args.output_dir))
+        if checkpoint is None:
+            raise TunelabError("--resume found no complete checkpoint", where=trainer.args.output_dir,
+                               fix="run without --resume to start afresh")
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    interrupt = next(c for c in trainer.callback_handler.callbacks if isinstance(c, cb.InterruptToCheckpoint))
+    evaluation = trainer.evaluate() if trainer.eval_dataset is not None and not interrupt.interrupted else {}
+    return {"train_loss": output.training_loss, "steps": trainer.state.global_step,
+            "best_checkpoint": trainer.state.best_model_checkpoint, "eval": evaluation,
+            "interrupted": interrupt.interrupted}
