@@ -124,6 +124,8 @@ def train(
                                 output_dir=output, resume=True if resume else None)
     cfg = load_config(config_files[0] if config_files else None, overrides)
     result = train_run.run(cfg)
+    if not result.main_process:  # a multi-process launch prints one summary, from process 0
+        raise typer.Exit(130 if result.interrupted else 0)
     if result.interrupted:
         out.print(f"interrupted: checkpoint saved; continue with `tunelab train ... --resume` "
                   f"(run directory {result.run_dir})", highlight=False)
@@ -132,6 +134,39 @@ def train(
     for name, value in result.metrics.items():
         if name.startswith("eval_") and isinstance(value, float):
             out.print(f"  {name.removeprefix('eval_')}: {value:.4f}", highlight=False)
+
+
+@app.command("eval")
+def evaluate(
+    model: str = typer.Argument(..., help="Run directory from `tunelab train` (or a model directory)."),
+    data: str = typer.Option(..., "--data", help="Test JSONL, or a prepared directory (its test.jsonl)."),
+    baseline: list[str] = typer.Option([], "--baseline", help="probe (logistic regression on frozen base "
+                                       "embeddings), base (untrained head), or a model/run directory; repeatable."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: RUN/eval)."),
+    resamples: int = typer.Option(1000, "--resamples", help="Paired bootstrap resamples."),
+) -> None:
+    """Compare the tuned model with baselines on held-out data, with confidence intervals."""
+    from tunelab.evaluate import run as eval_run
+
+    result = eval_run.run(model, data, baselines=baseline, out_dir=out_dir or Path(model) / "eval", resamples=resamples)
+    out.print(result.report["verdict"], highlight=False)
+    out.print(f"report: {result.out_dir / 'report.json'}", highlight=False)
+
+
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directory from `tunelab train`."),
+    merge: bool = typer.Option(False, "--merge", help="Fold the run's LoRA/DoRA adapter into its base model "
+                                                      "(checked on logits before saving)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN/merged)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest logit difference accepted "
+                                                                         "(default: 1e-4 fp32, 1e-2 bf16/fp16)."),
+) -> None:
+    """Write a plain transformers model from an adapter run (merged weights, safetensors, tokenizer)."""
+    from tunelab import export as export_stage
+
+    result = export_stage.run(run_dir, merge=merge, out_dir=out_dir, tolerance=tolerance)
+    out.print(result.message, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Evaluation: pure metric functions, baselines, paired comparisons, and `run.run()`."""

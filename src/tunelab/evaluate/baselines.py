@@ -1,0 +1,29 @@
+"""Cheap alternatives a fine-tune must beat to be worth it.
+
+- probe: logistic regression on frozen sentence embeddings of the base encoder (mean-pooled,
+  sentence-transformers), fitted on the same training examples the fine-tune saw;
+- base: the base model itself with a new, untrained head (what you get without training).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def embed(model_path: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+    encoder = SentenceTransformer(model_path, device="cpu")
+    return encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                          show_progress_bar=False)
+
+
+def embedding_probe(model_path: str, train_texts: list[str], train_labels: list[int], test_texts: list[str],
+                    *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted label indices, class probabilities) of a logistic-regression probe."""
+    from sklearn.linear_model import LogisticRegression
+    features = embed(model_path, train_texts + test_texts)
+    train_x, test_x = features[: len(train_texts)], features[len(train_texts):]
+    probe = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+    probe.fit(train_x, train_labels)
+    probabilities = np.zeros((len(test_texts), max(train_labels) + 1))
+    probabilities[:, probe.classes_] = probe.predict_proba(test_x)
+    return probabilities.argmax(axis=1), probabilities
