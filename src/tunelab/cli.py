@@ -113,8 +113,6 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
 ) -> None:
     """Fine-tune a model; writes a run directory that transformers, PEFT and vLLM load."""
-    from tunelab.train import run as train_run
-
     config_files = [a for a in (args or []) if not OVERRIDE.match(a)]
     if len(config_files) > 1:
         raise TunelabError(f"expected one config file, got {', '.join(config_files)}",
@@ -123,6 +121,8 @@ def train(
     overrides += flag_overrides("train.", model=model, data=data, task=task, method=method, epochs=epochs, lr=lr,
                                 output_dir=output, resume=True if resume else None)
     cfg = load_config(config_files[0] if config_files else None, overrides)
+    from tunelab.train import run as train_run  # torch/transformers/TRL: after the config is known good
+
     result = train_run.run(cfg)
     if not result.main_process:  # a multi-process launch prints one summary, from process 0
         raise typer.Exit(130 if result.interrupted else 0)

@@ -114,9 +114,15 @@ class LoraSettings(Section):
         "all-linear", description="Module names to adapt, or all-linear (every linear layer but the output head).")
 
 
+# the loss types TRL 1.16's DPOTrainer accepts (it checks only when computing the first loss);
+# exo_pair is left out: it also needs label smoothing, which tunelab does not expose
+DpoLoss = Literal["sigmoid", "hinge", "ipo", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"]
+
+
 class DpoSettings(Section):
     beta: float = Field(0.1, gt=0, description="DPO temperature: how far the policy may move from the reference.")
-    loss_type: str = Field("sigmoid", description="TRL DPO loss type (sigmoid, ipo, hinge, ...).")
+    loss_type: DpoLoss = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, sppo_hard, apo_zero, ...")
 
 
 class TrackingSettings(Section):

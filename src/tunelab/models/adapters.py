@@ -36,9 +36,26 @@ def lora_targets(model: nn.Module, requested, task: str) -> list[str]:
     missing = [t for t in requested if t not in available]
     if missing:
         raise TunelabError(f"LoRA target module{'s' if len(missing) > 1 else ''} {', '.join(missing)} not in "
-                           f"{type(model).__name__}", fix=f"choose from {', '.join(sorted(available))} "
+                           f"{type(model).__name__}", fix=f"choose from {', '.join(sorted(available - heads))} "
                            "(train.lora.target_modules), or use all-linear")
     return list(requested)
+
+
+def check_method(model: nn.Module, method: str, *, task: str, lora=None, freeze_last_n: int = 4) -> None:
+    """The checks apply_method makes, run on the model's structure alone (a meta-device skeleton
+    will do), so a misspelt LoRA target or too many blocks to train is found before loading weights."""
+    if method == "freeze":
+        _last_blocks(model, freeze_last_n)
+    elif method in ("lora", "dora", "qlora"):
+        lora_targets(model, lora.target_modules, task)
+
+
+def _last_blocks(model: nn.Module, n: int) -> list[nn.Module]:
+    blocks = transformer_blocks(model)
+    if n > len(blocks):
+        raise TunelabError(f"train.freeze_last_n is {n} but the model has {len(blocks)} blocks",
+                           fix=f"set it to at most {len(blocks)}, or use method full")
+    return list(blocks[-n:])
 
 
 def apply_method(model: nn.Module, method: str, *, task: str, lora=None, freeze_last_n: int = 4) -> nn.Module:
@@ -63,13 +80,9 @@ def apply_method(model: nn.Module, method: str, *, task: str, lora=None, freeze_
 
 
 def _freeze_all_but_last(model: nn.Module, n: int, task: str) -> nn.Module:
-    blocks = transformer_blocks(model)
-    if n > len(blocks):
-        raise TunelabError(f"train.freeze_last_n is {n} but the model has {len(blocks)} blocks",
-                           fix=f"set it to at most {len(blocks)}, or use method full")
+    trainable = _last_blocks(model, n)
     for parameter in model.parameters():
         parameter.requires_grad = False
-    trainable = list(blocks[-n:])
     # the final norm sits after the blocks and the head reads it: both train with the last blocks
     for name, module in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]

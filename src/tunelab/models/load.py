@@ -53,6 +53,27 @@ def load_model_config(name_or_path: str):
         raise TunelabError(f"cannot load the config of model '{name_or_path}' ({_why(exc)})", fix=OFFLINE_FIX) from None
 
 
+def load_model_skeleton(name_or_path: str, task: str, *, labels: list[str] | None = None):
+    """The model's structure on the meta device (shapes, no weights, no memory): what the checks of
+    the method (LoRA targets, blocks to train) need before the weights are loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    config = load_model_config(name_or_path)
+    auto = AutoModelForCausalLM
+    if task == "classification":
+        config.num_labels = len(labels or [0, 1])
+        auto = AutoModelForSequenceClassification
+    try:
+        with torch.device("meta"):
+            return auto.from_config(config)
+    except ValueError:
+        kind = "sequence-classification" if task == "classification" else "causal language-model"
+        raise TunelabError(f"model type '{config.model_type}' has no {kind} head, so it cannot be trained "
+                           f"for task {task}", where=name_or_path,
+                           fix="use an encoder (such as 'default') for classification and a decoder for sft "
+                               "and dpo") from None
+
+
 def load_model(name_or_path: str, task: str, *, labels: list[str] | None = None,
                quantization_config: Any = None, dtype: Any = None):
     """A model ready to train for `task` ("sft"/"dpo": causal LM, "classification": a sequence

@@ -50,11 +50,12 @@ class ParameterCount:
                     *, dora: bool = False) -> int:
         """LoRA adds A (r x in) and B (out x r) to each targeted linear; DoRA adds a magnitude
         vector of size out. Targets match PEFT's way: a module name equal to or ending in one."""
-        total = 0
-        for name, fan_in, fan_out in self.block_linears:
-            if targets == "all-linear" or any(name == t or name.endswith("." + t) for t in targets):
-                total += r * (fan_in + fan_out) + (fan_out if dora else 0)
-        return total
+        return sum(r * (fan_in + fan_out) + (fan_out if dora else 0)
+                   for name, fan_in, fan_out in self.block_linears if _targeted(name, targets))
+
+
+def _targeted(name: str, targets: str | Sequence[str]) -> bool:
+    return targets == "all-linear" or any(name == t or name.endswith("." + t) for t in targets)
 
 
 def count_parameters(model_config, *, task: str = "sft", num_labels: int = 2) -> ParameterCount:
@@ -81,8 +82,15 @@ def _count_on_meta(model_config, task: str, num_labels: int) -> ParameterCount:
     else:
         builder = AutoModelForCausalLM
     # Meta tensors carry shape and dtype but no storage: an 80-layer model costs nothing.
-    with torch.device("meta"):
-        model = builder.from_config(cfg)
+    try:
+        with torch.device("meta"):
+            model = builder.from_config(cfg)
+    except ValueError:
+        kind = "sequence-classification" if task == "classification" else "causal language-model"
+        raise TunelabError(f"model type '{cfg.model_type}' has no {kind} head, so it cannot be "
+                           f"trained for task {task}",
+                           fix="use an encoder (such as 'default') for classification and a "
+                               "decoder for sft and dpo") from None
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     blocks = _find_blocks(model, text.num_hidden_layers)
     hidden = text.hidden_size
@@ -150,12 +158,13 @@ def estimate_training_memory(model_config, *, task: str, method: str, batch_size
                              gradient_checkpointing: bool = False, lora_r: int = 16,
                              lora_targets_fraction: float | None = None,
                              lora_targets: str | Sequence[str] = "all-linear",
-                             freeze_last_n: int = 4, num_labels: int = 2,
-                             flash_attention: bool = False) -> MemoryEstimate:
+                             lora_dropout: float = 0.0, freeze_last_n: int = 4,
+                             num_labels: int = 2, flash_attention: bool = False) -> MemoryEstimate:
     """Peak memory of one training step with AdamW, in GB.
 
     lora_targets: "all-linear" or module names as in PEFT's target_modules;
     lora_targets_fraction, when given, overrides them as a share of the all-linear adapter.
+    lora_dropout above 0 makes PEFT store a dropped-out copy of each targeted layer's input.
     flash_attention: True when attention runs in a fused kernel (flash attention, or SDPA's
     flash/memory-efficient backends) that never stores the seq x seq scores.
     """
@@ -168,7 +177,11 @@ def estimate_training_memory(model_config, *, task: str, method: str, batch_size
     wb = weight_bytes
     classifier = shape.head_params if task == "classification" else 0
 
+    adapter_inputs = 0  # summed in-width of the targeted layers, for lora_dropout's copies
     if method in ADAPTER_METHODS:
+        targeted = [(n, i, o) for n, i, o in shape.block_linears
+                    if _targeted(n, "all-linear" if lora_targets_fraction is not None else lora_targets)]
+        adapter_inputs = sum(i for _, i, _ in targeted) * (lora_targets_fraction or 1.0)
         if lora_targets_fraction is not None:
             adapter = round(lora_targets_fraction * shape.lora_params(lora_r, dora=method == "dora"))
         else:
@@ -203,6 +216,9 @@ def estimate_training_memory(model_config, *, task: str, method: str, batch_size
     activations = _activation_bytes(shape, task=task, method=method, batch_size=batch_size,
                                     seq=max_length, act_bytes=wb, checkpointing=gradient_checkpointing,
                                     freeze_last_n=freeze_last_n, flash_attention=flash_attention)
+    if method in ADAPTER_METHODS and lora_dropout > 0:
+        # PEFT applies dropout to the adapter's input, and autograd keeps that copy.
+        activations += adapter_inputs * max_length * batch_size * (2 if task == "dpo" else 1) * wb
     total = weights + gradients + optimizer + activations
     return MemoryEstimate(
         params=shape.total, trainable_params=trainable, weights_gb=weights / GB,

@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 COMPLETE_MARKER = "tunelab-complete.json"
@@ -49,6 +50,10 @@ class CompleteCheckpoints(TrainerCallback):
     the save). Resume only trusts marked checkpoints, so one cut off mid-write is never used."""
 
     def on_save(self, args, state, control, **kwargs):
+        # Every process writes its own part of a checkpoint (its RNG state; ZeRO/FSDP shards) and
+        # the Trainer does not wait for the others before on_save: wait here, then mark once.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         if not state.is_world_process_zero:
             return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"

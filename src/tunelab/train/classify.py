@@ -13,6 +13,13 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 from tunelab.errors import TunelabError
 
 
+def check_class_weights(setting, labels: list[str]) -> None:
+    """A list of weights must give one per label: checked as soon as the labels are known."""
+    if isinstance(setting, list) and len(setting) != len(labels):
+        raise TunelabError(f"train.class_weights has {len(setting)} weights for {len(labels)} labels "
+                           f"({', '.join(labels)})", fix="give one weight per label, in that order")
+
+
 def class_weight_vector(setting, labels: list[str], train_labels: list[int]) -> torch.Tensor | None:
     if setting == "none":
         return None
@@ -20,13 +27,16 @@ def class_weight_vector(setting, labels: list[str], train_labels: list[int]) -> 
         counts = Counter(train_labels)
         n = len(train_labels)
         return torch.tensor([n / (len(labels) * max(counts.get(i, 0), 1)) for i in range(len(labels))])
-    if len(setting) != len(labels):
-        raise TunelabError(f"train.class_weights has {len(setting)} weights for {len(labels)} labels "
-                           f"({', '.join(labels)})", fix="give one weight per label, in that order")
+    check_class_weights(setting, labels)
     return torch.tensor(setting, dtype=torch.float)
 
 
 def weighted_loss(weights: torch.Tensor):
+    """Class-weighted cross-entropy summed over the examples and divided by their count
+    (num_items_in_batch counts the whole accumulated batch), so gradient accumulation gives the
+    loss of one large batch. torch's reduction="mean" divides by the batch's summed weights
+    instead, a divisor that moves with each batch's class mix; with balanced weights (mean 1 over
+    the training set) this is the unbiased per-batch estimate of that mean over the whole set."""
     def compute_loss(outputs, labels, num_items_in_batch=None):
         logits = outputs.logits
         loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1),

@@ -6,6 +6,7 @@ the data, the task, the labels, the method on this hardware, the chat template, 
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,14 +21,17 @@ from transformers.trainer_callback import PrinterCallback
 from tunelab.config import RunConfig, StageSettings
 from tunelab.errors import TunelabError
 from tunelab.models import adapters
-from tunelab.models.load import adapter_base, load_model, load_model_config, load_tokenizer, resolve_model_path
+from tunelab.models.load import (adapter_base, load_model, load_model_config, load_model_skeleton, load_tokenizer,
+                                 resolve_model_path)
 from tunelab.train import callbacks as cb
-from tunelab.train.arguments import training_kwargs
-from tunelab.train.classify import build_classification_trainer, class_weight_vector
+from tunelab.train.arguments import check_supported, training_kwargs
+from tunelab.train.classify import build_classification_trainer, check_class_weights, class_weight_vector
 from tunelab.train.data import KIND_TO_TASK, TrainingData, load_training_data, to_dataset
-from tunelab.train.dpo import build_dpo_trainer
-from tunelab.train.run_dir import configure_tracking, write_run_files
+from tunelab.train.dpo import build_dpo_trainer, drop_reference_adapter, needs_chat_template
+from tunelab.train.run_dir import configure_tracking, save_weights, tracking_run, write_run_files
 from tunelab.train.sft import build_sft_trainer
+from tunelab.train.stages import (check_stage_kinds, completed_stages, load_weights, planned_stages,
+                                  save_snapshot, snapshot_dir)
 
 GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
@@ -39,6 +43,7 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    main_process: bool = True  # False on the other processes of a multi-process launch
 
 
 def run(cfg: RunConfig) -> TrainResult:
@@ -48,50 +53,71 @@ def run(cfg: RunConfig) -> TrainResult:
     run_dir = Path(tc.output_dir)
     stages = planned_stages(tc)
     data = load_training_data(stages[0].data, tc.eval_data, tc.mix, tc.seed).sample(tc.max_train_examples, tc.seed)
+    stage_data = [data] + [load_training_data(s.data, None, None, tc.seed).sample(tc.max_train_examples, tc.seed)
+                           for s in stages[1:]]  # every stage's data checked before any weights load
+    check_stage_kinds([d.kind for d in stage_data], [s.name for s in stages])
     task = resolve_task(tc.task, data.kind)
-    labels = resolve_labels(tc.labels, data) if task == "classification" else None
+    every = TrainingData(data.kind, [r for d in stage_data for r in d.train], [r for d in stage_data for r in d.eval],
+                         {f: h for d in stage_data for f, h in d.sources.items()}, data.prefixes)
+    labels = resolve_labels(tc.labels, every) if task == "classification" else None
+    if labels:
+        check_class_weights(tc.class_weights, labels)
     check_hardware(tc)
+    tokenizer = prepare_tokenizer(load_tokenizer(tc.model), task, tc.assistant_only_loss,
+                                  chat=task != "dpo" or needs_chat_template(every.train + every.eval))
+    # LoRA targets and blocks to train are checked on the structure alone (meta device, no weights)
+    adapters.check_method(load_model_skeleton(tc.model, task, labels=labels), tc.method, task=task, lora=tc.lora,
+                          freeze_last_n=tc.freeze_last_n)
     preflight_memory(tc, task, labels)
     set_seed(tc.seed)
-    tokenizer = prepare_tokenizer(load_tokenizer(tc.model), task, tc.assistant_only_loss)
     model = load_model(tc.model, task, labels=labels, quantization_config=quantization(tc.method))
     model = adapters.apply_method(model, tc.method, task=task, lora=tc.lora, freeze_last_n=tc.freeze_last_n)
     trainable = adapters.count_trainable(model)
     configure_tracking(tc.tracking, run_dir)
 
-    results, interrupted, trainer = [], False, None
-    for index, stage in enumerate(stages):
-        if index > 0:
-            data = load_training_data(stage.data, None, None, tc.seed).sample(tc.max_train_examples, tc.seed)
+    # --resume: stages whose snapshot is complete are skipped; the next starts from the last of them
+    done = completed_stages(run_dir, stages) if tc.resume and len(stages) > 1 else []
+    if done:
+        load_weights(model, snapshot_dir(run_dir, len(done) - 1, stages[len(done) - 1]))
+    results, interrupted, trainer = list(done), False, None
+    for index, (stage, data) in enumerate(zip(stages, stage_data)):
+        if index < len(done):
+            continue
         trainer = build_trainer(model, tokenizer, data, task, labels, tc, stage, run_dir, index, len(stages))
-        outcome = train_stage(trainer, tc.resume and index == 0)
+        # the interrupted stage continues from its last complete checkpoint; a later stage that
+        # never reached one starts afresh from the previous stage's snapshot
+        resume = tc.resume and index == len(done) and (
+            index == 0 or cb.last_complete_checkpoint(Path(trainer.args.output_dir)) is not None)
+        outcome = train_stage(trainer, resume)
+        if task == "dpo":
+            drop_reference_adapter(model)  # TRL's frozen copy of the adapter is not part of the run
         results.append({"stage": stage.name, "data": stage.data, **outcome})
         interrupted = outcome["interrupted"]
         if interrupted:
             break
-        if len(stages) > 1 and trainer.is_world_process_zero():
-            trainer.save_model(str(run_dir / "stages" / f"{index + 1}-{stage.name}"))
+        if len(stages) > 1:
+            save_snapshot(trainer, snapshot_dir(run_dir, index, stage), results[-1])
+    if trainer is None:  # every stage had finished before: only the run's own files remain to write
+        trainer = build_trainer(model, tokenizer, data, task, labels, tc, stages[-1], run_dir, len(stages) - 1,
+                                len(stages))
+        if task == "dpo":
+            drop_reference_adapter(model)
 
+    # an adapter trained on weights merged from an adapter run is saved merged (run_dir.save_weights)
+    save_weights(trainer, run_dir, merge_adapter=adapter_base(resolve_model_path(tc.model)) is not None)
     if trainer.is_world_process_zero():
-        trainer.save_model(str(run_dir))
         (run_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml records the same
         final = results[-1]["eval"]
         write_run_files(run_dir, config=cfg.model_dump(mode="json"), base_model=tc.model,
                         resolved_base=resolve_model_path(adapter_base(resolve_model_path(tc.model)) or tc.model),
-                        task=task, method=tc.method, data_sources=data.sources, seed=tc.seed,
+                        task=task, method=tc.method, data_sources=every.sources, seed=tc.seed,
                         wall_time_s=time.time() - started, trainable=trainable, final_metrics=final,
-                        stages=results, prefixes=data.prefixes, labels=labels, interrupted=interrupted)
-    return TrainResult(run_dir, task, results[-1]["eval"], results, interrupted)
-
-
-def planned_stages(tc) -> list[StageSettings]:
-    if tc.stages:
-        return [s if s.name else s.model_copy(update={"name": f"stage{i + 1}"}) for i, s in enumerate(tc.stages)]
-    return [StageSettings(data=tc.data or "", name="train")] if (tc.data or tc.mix) else _no_data()
-
-
-def _no_data():
-    raise TunelabError("no training data given", fix="set train.data, train.stages or train.mix, or pass --data")
+                        stages=results, prefixes=every.prefixes, labels=labels, interrupted=interrupted)
+    # under accelerate launch / torchrun no process returns (and exits) before process 0 has
+    # finished the run directory, so whatever runs next on any of them finds it complete
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(run_dir, task, results[-1]["eval"], results, interrupted,
+                       main_process=trainer.is_world_process_zero())
 
 
 def resolve_task(task: str, kind: str) -> str:
@@ -119,9 +145,14 @@ def resolve_labels(declared: list[str] | None, data: TrainingData) -> list[str]:
 
 
 def check_hardware(tc) -> None:
+    """What this machine cannot run fails here, before any weights load."""
     if tc.method == "qlora" and not torch.cuda.is_available():
         raise TunelabError("method qlora needs a CUDA GPU (4-bit weights through bitsandbytes)",
                            fix="use method lora on this machine")
+    if tc.method == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        raise TunelabError("method qlora needs the bitsandbytes package",
+                           fix="pip install bitsandbytes, or use method lora")
+    check_supported(tc)
 
 
 def quantization(method: str):
@@ -147,10 +178,11 @@ def preflight_memory(tc, task: str, labels: list[str] | None) -> None:
                      gradient_checkpointing=tc.gradient_checkpointing)
 
 
-def prepare_tokenizer(tokenizer, task: str, assistant_only_loss: bool):
+def prepare_tokenizer(tokenizer, task: str, assistant_only_loss: bool, chat: bool = True):
+    """chat: the data is rendered with the chat template (SFT; DPO with conversational prompts)."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # batches need padding; masked out of the loss
-    if task in ("sft", "dpo") and not getattr(tokenizer, "chat_template", None):
+    if task in ("sft", "dpo") and chat and not getattr(tokenizer, "chat_template", None):
         raise TunelabError("the tokenizer has no chat template, so chat data cannot be rendered",
                            fix="use a tokenizer with one (an instruct model's), or set tokenizer.chat_template")
     if task == "sft" and assistant_only_loss and not GENERATION_MARKER.search(tokenizer.chat_template):
@@ -200,9 +232,10 @@ def train_stage(trainer, resume: bool) -> dict[str, Any]:
         if checkpoint is None:
             raise TunelabError("--resume found no complete checkpoint", where=trainer.args.output_dir,
                                fix="run without --resume to start afresh")
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    interrupt = next(c for c in trainer.callback_handler.callbacks if isinstance(c, cb.InterruptToCheckpoint))
-    evaluation = trainer.evaluate() if trainer.eval_dataset is not None and not interrupt.interrupted else {}
+    with tracking_run(trainer):  # the final evaluation is logged in the same MLflow run as the training
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        interrupt = next(c for c in trainer.callback_handler.callbacks if isinstance(c, cb.InterruptToCheckpoint))
+        evaluation = trainer.evaluate() if trainer.eval_dataset is not None and not interrupt.interrupted else {}
     return {"train_loss": output.training_loss, "steps": trainer.state.global_step,
             "best_checkpoint": trainer.state.best_model_checkpoint, "eval": evaluation,
             "interrupted": interrupt.interrupted}

@@ -5,29 +5,58 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from tunelab.errors import TunelabError
 from tunelab.files import manifest, sha256_of, write_json, write_text
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 def configure_tracking(tracking, run_dir: Path) -> str | None:
-    """Point transformers' MLflow/TensorBoard callbacks where the config says; returns the URI."""
+    """Point transformers' MLflow/TensorBoard callbacks where the config says; returns the URI.
+
+    Set explicitly on every run, never inherited from an earlier run in the same process: the
+    callbacks read these variables, and mlflow keeps a process-wide tracking URI and experiment
+    that would otherwise send a second run to the first one's store."""
     if tracking.backend == "mlflow":
+        import mlflow
         uri = tracking.uri or f"sqlite:///{(Path.cwd() / 'mlruns.db').resolve()}"
         os.environ["MLFLOW_TRACKING_URI"] = uri
         os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking.experiment
+        mlflow.set_tracking_uri(uri)
+        if int(os.environ.get("RANK", "0")) == 0:  # only the main process logs (and creates the experiment)
+            try:
+                mlflow.set_experiment(tracking.experiment)
+            except Exception as exc:  # noqa: BLE001 (any store error: refuse before training, not after)
+                why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise TunelabError(f"cannot open the MLflow tracking store {uri} ({why})",
+                                   fix="check train.tracking.uri, or set train.tracking.backend=none") from None
         return uri
     if tracking.backend == "tensorboard":
         directory = tracking.uri or str(run_dir / "tensorboard")
         os.environ["TENSORBOARD_LOGGING_DIR"] = directory
         return directory
     return None
+
+
+@contextmanager
+def tracking_run(trainer):
+    """One MLflow run open around a stage's training *and* its final evaluation. Left to itself,
+    transformers' MLflowCallback ends its run at train end, and the evaluation after it then
+    logs into a new, unnamed run; with a run already active the callback logs into that one and
+    leaves ending it to us (FINISHED, or FAILED when an exception escapes)."""
+    if "mlflow" not in (trainer.args.report_to or []) or not trainer.is_world_process_zero():
+        yield
+        return
+    import mlflow
+    with mlflow.start_run(run_name=trainer.args.run_name, nested=mlflow.active_run() is not None):
+        yield
 
 
 def model_fingerprint(name_or_path: str) -> str:
@@ -82,9 +111,15 @@ def model_card(base_model, task, method, data_sources, metrics, trainable, label
     adapter = (run_dir / "adapter_config.json").is_file()
     auto = "AutoModelForSequenceClassification" if task == "classification" else "AutoModelForCausalLM"
     if adapter:
+        # an adapter directory has no config.json (one there makes transformers look for full weights),
+        # so the head's size and label names are passed to the base model here
+        head = ""
+        if task == "classification" and labels:
+            ids = dict(enumerate(labels))
+            head = f", num_labels={len(ids)}, id2label={ids!r}, label2id={ {v: k for k, v in ids.items()}!r}"
         load = (f"from peft import AutoPeftModel{'ForSequenceClassification' if task == 'classification' else 'ForCausalLM'}"
                 f"\nmodel = AutoPeftModel{'ForSequenceClassification' if task == 'classification' else 'ForCausalLM'}"
-                f".from_pretrained(\"{run_dir}\")")
+                f".from_pretrained(\"{run_dir}\"{head})")
     else:
         load = f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{run_dir}\")"
     metric_lines = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
@@ -118,3 +153,22 @@ tags: [tunelab, {task}, {method}]
 The full resolved configuration is in `config.yaml`; hashes, versions and timings in `manifest.json`;
 every logged step in `metrics.jsonl`.
 """
+
+
+def save_weights(trainer, directory: Path, *, merge_adapter: bool) -> None:
+    """The trained model (or adapter) and tokenizer in `directory`, as save_pretrained writes them.
+
+    merge_adapter: the run's adapter was trained on weights merged from an earlier adapter run,
+    which exist nowhere on disk, so the adapter alone would load onto the wrong base. The merged
+    full weights are saved instead: transformers, PEFT and vLLM load them with no tunelab code.
+    Call it at the end of the run: merging replaces the adapter layers in place."""
+    from peft import PeftModel
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not (merge_adapter and isinstance(model, PeftModel)):
+        trainer.save_model(str(directory))
+        return
+    merged = model.merge_and_unload()
+    trainer.model = merged
+    if trainer.is_world_process_zero():
+        merged.save_pretrained(str(directory))
+        trainer.processing_class.save_pretrained(str(directory))
