@@ -169,6 +169,38 @@ def export(
     out.print(result.message, highlight=False, soft_wrap=True)
 
 
+@app.command("recommend")
+def recommend(
+    task: str = typer.Option("sft", "--task", help="sft, classification or dpo."),
+    examples: int = typer.Option(..., "--examples", help="Number of training examples."),
+    avg_tokens: int = typer.Option(256, "--avg-tokens", help="Tokens in a typical example."),
+    epochs: float = typer.Option(3, "--epochs", help="Training epochs."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: what this machine has)."),
+    memory_gb: Optional[float] = typer.Option(None, "--memory-gb", help="Device memory (default: free memory here)."),
+    tflops: Optional[float] = typer.Option(None, "--tflops", help="Device peak TFLOPS (default: 0.2 CPU, 300 GPU)."),
+    price: float = typer.Option(0.0, "--price-per-hour", help="Price of an hour of the device (USD)."),
+    privacy: str = typer.Option("local", "--privacy", help="local: data must stay here; any: hosted APIs allowed."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Most you will spend on training (USD)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Rank base models for your data and hardware: memory, time and cost of each."""
+    import torch
+
+    from tunelab.models import memory
+    from tunelab.models import recommend as ranking
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if memory_gb is None:
+        memory_gb = memory.available_memory(device)[0] / memory.GB
+    recs = ranking.recommend(task=task, examples=examples, avg_tokens=avg_tokens, epochs=epochs,
+                             device_memory_gb=memory_gb, device_tflops=tflops or (300.0 if device == "cuda" else 0.2),
+                             price_per_gpu_hour=price, privacy=privacy, budget_usd=budget, device=device)
+    if as_json:
+        print(ranking.to_json(recs))
+    else:
+        out.print(ranking.format_table(recs))
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

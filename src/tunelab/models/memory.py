@@ -172,20 +172,17 @@ def estimate_training_memory(model_config, *, task: str, method: str, batch_size
     _check_choice("method", method, METHODS)
     if weight_bytes not in (2, 4):
         raise ValueError(f"weight_bytes must be 4 (fp32) or 2 (bf16/fp16), not {weight_bytes}")
-    inputs = {k: v for k, v in locals().items() if k != "inputs"}
+    inputs = dict(locals())  # every argument, so with_changes() can re-price a variant
     shape = count_parameters(model_config, task=task, num_labels=num_labels)
     wb = weight_bytes
     classifier = shape.head_params if task == "classification" else 0
 
-    adapter_inputs = 0  # summed in-width of the targeted layers, for lora_dropout's copies
+    adapter_inputs = 0.0  # summed in-width of the targeted layers, for lora_dropout's copies
     if method in ADAPTER_METHODS:
-        targeted = [(n, i, o) for n, i, o in shape.block_linears
-                    if _targeted(n, "all-linear" if lora_targets_fraction is not None else lora_targets)]
-        adapter_inputs = sum(i for _, i, _ in targeted) * (lora_targets_fraction or 1.0)
-        if lora_targets_fraction is not None:
-            adapter = round(lora_targets_fraction * shape.lora_params(lora_r, dora=method == "dora"))
-        else:
-            adapter = shape.lora_params(lora_r, lora_targets, dora=method == "dora")
+        targets = lora_targets if lora_targets_fraction is None else "all-linear"
+        share = 1.0 if lora_targets_fraction is None else lora_targets_fraction
+        adapter = round(share * shape.lora_params(lora_r, targets, dora=method == "dora"))
+        adapter_inputs = share * sum(i for n, i, _ in shape.block_linears if _targeted(n, targets))
         trainable = adapter + classifier  # PEFT trains a classification head in full
         trainable_bytes = ADAPTER_BYTES
     elif method == "freeze":
@@ -196,9 +193,10 @@ def estimate_training_memory(model_config, *, task: str, method: str, batch_size
         trainable_bytes = wb
 
     if method == "qlora":
-        # Only the block linears are quantised; embeddings, norms and the head keep weight_bytes.
+        # Only the block linears are quantised; PEFT's prepare_model_for_kbit_training upcasts
+        # the rest (embeddings, norms, the head) to fp32.
         base = (shape.block_linear_weights * QLORA_BYTES_PER_PARAM
-                + (shape.total - shape.block_linear_weights) * wb)
+                + (shape.total - shape.block_linear_weights) * 4)
     else:
         base = shape.total * wb
     weights = base + (trainable * ADAPTER_BYTES if method in ADAPTER_METHODS else 0)
@@ -243,11 +241,10 @@ def _activation_bytes(shape: ParameterCount, *, task, method, batch_size, seq, a
         layers = stored_layers * per_layer
     # The LM head's fp32 logits, and as much again for the loss's softmax and gradient.
     logits = b * s * shape.vocab_size * 4 * 2 if task != "classification" else 0
-    if method == "dora":
-        # PEFT's DoRA computes the norm of W + BA in each forward: one block's merged
-        # weights exist at a time.
-        logits += max(shape.block_params) * act_bytes
-    return layers + logits
+    # PEFT's DoRA computes the norm of W + BA in each forward: one block's merged weights
+    # exist at a time.
+    merged = max(shape.block_params) * act_bytes if method == "dora" else 0
+    return layers + logits + merged
 
 
 def _layer_activation_bytes(shape: ParameterCount, s: int, b: int, act_bytes: int,
@@ -328,25 +325,27 @@ def _cgroup_available_bytes() -> int | None:
 
 def preflight(estimate: MemoryEstimate, available_bytes: float, device_desc: str, *,
               method: str | None = None, batch_size: int | None = None,
-              gradient_checkpointing: bool | None = None) -> None:
+              gradient_checkpointing: bool | None = None, on_gpu: bool | None = None) -> None:
     """Raise TunelabError, with a computed suggestion, when the run would not fit.
 
-    method, batch_size and gradient_checkpointing default to those the estimate was made with.
+    method, batch_size and gradient_checkpointing default to those the estimate was made with;
+    on_gpu (may QLoRA be suggested) defaults to whether device_desc starts with "cuda".
     """
-    if fits(estimate, available_bytes):
-        return
     method = method or estimate.inputs["method"]
     batch_size = batch_size or estimate.inputs["batch_size"]
     if gradient_checkpointing is None:
         gradient_checkpointing = estimate.inputs["gradient_checkpointing"]
-    current = estimate.with_changes(method=method, batch_size=batch_size,
-                                    gradient_checkpointing=gradient_checkpointing)
+    settings = dict(method=method, batch_size=batch_size, gradient_checkpointing=gradient_checkpointing)
+    current = estimate if all(estimate.inputs[k] == v for k, v in settings.items()) else \
+        estimate.with_changes(**settings)
+    if fits(current, available_bytes):
+        return
     parts = ", ".join(f"{k} {v:.1f}" for k, v in current.breakdown().items() if k != "total")
     what = (f"method {method} at batch_size {batch_size}"
             f"{' with gradient checkpointing' if gradient_checkpointing else ''} needs about "
             f"{current.total_gb:.1f} GB ({parts}) but {device_desc} has "
             f"{available_bytes / GB:.1f} GB available")
-    on_gpu = device_desc.startswith("cuda")
+    on_gpu = device_desc.startswith("cuda") if on_gpu is None else on_gpu
     suggestions = [s for s in (
         _first_fit(current, available_bytes, [method], batch_size, gradient_checkpointing),
         _first_fit(current, available_bytes, _lighter_methods(method, on_gpu), batch_size,

@@ -129,7 +129,7 @@ def distributed_kwargs(dist, gradient_checkpointing: bool = False) -> dict[str, 
         return {"deepspeed": deepspeed_config(dist.zero_stage, dist.offload)}
     if dist.strategy == "fsdp":
         return {"fsdp": True, "fsdp_config": fsdp_config(dist.fsdp, dist.offload, gradient_checkpointing),
-                "gradient_checkpointing": False}
+                "activation_checkpointing": False}
     return {}
 
 
@@ -163,7 +163,7 @@ def training_kwargs(tc, *, task: str, checkpoints_dir: Path, has_eval: bool, run
         save_total_limit=tc.keep_checkpoints,
         use_cpu=not on_gpu,
         bf16=mixed_precision(tc.bf16),
-        gradient_checkpointing=tc.gradient_checkpointing,
+        activation_checkpointing=tc.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         use_liger_kernel=tc.liger,
         # several CPU processes (accelerate launch / torchrun) talk over gloo; NCCL is for GPUs
         ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,

@@ -166,16 +166,22 @@ def quantization(method: str):
 def preflight_memory(tc, task: str, labels: list[str] | None) -> None:
     """Refuse, with a suggestion that fits, a run that cannot fit in memory: before loading weights."""
     from tunelab.models import memory
+    on_gpu = torch.cuda.is_available()
+    bf16 = tc.bf16 is True or (tc.bf16 == "auto" and on_gpu and torch.cuda.is_bf16_supported())
     estimate = memory.estimate_training_memory(
         load_model_config(tc.model), task=task, method=tc.method, batch_size=tc.batch_size,
-        max_length=tc.max_length, weight_bytes=2 if tc.bf16 is True else 4,
-        gradient_checkpointing=tc.gradient_checkpointing, lora_r=tc.lora.r, freeze_last_n=tc.freeze_last_n,
-        num_labels=len(labels) if labels else 2)
+        max_length=tc.max_length, weight_bytes=2 if bf16 else 4,
+        # prepare_model_for_kbit_training turns gradient checkpointing on for QLoRA
+        gradient_checkpointing=tc.gradient_checkpointing or tc.method == "qlora",
+        lora_r=tc.lora.r, lora_targets=tc.lora.target_modules, lora_dropout=tc.lora.dropout,
+        freeze_last_n=tc.freeze_last_n, num_labels=len(labels) if labels else 2,
+        flash_attention=on_gpu)  # sdpa on GPU keeps no full score matrix; CPU attention does
     available, device = memory.available_memory()
     if tc.memory_limit_gb is not None:
-        available, device = int(tc.memory_limit_gb * 2**30), f"the configured limit (train.memory_limit_gb={tc.memory_limit_gb})"
+        available = int(tc.memory_limit_gb * memory.GB)
+        device = f"the configured limit (train.memory_limit_gb={tc.memory_limit_gb})"
     memory.preflight(estimate, available, device, method=tc.method, batch_size=tc.batch_size,
-                     gradient_checkpointing=tc.gradient_checkpointing)
+                     gradient_checkpointing=tc.gradient_checkpointing, on_gpu=on_gpu)
 
 
 def prepare_tokenizer(tokenizer, task: str, assistant_only_loss: bool, chat: bool = True):

@@ -93,7 +93,7 @@ def test_fsdp_options_become_a_valid_fsdp2_plugin(monkeypatch):
     kwargs = kwargs_for(**{"distributed.strategy": "fsdp", "distributed.fsdp": "shard_grad_op auto_wrap",
                            "distributed.offload": True, "gradient_checkpointing": True})
     # FSDP checkpoints activations itself; the Trainer's flag would add an all-gather in backward
-    assert kwargs["gradient_checkpointing"] is False
+    assert kwargs["activation_checkpointing"] is False
     plugin_args = TrainingArguments(**kwargs).fsdp_plugin_args
     assert plugin_args["fsdp_version"] == 2
     assert plugin_args["reshard_after_forward"] is False  # shard_grad_op: weights stay gathered until backward
