@@ -1,5 +1,6 @@
 """Tests run offline, deterministically, on tiny local assets."""
 import os
+import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -9,6 +10,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 ASSETS = Path(__file__).parent / "assets"
+sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny_models.py importable as `tiny_models`
+
+import torch  # noqa: E402
+
+# One intra-op thread: tiny models gain nothing from two, and two threads spinning against any
+# other process on a 2-core machine make a few-second training run take a minute.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -1,0 +1,35 @@
+"""Acceptance: a small randomly initialised Llama-style model with its own tokenizer and chat
+template, fully fine-tuned by `tunelab train` on a few thousand examples of a deterministic text
+transformation (reversing a word), gets over 90% exact match on held-out words it never saw.
+The recipe (tests/tiny_models.py) was measured at 100% on seven seeds in ~30 s of training."""
+import json
+
+from tiny_models import (RECIPE_DATA, RECIPE_MODEL, RECIPE_SFT, build_task_tokenizer, build_tiny_llama,
+                         greedy_exact_match, make_task_examples)
+
+from tunelab.config import load_config
+from tunelab.train import run as train_run
+
+
+def test_full_fine_tune_learns_word_reversal_to_over_90_percent_exact_match(tmp_path):
+    tokenizer = build_task_tokenizer(tmp_path / "tokenizer")
+    base = build_tiny_llama(tmp_path / "base", tokenizer, **RECIPE_MODEL)
+    train = make_task_examples(RECIPE_DATA["n_train"], seed=0)
+    train_words = {r["messages"][0]["content"] for r in train}
+    held_out = make_task_examples(RECIPE_DATA["n_test"], seed=1, exclude=train_words)
+    assert not train_words & {r["messages"][0]["content"] for r in held_out}
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in train))
+
+    before = greedy_exact_match(base, held_out)
+    cfg = load_config(None, [
+        f"train.model={base}", f"train.data={data}", f"train.output_dir={tmp_path / 'run'}", "train.method=full",
+        f"train.epochs={RECIPE_SFT['num_train_epochs']}", f"train.lr={RECIPE_SFT['learning_rate']}",
+        f"train.batch_size={RECIPE_SFT['per_device_train_batch_size']}", f"train.max_length={RECIPE_SFT['max_length']}",
+        "train.weight_decay=0", "train.tracking.backend=none", "train.seed=0"])
+    train_run.run(cfg)
+    after = greedy_exact_match(tmp_path / "run", held_out)
+
+    print(f"held-out exact match: before {before:.3f}, after {after:.3f}")
+    assert before == 0.0
+    assert after > 0.9, f"held-out exact match {after:.3f}"
