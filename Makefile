@@ -17,9 +17,14 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# The main job on the embedded default: prepare the packaged sentiment corpus, fine-tune the
+# packaged MiniLM encoder on it, and compare it with its base and a frozen-embedding probe.
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/tunelab data prepare example:sentiment \
 		--config examples/sentiment.yaml --out demo/prepared
+	HF_HUB_OFFLINE=1 $(BIN)/tunelab train examples/sentiment.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/tunelab eval demo/run --data demo/prepared \
+		--baseline probe --baseline base --out demo/eval
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
