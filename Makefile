@@ -31,6 +31,7 @@ test: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_prepare.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf demo build dist src/*.egg-info .pytest_cache

@@ -116,7 +116,7 @@ class RichProgress(TrainerCallback):
         from tunelab.progress import console
         self._progress = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                  console=console)
+                                  console=console, refresh_per_second=2)  # its render thread takes the GIL
         self._progress.start()
         self._task = self._progress.add_task(self.description, total=state.max_steps, completed=state.global_step,
                                              loss="")
