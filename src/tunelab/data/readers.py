@@ -14,7 +14,6 @@ from pathlib import Path
 from tunelab.data.records import Problem, RawRecord
 from tunelab.errors import TunelabError
 
-TEXT_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq"}
 SAVED_DATASET_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 EXAMPLE_PREFIX = "example:"
 
