@@ -77,7 +77,7 @@ def build_task_tokenizer(out_dir: str | Path):
 
 def build_tiny_llama(out_dir: str | Path, tokenizer, hidden: int = 64, layers: int = 2,
                      heads: int = 4, intermediate: int | None = None, max_positions: int = 128,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, tied: bool = True) -> Path:
     """Save a randomly initialised (seeded) LlamaForCausalLM sized to ``tokenizer`` to
     ``out_dir`` as safetensors, together with the tokenizer; returns ``out_dir``.
 
@@ -91,7 +91,7 @@ def build_tiny_llama(out_dir: str | Path, tokenizer, hidden: int = 64, layers: i
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 4 * hidden,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=max_positions, tie_word_embeddings=True,
+        max_position_embeddings=max_positions, tie_word_embeddings=tied,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)

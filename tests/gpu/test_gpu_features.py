@@ -25,17 +25,12 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 def tiny_model(tmp_path_factory) -> Path:
     """A seeded 2-block Llama (hidden 64: a multiple of the 4-bit quantisation block) with the
     tests' tiny chat tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
+
+    from tiny_models import build_tiny_llama
     tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tiny-chat-tokenizer")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama-gpu")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-gpu"), tokenizer, hidden=64, intermediate=128,
+                            layers=2, heads=4, max_positions=128, tied=False)
 
 
 @pytest.fixture(scope="module")

@@ -81,17 +81,12 @@ if _rank is not None and _watch:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A seeded 2-block Llama (hidden 32, no dropout) with the tests' tiny chat tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
+
+    from tiny_models import build_tiny_llama  # Llama has no dropout by default (attention_dropout 0.0)
     tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tiny-chat-tokenizer")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                         attention_dropout=0.0, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer, hidden=32, intermediate=64, layers=2,
+                            heads=4, max_positions=128, tied=False)
 
 
 def write_config(directory: Path, model: Path) -> Path:

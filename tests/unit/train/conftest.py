@@ -18,17 +18,12 @@ torch.set_num_threads(1)
 def tiny_llama(tmp_path_factory) -> Path:
     """A seeded 2-layer, hidden-32 LlamaForCausalLM with the tiny chat tokenizer, saved as a normal
     Hugging Face directory."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
+
+    from tiny_models import build_tiny_llama
     tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parents[2] / "assets" / "tiny-chat-tokenizer")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer, hidden=32, intermediate=64, layers=2,
+                            heads=4, max_positions=256)
 
 
 @pytest.fixture
