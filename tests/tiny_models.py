@@ -20,17 +20,10 @@ END = "<|end|>"
 # words like "dummy", and any other short prompt stay in vocabulary); anything else is <unk>.
 ALPHABET = list(string.ascii_lowercase + string.ascii_uppercase + string.digits
                 + " \n.,:;!?'\"-_()/+*=<>|#@&%")
-# Same shape as tests/assets/make_tiny_tokenizer.py: the {% generation %} block covers each
-# assistant reply *and* its end-of-turn token, so assistant_only_loss trains the model to stop.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' }}"
-    "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}{{ '\n' }}"
-    "{% else %}{{ message['content'] + '<|end|>\n' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
-)
+# The template of the tests' BPE tokenizer (written by tests/assets/make_tiny_tokenizer.py): its
+# {% generation %} block covers each assistant reply *and* its end-of-turn token, so
+# assistant_only_loss trains the model to stop.
+CHAT_TEMPLATE = (Path(__file__).parent / "assets" / "tiny-chat-tokenizer" / "chat_template.jinja").read_text()
 
 
 # A recipe checked with plain TRL (SFTTrainer + SFTConfig, assistant_only_loss=True, full fine-tune,

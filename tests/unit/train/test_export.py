@@ -13,6 +13,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from run_helpers import chat, train_config, write_prepared
+from train_helpers import tiny_bert_dir  # noqa: F401 (fixture)
 from tunelab import export
 from tunelab.errors import TunelabError
 from tunelab.train.run import run as train
@@ -152,28 +153,14 @@ def test_missing_run_directory(tmp_path):
         export.run(tmp_path / "nope", merge=True)
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    """A 2-block BERT encoder without a classification head (the head is new, as with MiniLM)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def test_classification_adapter_merges_with_its_labels(tiny_bert, tmp_path):
+def test_classification_adapter_merges_with_its_labels(tiny_bert_dir, tmp_path):
     from peft import AutoPeftModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     records = [{"text": f"{['bad awful', 'so so', 'great fine'][i % 3]} {i}", "label": LABELS[i % 3]}
                for i in range(12)]
     data = write_prepared(tmp_path / "data", records, records[:3])
-    train(train_config(tiny_bert, tmp_path / "run", data=str(data), method="lora", max_steps=2))
+    train(train_config(tiny_bert_dir, tmp_path / "run", data=str(data), method="lora", max_steps=2))
     strengthen_adapter(tmp_path / "run")
 
     result = export.run(tmp_path / "run", merge=True, out_dir=tmp_path / "merged")
