@@ -201,9 +201,114 @@ class TrainConfig(Section):
     memory_limit_gb: float | None = Field(None, gt=0, description="Memory the pre-flight check may plan for (default: what the device has free).")
 
 
+NormalizeStep = Literal["lower", "punctuation", "articles", "whitespace"]
+Perturbation = Literal["typos", "casing", "whitespace", "punctuation"]
+
+
+class GenerationSettings(Section):
+    max_new_tokens: int = Field(128, ge=1, description="Longest generated answer, in tokens.")
+    batch_size: int = Field(32, ge=1, description="Prompts generated together (left-padded, greedy).")
+
+
+class RobustnessSettings(Section):
+    perturbations: list[Perturbation] = Field(
+        default_factory=lambda: ["typos", "casing", "whitespace", "punctuation"],
+        description="Seeded input perturbations the test set is re-run under (empty: skip robustness).")
+    max_examples: int | None = Field(1000, ge=1, description="Test examples re-run per perturbation (None: all).")
+    typo_rate: float = Field(0.05, gt=0, le=1, description="Share of letters hit by a keyboard typo.")
+    seed: int = Field(0, description="Seed of the perturbations.")
+
+
+class FairnessSettings(Section):
+    max_gap: float = Field(0.03, ge=0, le=1, description="Flag an equal-opportunity difference (TPR gap between groups) above this.")
+    min_group_size: int = Field(10, ge=1, description="Groups with fewer test examples are reported but not flagged.")
+
+
+class ForgettingSettings(Section):
+    data: str | None = Field(None, description="General held-out JSONL: {\"text\"} lines (perplexity) or a general task in canonical records.")
+    min_retention: float = Field(0.9, gt=0, description="Flag when tuned / base general score falls below this.")
+    max_examples: int = Field(500, ge=1, description="General examples scored.")
+
+
+class LatencySettings(Section):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8, 32], description="Batch sizes latency and throughput are measured at.")
+    requests: int = Field(64, ge=1, description="Requests timed at each batch size.")
+
+
+class CostSettings(Section):
+    gpu_hour_usd: float | None = Field(None, ge=0, description="Price of one hour of the training/serving machine (USD).")
+    training_hours: float | None = Field(None, ge=0, description="Training time billed (default: the run's measured training time).")
+    api_usd_per_1k_tokens: float | None = Field(None, ge=0, description="Price per 1,000 tokens of the hosted API the tuned model replaces.")
+    tokens_per_request: float | None = Field(None, gt=0, description="Tokens per request at the API (default: measured on the test set).")
+    monthly_requests: int | None = Field(None, ge=0, description="Requests per month expected in production.")
+
+
+class GateSettings(Section):
+    min: dict[str, float] = Field(default_factory=dict, description="Metric floors, e.g. {macro_f1: 0.7, retention: 0.9}; `--gate` fails below them.")
+    max: dict[str, float] = Field(default_factory=dict, description="Metric ceilings, e.g. {ece: 0.1, p99_latency_ms: 50}; `--gate` fails above them.")
+    better_than: list[str] = Field(default_factory=list, description="Baselines the tuned model must beat with a significant difference on the headline metric.")
+
+
+class EvalConfig(Section):
+    baselines: list[str] = Field(default_factory=list, description="probe, base, or model/run directories to compare with (the CLI's --baseline adds to these).")
+    resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples behind each interval.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+    seed: int = Field(0, description="Seed for bootstrap, perturbations and baselines.")
+    normalize: list[NormalizeStep] = Field(
+        default_factory=lambda: ["lower", "punctuation", "articles", "whitespace"],
+        description="Answer normalisation before exact match and token F1 (SQuAD-style by default).")
+    calibration_bins: int = Field(15, ge=2, description="Equal-width confidence bins of the expected calibration error.")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings, description="Generation for generative tasks.")
+    robustness: RobustnessSettings = Field(default_factory=RobustnessSettings, description="Perturbed re-runs of the test set.")
+    fairness: FairnessSettings = Field(default_factory=FairnessSettings, description="Per-group checks on records with meta.group.")
+    forgetting: ForgettingSettings = Field(default_factory=ForgettingSettings, description="General ability kept after tuning.")
+    latency: LatencySettings = Field(default_factory=LatencySettings, description="Latency and throughput measurement.")
+    cost: CostSettings = Field(default_factory=CostSettings, description="Prices and volumes for the KPI and cost report.")
+    gate: GateSettings = Field(default_factory=GateSettings, description="Thresholds `tunelab eval --gate` enforces.")
+
+
+class GuardSettings(Section):
+    max_request_bytes: int = Field(65_536, ge=256, description="Largest request body accepted.")
+    max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for.")
+    redact_pii: bool = Field(True, description="Redact PII in prompts (the data stage's detector) before the model and the log see them.")
+    block_injection: bool = Field(True, description="Refuse prompts the prompt-injection/jailbreak screen flags.")
+
+
+class ServeConfig(Section):
+    model: str | None = Field(None, description="Run directory to serve (the CLI argument overrides it).")
+    adapters: dict[str, str] = Field(default_factory=dict, description="Extra LoRA adapters of the same base, by the model name clients pass.")
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation engine; vllm needs a GPU and the vllm package.")
+    host: str | None = Field(None, description="Address to bind (default: 127.0.0.1; 0.0.0.0 only with API keys).")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens (TUNELAB_API_KEYS, comma-separated, adds to these).")
+    max_batch_size: int = Field(8, ge=1, description="Requests grouped into one model call at most.")
+    max_wait_ms: float = Field(10.0, ge=0, description="Longest a request waits for others to join its batch.")
+    max_queue: int = Field(256, ge=1, description="Requests waiting at most; beyond it, 429 with Retry-After.")
+    cache_size: int = Field(1024, ge=0, description="Responses kept for identical deterministic requests (0: no cache).")
+    default_max_tokens: int = Field(128, ge=1, description="max_tokens when a request gives none.")
+    guard: GuardSettings = Field(default_factory=GuardSettings, description="Input guard in front of the model.")
+    prediction_log: str = Field("predictions.db", description="SQLite prediction log (WAL) the monitor reads.")
+    retention_days: float | None = Field(30, gt=0, description="Prediction log records older than this are deleted (None: keep all).")
+    registry: str = Field("registry.json", description="Model registry file: served versions and which is live.")
+
+
+class MonitorConfig(Section):
+    prediction_log: str = Field("predictions.db", description="Prediction log written by `tunelab serve`.")
+    reference: str | None = Field(None, description="Reference data: a prepared directory or JSONL (default: the served run's validation data).")
+    window: int = Field(500, ge=10, description="Most recent predictions compared with the reference.")
+    psi_threshold: float = Field(0.2, gt=0, description="Population stability index above which a feature has drifted.")
+    p_value: float = Field(0.01, gt=0, lt=1, description="Significance of the KS / chi-square drift tests.")
+    min_confidence_drop: float = Field(0.1, gt=0, le=1, description="Alert when mean confidence falls this much below the reference.")
+    rollback: bool = Field(False, description="Roll the served version back to the previous one when drift is found.")
+    registry: str = Field("registry.json", description="Model registry the rollback acts on.")
+
+
 class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation (`tunelab data prepare`).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning (`tunelab train`).")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation (`tunelab eval`).")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving (`tunelab serve`).")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Monitoring (`tunelab monitor`).")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
