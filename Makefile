@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.tunelab-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench docs clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_prepare.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_train.py
+
+# The configuration reference is generated from the pydantic models (a test checks it is current).
+docs: setup
+	$(BIN)/python -m tunelab.config_reference > docs/configuration.md
 
 clean:
 	rm -rf demo build dist src/*.egg-info .pytest_cache
