@@ -138,19 +138,44 @@ def train(
 
 @app.command("eval")
 def evaluate(
-    model: str = typer.Argument(..., help="Run directory from `tunelab train` (or a model directory)."),
+    model: str = typer.Argument(..., metavar="RUN_OR_MODEL", help="Run directory from `tunelab train` (or a "
+                                "model directory)."),
+    args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
+                                     help="A YAML config (its eval: section) and overrides such as "
+                                          "eval.calibration_bins=10."),
     data: str = typer.Option(..., "--data", help="Test JSONL, or a prepared directory (its test.jsonl)."),
     baseline: list[str] = typer.Option([], "--baseline", help="probe (logistic regression on frozen base "
-                                       "embeddings), base (untrained head), or a model/run directory; repeatable."),
+                                       "embeddings), base (the base model), or a model/run directory; repeatable."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: RUN/eval)."),
-    resamples: int = typer.Option(1000, "--resamples", help="Paired bootstrap resamples."),
+    gate: bool = typer.Option(False, "--gate", help="Exit 1 when a threshold in eval.gate fails (for CI/CD)."),
+    resamples: Optional[int] = typer.Option(None, "--resamples", help="Paired bootstrap resamples."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
-    """Compare the tuned model with baselines on held-out data, with confidence intervals."""
-    from tunelab.evaluate import run as eval_run
+    """Compare the tuned model with baselines on held-out data, with confidence intervals,
+    calibration, robustness, fairness, forgetting, latency and cost."""
+    inputs, overrides = split_overrides(args or [])
+    if len(inputs) > 1:
+        raise TunelabError(f"expected one config file, got {', '.join(inputs)}",
+                           fix="pass one YAML file, then key=value overrides")
+    cfg = load_config(inputs[0] if inputs else None, overrides + flag_overrides("eval.", resamples=resamples))
+    cfg.eval.baselines = cfg.eval.baselines + baseline
+    from tunelab.evaluate import run as eval_run  # torch/transformers: after the config is known good
 
-    result = eval_run.run(model, data, baselines=baseline, out_dir=out_dir or Path(model) / "eval", resamples=resamples)
-    out.print(result.report["verdict"], highlight=False)
-    out.print(f"report: {result.out_dir / 'report.json'}", highlight=False)
+    def progress(message: str) -> None:
+        if not quiet:
+            err.print(f"[dim]eval: {message}[/dim]", highlight=False)
+
+    result = eval_run.run(cfg.eval, model, data, out_dir=out_dir or Path(model) / "eval", gate=gate,
+                          progress=progress)
+    out.print(result.report["verdict"], highlight=False, soft_wrap=True)
+    for flag in result.report["flags"]:
+        out.print(f"[yellow]flag:[/yellow] {flag}", highlight=False, soft_wrap=True)
+    out.print(f"report: {result.out_dir / 'report.html'} (also report.json, report.md)", highlight=False,
+              soft_wrap=True)
+    if gate:
+        out.print("gate: passed" if not result.gate_failed else "gate: FAILED", highlight=False)
+        if result.gate_failed:
+            raise typer.Exit(1)
 
 
 @app.command("export")

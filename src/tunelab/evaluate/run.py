@@ -1,24 +1,28 @@
-"""`tunelab eval` (classification so far): the tuned model against its base and cheap
-alternatives on the same held-out examples, each difference with a paired bootstrap interval."""
+"""`tunelab eval`: prove the fine-tune helped and show where it is not ready for production.
+
+The tuned model and each baseline answer the same held-out examples; every difference carries
+a paired bootstrap interval. Around that: calibration, slices, fairness, robustness,
+forgetting, over-fitting, latency, a KPI/cost summary and an optional deploy gate.
+"""
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
+from tunelab.config import EvalConfig
 from tunelab.errors import TunelabError
-from tunelab.evaluate import baselines as cheap
-from tunelab.evaluate.compare import paired_bootstrap
-from tunelab.evaluate.metrics import HEADLINE, METRIC_FUNCTIONS, classification_metrics
-from tunelab.evaluate.predict import classify, load_classifier
-from tunelab.files import read_jsonl, write_json, write_text
-
-BUILTIN_BASELINES = ("probe", "base")
+from tunelab.evaluate import classification, generative
+from tunelab.evaluate.gate import evaluate_gates
+from tunelab.evaluate.kpi import kpi_report
+from tunelab.evaluate.latency import device_description
+from tunelab.evaluate.overfitting import overfitting_report
+from tunelab.evaluate.report import render_html, render_markdown
+from tunelab.files import read_jsonl, write_json, write_jsonl, write_text
 
 
 @dataclass
@@ -26,42 +30,56 @@ class EvalResult:
     out_dir: Path
     report: dict[str, Any]
 
+    @property
+    def gate_failed(self) -> bool:
+        return bool(self.report["gate"]) and not self.report["gate"]["passed"]
 
-def run(model: str, data: str, *, baselines: list[str], out_dir: str | Path, resamples: int = 1000,
-        seed: int = 0) -> EvalResult:
+
+def run(cfg: EvalConfig, model: str, data: str, *, out_dir: str | Path, gate: bool = False,
+        progress: Callable[[str], None] = lambda message: None) -> EvalResult:
     out_dir = Path(out_dir)
     run_info = read_run(model)
     records = load_test_records(data)
-    tuned, tokenizer = load_classifier(model)
-    labels = [tuned.config.id2label[i] for i in range(tuned.config.num_labels)]
-    y_true = label_indices(records, labels, data)
-    texts = [r["text"] for r in records]
-    systems: dict[str, dict[str, Any]] = {}
-    started = time.perf_counter()
-    predicted, _ = classify(tuned, tokenizer, texts, prefix=run_info["prefix"])
-    systems["tuned"] = {"predictions": predicted, "seconds": time.perf_counter() - started, "source": model}
-    for name in baselines:
-        systems[name] = baseline_predictions(name, run_info, labels, texts, seed)
-    report = build_report(model, data, labels, y_true, systems, resamples, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "report.json", report)
-    write_text(out_dir / "report.md", render_markdown(report))
+    task = "classification" if "text" in records[0] else "generative"
+    evaluator = classification if task == "classification" else generative
+    section = evaluator.evaluate(model, records, run_info, baselines=baseline_names(cfg.baselines),
+                                 settings=cfg, data_where=str(data), progress=progress)
+    predictions = section.pop("predictions", None)
+    headline = section.pop("headline")
+    report = {"task": task, "model": model, "data": str(data), "device": device_description(),
+              "labels": section.pop("labels", None), **section}
+    report.setdefault("forgetting", None)
+    report["overfitting"] = overfitting_report(Path(model) / "metrics.jsonl") if run_info["config"] else None
+    report["kpi"] = kpi_report(headline=headline, tuned=report["metrics"], baselines=report["baselines"],
+                               comparisons=report["comparisons"], latency=report["latency"], baseline_latency=None,
+                               cost=cfg.cost.model_dump(), training_seconds=run_info["training_seconds"],
+                               measured_tokens_per_request=None)
+    report["gate"] = evaluate_gates(report, minimums=cfg.gate.min, maximums=cfg.gate.max,
+                                    better_than=cfg.gate.better_than, headline=headline) if gate else None
+    report["flags"] = flags(report)
+    report["verdict"] = verdict_line(report, headline)
+    write_reports(out_dir, report, records, predictions)
     return EvalResult(out_dir, report)
 
 
+def baseline_names(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))  # --baseline base --baseline base compares once
+
+
 def read_run(model: str) -> dict[str, Any]:
-    """What the run directory says about its base model, training data and task prefix."""
+    """What the run directory says about its base model, training data, task prefix and time."""
     path = Path(model)
-    manifest_file = path / "manifest.json"
     if not path.exists():
         raise TunelabError("model not found", where=model, fix="give a run directory from `tunelab train`")
+    manifest_file = path / "manifest.json"
     if not manifest_file.is_file():
-        return {"base": None, "config": None, "prefix": ""}
+        return {"base": None, "config": None, "prefix": "", "training_seconds": None}
     manifest = json.loads(manifest_file.read_text())
     config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else None
     prefixes = manifest.get("task_prefixes") or {}
     return {"base": manifest.get("base_model", {}).get("path"), "config": config,
-            "prefix": next(iter(prefixes.values())) if len(prefixes) == 1 else ""}
+            "prefix": next(iter(prefixes.values())) if len(prefixes) == 1 else "",
+            "training_seconds": manifest.get("wall_time_s")}
 
 
 def load_test_records(data: str) -> list[dict[str, Any]]:
@@ -71,94 +89,70 @@ def load_test_records(data: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise TunelabError("test data not found", where=str(path), fix="give test.jsonl or a prepared directory")
     records = read_jsonl(path)
-    if not records or not all({"text", "label"} <= r.keys() for r in records):
-        raise TunelabError("test data has no classification records (text, label)", where=str(path))
+    kinds = {"classification" if {"text", "label"} <= r.keys() else "chat" if _is_chat(r) else "other"
+             for r in records}
+    if not records or len(kinds) != 1 or "other" in kinds:
+        raise TunelabError("test data must hold classification records (text, label) or chat records "
+                           "(messages ending with an assistant reply), one kind per file", where=str(path),
+                           fix="evaluate the test.jsonl written by `tunelab data prepare`")
     return records
 
 
-def label_indices(records, labels: list[str], where: str) -> np.ndarray:
-    index = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({r["label"] for r in records} - index.keys())
-    if unknown:
-        raise TunelabError(f"test labels {unknown} are not among the model's labels {labels}", where=where)
-    return np.array([index[r["label"]] for r in records])
+def _is_chat(record: dict) -> bool:
+    messages = record.get("messages")
+    return isinstance(messages, list) and len(messages) >= 2 and messages[-1].get("role") == "assistant"
 
 
-def baseline_predictions(name: str, run_info: dict[str, Any], labels: list[str], texts: list[str],
-                         seed: int) -> dict[str, Any]:
-    started = time.perf_counter()
-    if name in BUILTIN_BASELINES:
-        if not run_info["base"] or not run_info["config"]:
-            raise TunelabError(f"baseline '{name}' needs a run directory from `tunelab train` (its manifest names "
-                               "the base model and training data)")
-        base = run_info["base"]
-        if name == "probe":
-            train_texts, train_labels = training_examples(run_info["config"], labels)
-            predictions, _ = cheap.embedding_probe(base, train_texts, train_labels, texts, seed=seed)
-        else:
-            from tunelab.models.load import load_model, load_tokenizer
-            import torch
-            torch.manual_seed(seed)
-            model = load_model(base, "classification", labels=labels).eval()
-            predictions, _ = classify(model, load_tokenizer(base), texts)
-        source = base
-    else:
-        model, tokenizer = load_classifier(name)
-        predictions, _ = classify(model, tokenizer, texts)
-        source = name
-    return {"predictions": predictions, "seconds": time.perf_counter() - started, "source": source}
+def flags(report: dict[str, Any]) -> list[str]:
+    """One sentence per concern a reviewer should see before deploying."""
+    found = []
+    fairness = report.get("fairness")
+    if fairness and fairness["flagged"]:
+        found.append(f"fairness: the true-positive-rate gap between groups is {fairness['max_gap']:.1%}, above "
+                     f"the {fairness['threshold']:.1%} threshold")
+    kept = report.get("forgetting")
+    if kept and kept["flagged"]:
+        found.append(f"forgetting: general-ability retention is {kept['retention']:.1%}, below "
+                     f"{kept['min_retention']:.0%}")
+    overfit = report.get("overfitting")
+    if overfit and overfit["flagged"]:
+        found.append(f"over-fitting: {overfit.get('reason') or 'validation loss turned up'}")
+    robust = report.get("robustness")
+    if robust:
+        worst = max(robust["perturbations"].items(), key=lambda item: item[1]["flip_rate"], default=None)
+        if worst and worst[1]["flip_rate"] > 0.1:
+            found.append(f"robustness: {worst[1]['flip_rate']:.1%} of correct answers flip under {worst[0]}")
+    for name, comparison in report["comparisons"].items():
+        if any(c["verdict"] == "worse" for c in comparison.values()):
+            found.append(f"the tuned model is worse than {name} on "
+                         + ", ".join(m for m, c in comparison.items() if c["verdict"] == "worse"))
+    if report["gate"] and not report["gate"]["passed"]:
+        failed = [c["metric"] for c in report["gate"]["checks"] if not c["passed"]]
+        found.append(f"gate failed on {', '.join(failed)}")
+    return found
 
 
-def training_examples(config: dict[str, Any], labels: list[str]) -> tuple[list[str], list[int]]:
-    """The same training examples the fine-tune saw (its data, sampled as it was sampled)."""
-    from tunelab.train.data import load_training_data
-    train = config["train"]
-    data = load_training_data(train["data"], None, None, train["seed"]).sample(train.get("max_train_examples"),
-                                                                               train["seed"])
-    index = {label: i for i, label in enumerate(labels)}
-    return [r["text"] for r in data.train], [index[r["label"]] for r in data.train]
-
-
-def build_report(model, data, labels, y_true, systems, resamples, seed) -> dict[str, Any]:
-    scores = {name: classification_metrics(y_true, s["predictions"], labels) for name, s in systems.items()}
-    comparisons = {}
-    for name in systems:
-        if name == "tuned":
-            continue
-        comparisons[name] = {metric: paired_bootstrap(METRIC_FUNCTIONS[metric], y_true, systems["tuned"]["predictions"],
-                                                      systems[name]["predictions"], resamples=resamples, seed=seed)
-                             for metric in HEADLINE}
-    return {
-        "task": "classification",
-        "model": model,
-        "data": data,
-        "labels": labels,
-        "metrics": scores["tuned"],
-        "baselines": {name: {**scores[name], "source": systems[name]["source"]} for name in systems if name != "tuned"},
-        "comparisons": comparisons,
-        "timing_s": {name: round(s["seconds"], 2) for name, s in systems.items()},
-        "verdict": verdict_line(scores, comparisons),
-    }
-
-
-def verdict_line(scores, comparisons) -> str:
-    tuned = scores["tuned"]
-    parts = [f"tuned macro-F1 {tuned['macro_f1']:.3f}, MCC {tuned['mcc']:.3f}"]
-    for name, comparison in comparisons.items():
-        f1 = comparison["macro_f1"]
-        parts.append(f"vs {name} {scores[name]['macro_f1']:.3f}: {f1['verdict']} "
-                     f"(diff {f1['difference']:+.3f}, 95% CI {f1['ci_low']:+.3f} to {f1['ci_high']:+.3f})")
+def verdict_line(report: dict[str, Any], headline: str) -> str:
+    metrics = report["metrics"]
+    shown = ("macro_f1", "mcc") if report["task"] == "classification" else ("exact_match", "token_f1")
+    parts = [f"tuned {', '.join(f'{_pretty(m)} {metrics[m]:.3f}' for m in shown)}"]
+    for name, comparison in report["comparisons"].items():
+        c = comparison[headline]
+        parts.append(f"vs {name} {report['baselines'][name][headline]:.3f}: {c['verdict']} "
+                     f"(diff {c['difference']:+.3f}, {c['confidence']:.0%} CI {c['ci_low']:+.3f} to {c['ci_high']:+.3f})")
     return "; ".join(parts)
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    systems = {"tuned": report["metrics"], **report["baselines"]}
-    lines = ["# Evaluation report", "", f"{report['verdict']}", "", "| system | accuracy | macro-F1 | MCC |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['mcc']:.4f} |" for name, m in systems.items()]
-    for name, comparison in report["comparisons"].items():
-        lines += ["", f"## tuned vs {name} (paired bootstrap, {comparison['macro_f1']['resamples']} resamples)", "",
-                  "| metric | difference | 95% CI | verdict |", "|---|---:|---|---|"]
-        lines += [f"| {metric} | {c['difference']:+.4f} | {c['ci_low']:+.4f} to {c['ci_high']:+.4f} | {c['verdict']} |"
-                  for metric, c in comparison.items()]
-    return "\n".join(lines) + "\n"
+def _pretty(metric: str) -> str:
+    return {"macro_f1": "macro-F1", "mcc": "MCC", "exact_match": "exact match", "token_f1": "token F1"}.get(metric,
+                                                                                                        metric)
+
+
+def write_reports(out_dir: Path, report: dict[str, Any], records, predictions) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "report.json", report)
+    write_text(out_dir / "report.md", render_markdown(report))
+    write_text(out_dir / "report.html", render_html(report))
+    if predictions is not None:  # generative answers, for reading failures one by one
+        write_jsonl(out_dir / "predictions.jsonl",
+                    [{"messages": r["messages"], "prediction": p} for r, p in zip(records, predictions)])

@@ -1,0 +1,148 @@
+"""Evaluation of a classification run: the tuned model and its baselines on the same test
+examples, with calibration, slices, fairness, robustness and latency of the tuned model."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from tunelab.errors import TunelabError
+from tunelab.evaluate import baselines as cheap
+from tunelab.evaluate import calibration, fairness, latency, robustness
+from tunelab.evaluate.compare import paired_bootstrap
+from tunelab.evaluate.metrics import HEADLINE, METRIC_FUNCTIONS, classification_metrics, slice_metrics
+from tunelab.evaluate.predict import classify, load_classifier
+
+BUILTIN_BASELINES = ("probe", "base")
+
+
+def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, baselines: list[str], settings,
+             data_where: str, progress) -> dict[str, Any]:
+    """The task-specific part of report.json (metrics, baselines, comparisons, calibration,
+    slices, fairness, robustness, latency, timing) for a classifier."""
+    tuned, tokenizer = load_classifier(model)
+    labels = [tuned.config.id2label[i] for i in range(tuned.config.num_labels)]
+    y_true = label_indices(records, labels, data_where)
+    texts = [r["text"] for r in records]
+    prefix = run_info["prefix"]
+
+    def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return classify(tuned, tokenizer, batch, prefix=prefix)
+
+    progress("scoring the tuned model")
+    started = time.perf_counter()
+    predicted, probabilities = predict(texts)
+    systems = {"tuned": {"predictions": predicted, "probabilities": probabilities,
+                         "seconds": time.perf_counter() - started, "source": model}}
+    for name in baselines:
+        progress(f"scoring baseline {name}")
+        systems[name] = baseline_predictions(name, run_info, labels, texts, settings.seed)
+
+    scores = {name: classification_metrics(y_true, s["predictions"], labels, probabilities=s["probabilities"],
+                                           bins=settings.calibration_bins) for name, s in systems.items()}
+    comparisons = {name: {metric: paired_bootstrap(METRIC_FUNCTIONS[metric], y_true, predicted, s["predictions"],
+                                                   resamples=settings.resamples, seed=settings.seed,
+                                                   confidence=settings.confidence)
+                          for metric in HEADLINE}
+                   for name, s in systems.items() if name != "tuned"}
+    progress("robustness re-runs")
+    robust = robustness_section(predict, texts, y_true, predicted, labels, settings.robustness)
+    progress("latency")
+    def predict_for_timing(batch: list[str]) -> None:
+        predict(batch)
+
+    timing = latency.measure_latency(predict_for_timing, texts, batch_sizes=settings.latency.batch_sizes,
+                                     requests=settings.latency.requests)
+    return {
+        "labels": labels,
+        "metrics": scores["tuned"],
+        "baselines": {name: {**scores[name], "source": systems[name]["source"]} for name in systems if name != "tuned"},
+        "comparisons": comparisons,
+        "calibration": {"ece": scores["tuned"]["ece"], "brier": scores["tuned"]["brier"],
+                        "bins": calibration.reliability_bins(probabilities, y_true, settings.calibration_bins)},
+        "slices": slices_section(records, y_true, predicted, labels),
+        "fairness": fairness_section(records, y_true, predicted, labels, settings.fairness),
+        "robustness": robust,
+        "latency": timing,
+        "timing_s": {name: round(s["seconds"], 2) for name, s in systems.items()},
+        "headline": "macro_f1",
+    }
+
+
+def label_indices(records, labels: list[str], where: str) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({r["label"] for r in records} - index.keys())
+    if unknown:
+        raise TunelabError(f"test labels {unknown} are not among the model's labels {labels}", where=where,
+                           fix="evaluate on data prepared with the run's label set")
+    return np.array([index[r["label"]] for r in records])
+
+
+def baseline_predictions(name: str, run_info: dict[str, Any], labels: list[str], texts: list[str],
+                         seed: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    if name in BUILTIN_BASELINES:
+        if not run_info["base"] or not run_info["config"]:
+            raise TunelabError(f"baseline '{name}' needs a run directory from `tunelab train` (its manifest names "
+                               "the base model and training data)")
+        base = run_info["base"]
+        if name == "probe":
+            train_texts, train_labels = training_examples(run_info["config"], labels)
+            predictions, probabilities = cheap.embedding_probe(base, train_texts, train_labels, texts, seed=seed)
+        else:
+            import torch
+
+            from tunelab.models.load import load_model, load_tokenizer
+            torch.manual_seed(seed)  # the untrained head is random: seed it so reruns agree
+            model = load_model(base, "classification", labels=labels).eval()
+            predictions, probabilities = classify(model, load_tokenizer(base), texts)
+        source = base
+    else:
+        model, tokenizer = load_classifier(name)
+        predictions, probabilities = classify(model, tokenizer, texts)
+        source = name
+    return {"predictions": predictions, "probabilities": probabilities, "seconds": time.perf_counter() - started,
+            "source": source}
+
+
+def training_examples(config: dict[str, Any], labels: list[str]) -> tuple[list[str], list[int]]:
+    """The same training examples the fine-tune saw (its data, sampled as it was sampled)."""
+    from tunelab.train.data import load_training_data
+    train = config["train"]
+    data = load_training_data(train["data"], None, None, train["seed"]).sample(train.get("max_train_examples"),
+                                                                               train["seed"])
+    index = {label: i for i, label in enumerate(labels)}
+    return [r["text"] for r in data.train], [index[r["label"]] for r in data.train]
+
+
+def slices_section(records, y_true, predicted, labels) -> dict[str, Any]:
+    slices = {}
+    for key in ("group", "task"):
+        values = [str((r.get("meta") or {}).get(key, "")) for r in records]
+        if any(values) and len(set(values)) > 1:
+            slices[key] = slice_metrics(y_true, predicted, values, labels)
+    return slices
+
+
+def fairness_section(records, y_true, predicted, labels, settings) -> dict[str, Any] | None:
+    groups = [(r.get("meta") or {}).get("group") for r in records]
+    if not any(g is not None for g in groups):
+        return None
+    return fairness.group_fairness(y_true, predicted, [str(g) for g in groups], labels,
+                                   max_gap=settings.max_gap, min_group_size=settings.min_group_size)
+
+
+def robustness_section(predict, texts, y_true, predicted, labels, settings) -> dict[str, Any] | None:
+    if not settings.perturbations:
+        return None
+    n = min(len(texts), settings.max_examples or len(texts))
+    texts, y_true, predicted = texts[:n], y_true[:n], predicted[:n]
+    correct_before = predicted == y_true
+    runs = {}
+    for kind in settings.perturbations:
+        perturbed = robustness.perturb_texts(texts, kind, seed=settings.seed, typo_rate=settings.typo_rate)
+        after, _ = predict(perturbed)
+        runs[kind] = (METRIC_FUNCTIONS["macro_f1"](y_true, after), after == y_true)
+    original = METRIC_FUNCTIONS["macro_f1"](y_true, predicted)
+    return robustness.robustness_report("macro_f1", original, correct_before, runs, n)

@@ -1,0 +1,145 @@
+"""Evaluation of a generative (chat) run: greedy answers of the tuned model and its baselines to
+the same test prompts, scored against the references, with robustness, forgetting and latency."""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import numpy as np
+
+from tunelab.errors import TunelabError
+from tunelab.evaluate import forgetting, latency, robustness
+from tunelab.evaluate.compare import paired_bootstrap
+from tunelab.evaluate.generate import (corpus_perplexity, generate_answers, load_generator, prompt_texts,
+                                       reference_log_likelihood, text_log_likelihood)
+from tunelab.evaluate.metrics import generative_example_scores, generative_metrics, slice_means
+
+# per-example scores the paired bootstrap resamples (corpus BLEU is reported, not compared)
+COMPARED = ("exact_match", "token_f1", "chrf", "rougeL")
+
+
+def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, baselines: list[str], settings,
+             data_where: str, progress) -> dict[str, Any]:
+    """The task-specific part of report.json for a chat model."""
+    conversations = [r["messages"] for r in records]
+    references = [c[-1]["content"] for c in conversations]
+    systems = {"tuned": score_system(model, model, conversations, references, settings, progress)}
+    for name in baselines:
+        systems[name] = score_system(name, baseline_source(name, run_info), conversations, references, settings,
+                                     progress)
+    tuned = systems["tuned"]
+    comparisons = {name: {metric: paired_bootstrap(_mean_of_scores, tuned["examples"][metric],
+                                                   tuned["examples"][metric], s["examples"][metric],
+                                                   resamples=settings.resamples, seed=settings.seed,
+                                                   confidence=settings.confidence)
+                          for metric in COMPARED}
+                   for name, s in systems.items() if name != "tuned"}
+    model_obj, tokenizer = tuned["loaded"]
+
+    def answer(batch: list[str]) -> int:
+        return sum(generate_answers(model_obj, tokenizer, batch, max_new_tokens=settings.generation.max_new_tokens,
+                                    batch_size=len(batch)).new_tokens)
+
+    progress("robustness re-runs")
+    robust = robustness_section(answer_texts_for(model_obj, tokenizer, settings), conversations, references,
+                                tuned["examples"]["exact_match"], settings)
+    progress("latency")
+    timing = latency.measure_latency(answer, prompt_texts(tokenizer, conversations),
+                                     batch_sizes=settings.latency.batch_sizes, requests=settings.latency.requests)
+    progress("forgetting")
+    kept = forgetting_section(model_obj, tokenizer, run_info, settings.forgetting)
+    return {
+        "metrics": tuned["metrics"],
+        "baselines": {name: {**s["metrics"], "source": s["source"]} for name, s in systems.items() if name != "tuned"},
+        "comparisons": comparisons,
+        "calibration": None,
+        "slices": slices_section(records, tuned["examples"]),
+        "fairness": None,
+        "robustness": robust,
+        "forgetting": kept,
+        "latency": timing,
+        "timing_s": {name: round(s["seconds"], 2) for name, s in systems.items()},
+        "headline": "exact_match",
+        "predictions": tuned["answers"],
+    }
+
+
+def _mean_of_scores(_, scores) -> float:
+    return float(np.mean(scores))
+
+
+def baseline_source(name: str, run_info: dict[str, Any]) -> str:
+    if name == "probe":
+        raise TunelabError("baseline 'probe' is a classification baseline",
+                           fix="compare a chat model with base or another model directory")
+    if name == "base":
+        if not run_info["base"]:
+            raise TunelabError("baseline 'base' needs a run directory from `tunelab train` (its manifest names "
+                               "the base model)")
+        return run_info["base"]
+    return name
+
+
+def score_system(name: str, source: str, conversations, references, settings, progress) -> dict[str, Any]:
+    progress(f"generating with {name}")
+    started = time.perf_counter()
+    model, tokenizer = load_generator(source)
+    answers = generate_answers(model, tokenizer, prompt_texts(tokenizer, conversations),
+                               max_new_tokens=settings.generation.max_new_tokens,
+                               batch_size=settings.generation.batch_size).texts
+    means, counts = reference_log_likelihood(model, tokenizer, conversations)
+    metrics = generative_metrics(answers, references, settings.normalize)
+    metrics["log_likelihood"] = float(np.sum(np.asarray(means) * np.asarray(counts)) / max(1, int(np.sum(counts))))
+    metrics["perplexity"] = corpus_perplexity(means, counts)
+    return {"metrics": metrics, "examples": generative_example_scores(answers, references, settings.normalize),
+            "answers": answers, "source": source, "loaded": (model, tokenizer),
+            "seconds": time.perf_counter() - started}
+
+
+def answer_texts_for(model, tokenizer, settings):
+    def answer_texts(conversations: list[list[dict]]) -> list[str]:
+        return generate_answers(model, tokenizer, prompt_texts(tokenizer, conversations),
+                                max_new_tokens=settings.generation.max_new_tokens,
+                                batch_size=settings.generation.batch_size).texts
+    return answer_texts
+
+
+def robustness_section(answer_texts, conversations, references, exact_before, settings) -> dict[str, Any] | None:
+    from tunelab.evaluate.metrics import exact_match_scores
+    options = settings.robustness
+    if not options.perturbations:
+        return None
+    n = min(len(conversations), options.max_examples or len(conversations))
+    correct_before = np.asarray(exact_before[:n]) == 1
+    runs = {}
+    for kind in options.perturbations:
+        perturbed = [robustness.perturb_conversation(c, kind, random.Random(f"{options.seed}:{kind}:{i}"),
+                                                     typo_rate=options.typo_rate)
+                     for i, c in enumerate(conversations[:n])]
+        exact = exact_match_scores(answer_texts(perturbed), references[:n], settings.normalize)
+        runs[kind] = (float(np.mean(exact)), exact == 1)
+    return robustness.robustness_report("exact_match", float(np.mean(correct_before)), correct_before, runs, n)
+
+
+def slices_section(records, example_scores) -> dict[str, Any]:
+    slices = {}
+    for key in ("group", "task"):
+        values = [str((r.get("meta") or {}).get(key, "")) for r in records]
+        if any(values) and len(set(values)) > 1:
+            slices[key] = slice_means(example_scores, values)
+    return slices
+
+
+def forgetting_section(model, tokenizer, run_info, settings) -> dict[str, Any] | None:
+    """Perplexity of general text under the tuned model and its base: retention = base / tuned."""
+    if not settings.data:
+        return None
+    if not run_info["base"]:
+        raise TunelabError("the forgetting check needs the base model, named by a run directory's manifest",
+                           where=settings.data, fix="evaluate a run directory from `tunelab train`")
+    texts = forgetting.load_general_data(settings.data, settings.max_examples)
+    base, base_tokenizer = load_generator(run_info["base"])
+    tuned_ppl = corpus_perplexity(*text_log_likelihood(model, tokenizer, texts))
+    base_ppl = corpus_perplexity(*text_log_likelihood(base, base_tokenizer, texts))
+    return forgetting.forgetting_report("perplexity", tuned_ppl, base_ppl, settings.min_retention, settings.data)
