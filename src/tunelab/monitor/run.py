@@ -1,0 +1,193 @@
+"""`tunelab monitor`: compare the most recent predictions of a served model with reference data,
+write a drift report, raise alerts, and roll the served version back when asked to.
+
+What each feature is compared with:
+- input length (characters, words) and share of inputs with PII: the reference data;
+- predicted labels (classification): the reference data's labels;
+- output length (generative): the reference data's replies;
+- mean confidence (classification): the run's evaluation (RUN/eval/report.json), else the first
+  `window` predictions of the log (never overlapping the current window);
+- request outcomes (ok / blocked / rejected / error): the first `window` predictions of the log;
+- error rate (5xx): an absolute ceiling, max_error_rate, with an exact binomial test.
+Reference traffic from the log is only used when the log holds more than one window.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.data.pii import PiiDetector
+from tunelab.errors import TunelabError
+from tunelab.files import write_json, write_text
+from tunelab.monitor import drift
+from tunelab.monitor.features import log_features, outcome, reference_features
+from tunelab.monitor.reference import evaluated_confidence, resolve_reference
+from tunelab.monitor.report import render_html, render_markdown
+
+
+@dataclass
+class MonitorResult:
+    out_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def drifted(self) -> bool:
+        return self.report["drifted"]
+
+
+def run(prediction_log: str | Path, reference: str | Path | None, *, window: int, psi_threshold: float,
+        p_value: float, min_confidence_drop: float, rollback: bool, registry: str | Path | None,
+        out_dir: str | Path, min_samples: int = 30, max_error_rate: float = 0.05, bins: int = 10) -> MonitorResult:
+    out_dir = Path(out_dir)
+    rows = read_log(prediction_log)
+    current, earlier = split_window(rows, window)
+    ref = resolve_reference(reference, registry, [r.get("model_version") for r in current])
+    thresholds = {"psi": psi_threshold, "p_value": p_value, "min_confidence_drop": min_confidence_drop,
+                  "min_samples": min_samples, "max_error_rate": max_error_rate, "bins": bins}
+    detector = PiiDetector()
+    features = compare_features(reference_features(ref.records, detector), log_features(current, detector),
+                                log_features(earlier, detector) if earlier else None,
+                                evaluated_confidence(ref.run_dir), thresholds)
+    features.append(drift.rate_above("error_rate", sum(outcome(r) == "error" for r in current), len(current),
+                                     max_rate=max_error_rate, p_value=p_value) | {"reference_source": "max_error_rate"})
+    drifted = any(f["drifted"] for f in features)
+    report = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "log": str(prediction_log),
+        "window": window_summary(current, earlier, window),
+        "reference": {"source": ref.source, "records": len(ref.records),
+                      "run_dir": str(ref.run_dir) if ref.run_dir else None},
+        "thresholds": thresholds,
+        "features": features,
+        "drifted": drifted,
+        "alerts": [alert_sentence(f) for f in features if f["drifted"]],
+        "notes": notes(current, min_samples),
+        "rollback": roll_back(registry) if drifted and rollback else None,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "report.json", report)
+    write_text(out_dir / "report.md", render_markdown(report))
+    write_text(out_dir / "report.html", render_html(report))
+    return MonitorResult(out_dir, report)
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise TunelabError("prediction log not found", where=str(path),
+                           fix="run `tunelab serve` and send it requests first, or pass --log with the "
+                               "serve.prediction_log file")
+    from tunelab.serve.predlog import read_predictions
+    rows = read_predictions(path)
+    if not rows:
+        raise TunelabError("the prediction log holds no predictions", where=str(path),
+                           fix="send requests to `tunelab serve` first, then run the monitor")
+    return rows
+
+
+def split_window(rows: list[dict[str, Any]], window: int) -> tuple[list[dict], list[dict]]:
+    """(the most recent `window` rows, the first rows of the log before them: at most `window`)."""
+    current = rows[-window:]
+    return current, rows[:max(0, min(window, len(rows) - window))]
+
+
+def compare_features(ref: dict[str, list], cur: dict[str, list], early: dict[str, list] | None,
+                     evaluated: tuple[float, str] | None, t: dict[str, Any]) -> list[dict[str, Any]]:
+    def compare(name: str, kind: str, reference: list, current: list, source: str) -> dict[str, Any]:
+        return drift.feature_drift(name, reference, current, kind=kind, psi_threshold=t["psi"],
+                                   p_value=t["p_value"], min_samples=t["min_samples"],
+                                   bins=t["bins"]) | {"reference_source": source}
+
+    features = [compare("input_chars", "numeric", ref["input_chars"], cur["input_chars"], "reference data"),
+                compare("input_words", "numeric", ref["input_words"], cur["input_words"], "reference data"),
+                compare("pii", "categorical", ref["pii"], cur["pii"], "reference data")]
+    if cur["label"]:
+        if ref.get("label"):
+            features.append(compare("predicted_label", "categorical", ref["label"], cur["label"],
+                                    "reference data labels"))
+        elif early and early["label"]:
+            features.append(compare("predicted_label", "categorical", early["label"], cur["label"], "earlier traffic"))
+    if cur["confidence"]:
+        features.append(confidence_drift(cur["confidence"], early, evaluated, t))
+    if cur["output_chars"]:
+        if ref.get("output_chars"):
+            features.append(compare("output_chars", "numeric", ref["output_chars"], cur["output_chars"],
+                                    "reference data replies"))
+        elif early and early["output_chars"]:
+            features.append(compare("output_chars", "numeric", early["output_chars"], cur["output_chars"],
+                                    "earlier traffic"))
+    if early:
+        features.append(compare("outcome", "categorical", early["outcome"], cur["outcome"], "earlier traffic"))
+    else:
+        features.append(not_tested("outcome", "categorical", "not tested: the log holds no traffic before the "
+                                   "current window to compare request outcomes with"))
+    return features
+
+
+def confidence_drift(current: list[float], early: dict[str, list] | None, evaluated: tuple[float, str] | None,
+                     t: dict[str, Any]) -> dict[str, Any]:
+    if evaluated is not None:
+        reference, source = evaluated
+    elif early and early["confidence"]:
+        reference, source = early["confidence"], "earlier traffic"
+    else:
+        return not_tested("confidence", "mean", "not tested: no evaluation report (RUN/eval/report.json) and no "
+                          "traffic before the current window to take a reference confidence from")
+    return drift.mean_drop(reference, current, min_drop=t["min_confidence_drop"], p_value=t["p_value"],
+                           min_samples=t["min_samples"]) | {"reference_source": source}
+
+
+def not_tested(feature: str, kind: str, reason: str) -> dict[str, Any]:
+    return {"feature": feature, "kind": kind, "reference_n": None, "current_n": None, "psi": None,
+            "statistic": None, "p_value": None, "drifted": False, "reason": reason, "reference_source": None}
+
+
+def window_summary(current: list[dict], earlier: list[dict], window: int) -> dict[str, Any]:
+    versions: dict[str, int] = {}
+    for row in current:
+        versions[str(row.get("model_version"))] = versions.get(str(row.get("model_version")), 0) + 1
+    return {"size": window, "predictions": len(current), "earlier_predictions": len(earlier),
+            "from_ts": current[0].get("ts"), "to_ts": current[-1].get("ts"), "model_versions": versions}
+
+
+FEATURE_WORDS = {"input_chars": "input length in characters", "input_words": "input length in words",
+                 "pii": "share of inputs with PII", "predicted_label": "predicted-label distribution",
+                 "confidence": "mean confidence", "output_chars": "output length in characters",
+                 "outcome": "request outcomes (ok, blocked, rejected, error)", "error_rate": "error rate"}
+
+
+def alert_sentence(feature: dict[str, Any]) -> str:
+    name = FEATURE_WORDS.get(feature["feature"], feature["feature"])
+    if feature["kind"] == "mean":
+        return (f"Mean confidence fell from {feature['reference_mean']:.3f} to {feature['current_mean']:.3f} "
+                f"(drop {feature['statistic']:.3f}, p={feature['p_value']:.2g}).")
+    if feature["kind"] == "rate":
+        return (f"Error rate is {feature['current_rate']:.1%} of {feature['current_n']} requests, above the allowed "
+                f"{feature['max_rate']:.1%} (p={feature['p_value']:.2g}).")
+    return (f"The {name} drifted from the {feature['reference_source']}: PSI {feature['psi']:.3f}, "
+            f"{feature['test']} p={feature['p_value']:.2g}.")
+
+
+def notes(current: list[dict], min_samples: int) -> list[str]:
+    if len(current) >= min_samples:
+        return []
+    return [f"Only {len(current)} predictions in the window: the drift tests need at least {min_samples}, so only "
+            "the error rate was tested; send more traffic, or lower monitor.min_samples knowing the tests get noisy."]
+
+
+def roll_back(registry: str | Path | None) -> dict[str, Any]:
+    """Make the previous live version live again; a rollback that cannot happen is recorded, not
+    raised: the drift report is still written and the alert still goes out."""
+    if registry is None or not Path(registry).is_file():
+        return {"from": None, "to": None, "error": f"no registry at {registry}; nothing was rolled back"}
+    from tunelab.serve.registry import Registry
+    reg = Registry(registry)
+    before = reg.live()
+    try:
+        entry = reg.rollback()
+    except TunelabError as exc:
+        return {"from": before.get("version") if before else None, "to": None, "error": str(exc)}
+    return {"from": before.get("version") if before else None, "to": entry["version"], "path": entry.get("path"),
+            "error": None}
