@@ -1,0 +1,233 @@
+"""Prediction log: every served request as one row of a SQLite table, for `tunelab monitor`.
+
+Request handlers only put a record on an in-memory queue; one background writer thread takes
+whatever has accumulated and inserts it with a single executemany in one transaction, so a
+burst of requests costs one commit rather than one fsync each, and no handler waits on disk.
+The database is in WAL mode so the monitor can read it while the server writes.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import TunelabError
+
+COLUMNS = {  # name -> SQL type; the order is the table's
+    "ts": "REAL NOT NULL", "request_id": "TEXT", "endpoint": "TEXT", "model_version": "TEXT",
+    "adapter": "TEXT", "input": "TEXT", "output": "TEXT", "label": "TEXT", "confidence": "REAL",
+    "probabilities": "TEXT", "latency_ms": "REAL", "status": "INTEGER", "prompt_tokens": "INTEGER",
+    "completion_tokens": "INTEGER", "blocked_reason": "TEXT", "cached": "INTEGER NOT NULL DEFAULT 0",
+}
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    + ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items()) + ")",
+    "CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts)",
+    "CREATE INDEX IF NOT EXISTS predictions_version_ts ON predictions (model_version, ts)",
+]
+INSERT = (f"INSERT INTO predictions ({', '.join(COLUMNS)}) "
+          f"VALUES ({', '.join(':' + name for name in COLUMNS)})")
+BUSY_TIMEOUT_S = 30.0  # a reader's checkpoint or another process's write can hold the lock briefly
+MAX_BATCH = 2048       # rows per transaction; bounds how long one commit holds the write lock
+DAY_S = 86_400.0
+_PRUNE_TICK = object()  # what the writer wakes up with when the prune interval passes with nothing logged
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # in WAL mode a commit survives a process crash
+    return conn
+
+
+def to_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A record as the insert's parameters: JSON for structured fields, 0/1 for `cached`."""
+    unknown = set(record) - set(COLUMNS)
+    if unknown:
+        raise TunelabError(f"prediction record has unknown field(s) {', '.join(sorted(unknown))}",
+                           where="prediction log", fix=f"use only {', '.join(COLUMNS)}")
+    row = dict.fromkeys(COLUMNS)
+    row.update(record)
+    row["ts"] = time.time() if row["ts"] is None else float(row["ts"])
+    row["request_id"] = row["request_id"] or uuid.uuid4().hex
+    for name in ("input", "output", "probabilities"):
+        if row[name] is not None and not isinstance(row[name], str):
+            row[name] = json.dumps(row[name], ensure_ascii=False)
+    row["cached"] = int(bool(row["cached"]))
+    for name, value in row.items():  # checked here, so one bad record cannot fail a whole batch later
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise TunelabError(f"prediction field {name!r} is a {type(value).__name__}", where="prediction log",
+                               fix="pass text, numbers or None (structured input/output/probabilities become JSON)")
+    return row
+
+
+class PredictionLog:
+    """Append-only log of predictions; `log` is safe to call from any thread."""
+
+    def __init__(self, path: str | Path, retention_days: float | None = 30, *,
+                 prune_interval_s: float = 3600.0):
+        if retention_days is not None and retention_days <= 0:
+            raise TunelabError(f"retention_days must be positive, got {retention_days}",
+                               where="prediction log", fix="give a number of days, or None to keep every record")
+        self.path = Path(path)
+        self.retention_days = retention_days
+        self.prune_interval_s = prune_interval_s
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = connect(self.path)
+            for statement in SCHEMA:
+                self._conn.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            raise TunelabError(f"cannot open the prediction log ({exc})", where=str(self.path),
+                               fix="check that the directory is writable and the file is a SQLite database") from exc
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._error: Exception | None = None
+        self._lock = threading.Lock()  # serialises the writer's transactions with prune() from other threads
+        self.prune()
+        self._next_prune = time.monotonic() + prune_interval_s
+        self._writer = threading.Thread(target=self._write_loop, name="tunelab-predlog-writer", daemon=True)
+        self._writer.start()
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Queue one record (see COLUMNS); returns at once, the writer thread stores it."""
+        if self._closed:
+            raise TunelabError("the prediction log is closed", where=str(self.path),
+                               fix="log before calling close()")
+        self._queue.put(to_row(record))
+
+    def flush(self) -> None:
+        """Return once every record logged before this call is committed to the database."""
+        if self._closed:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        self._raise_writer_error()
+
+    def close(self) -> None:
+        """Flush, stop the writer thread and close the database."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        self._conn.close()
+
+    def prune(self) -> int:
+        """Delete records older than the retention period; returns how many were deleted."""
+        if self.retention_days is None:
+            return 0
+        cutoff = time.time() - self.retention_days * DAY_S
+        with self._lock:
+            return self._conn.execute("DELETE FROM predictions WHERE ts < ?", (cutoff,)).rowcount
+
+    def count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                first = self._queue.get(timeout=max(0.0, self._next_prune - time.monotonic()))
+            except queue.Empty:
+                first = _PRUNE_TICK
+            batch, waiters = [], []
+            item = first
+            while True:  # take what has accumulated, without waiting for more
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    waiters.append(item)
+                elif item is not _PRUNE_TICK:
+                    batch.append(item)
+                if stop or len(batch) >= MAX_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._insert(batch)
+            if time.monotonic() >= self._next_prune:
+                self._prune_quietly()
+            for waiter in waiters:
+                waiter.set()
+
+    def _insert(self, batch: list[dict[str, Any]]) -> None:
+        if not batch:
+            return
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(INSERT, batch)
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:  # kept for flush() to report; the writer keeps serving
+            self._error = exc
+
+    def _prune_quietly(self) -> None:
+        self._next_prune = time.monotonic() + self.prune_interval_s
+        try:
+            self.prune()
+        except sqlite3.Error as exc:
+            self._error = exc
+
+    def _raise_writer_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise TunelabError(f"could not write predictions ({error})", where=str(self.path),
+                               fix="check free disk space and that no other process holds the database locked")
+
+
+def read_predictions(path: str | Path, *, since_ts: float | None = None, limit: int | None = None,
+                     model_version: str | None = None) -> list[dict[str, Any]]:
+    """Logged predictions as dicts with the table's columns, oldest first.
+
+    `limit` keeps the most recent `limit` matching records (the monitor's window), still
+    returned oldest first. Values are as stored: `probabilities` and chat `input` are JSON text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TunelabError("prediction log not found", where=str(path),
+                           fix="start `tunelab serve` (it creates the log) or pass the right path")
+    if limit is not None and limit < 0:
+        raise TunelabError(f"limit must be zero or more, got {limit}", where="read_predictions",
+                           fix="pass a non-negative number of records")
+    where, params = [], []
+    if since_ts is not None:
+        where.append("ts >= ?")
+        params.append(since_ts)
+    if model_version is not None:
+        where.append("model_version = ?")
+        params.append(model_version)
+    query = "SELECT * FROM predictions" + (f" WHERE {' AND '.join(where)}" if where else "")
+    if limit is not None:
+        query = f"SELECT * FROM ({query} ORDER BY ts DESC, id DESC LIMIT ?)"
+        params.append(limit)
+    query += " ORDER BY ts, id"
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        try:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute(query, params)]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise TunelabError(f"cannot read the prediction log ({exc})", where=str(path),
+                           fix="pass the SQLite file `tunelab serve` writes (serve.prediction_log)") from exc
