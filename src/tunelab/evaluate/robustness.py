@@ -48,7 +48,7 @@ def keyboard_typos(text: str, rng: random.Random, rate: float) -> str:
     """Each ASCII letter is replaced, with probability `rate`, by a key next to it (same case)."""
     chars = list(text)
     for i, char in enumerate(chars):
-        neighbours = QWERTY_NEIGHBOURS.get(char.lower())
+        neighbours = QWERTY_NEIGHBOURS.get(char.lower()) if char.isascii() else None  # not the Kelvin sign
         if neighbours and rng.random() < rate:
             typo = rng.choice(neighbours)
             chars[i] = typo.upper() if char.isupper() else typo

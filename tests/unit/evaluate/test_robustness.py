@@ -42,6 +42,7 @@ def test_typos_only_swap_letters_for_keyboard_neighbours_of_the_same_case(text, 
     assert len(out) == len(text)
     for before, after in zip(text, out):
         if before != after:
+            assert before.isascii()
             assert after.lower() in QWERTY_NEIGHBOURS[before.lower()]
             assert before.isupper() == after.isupper()
 
@@ -57,7 +58,7 @@ def test_typo_rate_close_to_the_setting_on_long_text(rate):
 
 
 def test_typos_leave_text_without_ascii_letters_alone():
-    assert perturb("12345 ¿éü? ✓", "typos", random.Random(0), typo_rate=1.0) == "12345 ¿éü? ✓"
+    assert perturb("12345 ¿éü? ✓ \u212a", "typos", random.Random(0), typo_rate=1.0) == "12345 ¿éü? ✓ \u212a"
     assert perturb("abc", "typos", random.Random(0), typo_rate=1.0) != "abc"
 
 
