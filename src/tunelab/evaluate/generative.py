@@ -2,7 +2,6 @@
 the same test prompts, scored against the references, with robustness, forgetting and latency."""
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
@@ -62,6 +61,8 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
         "timing_s": {name: round(s["seconds"], 2) for name, s in systems.items()},
         "headline": "exact_match",
         "predictions": tuned["answers"],
+        # what an API would bill per request: prompt plus answer, with this model's tokenizer
+        "tokens_per_request": tuned["tokens_per_request"],
     }
 
 
@@ -85,15 +86,18 @@ def score_system(name: str, source: str, conversations, references, settings, pr
     progress(f"generating with {name}")
     started = time.perf_counter()
     model, tokenizer = load_generator(source)
-    answers = generate_answers(model, tokenizer, prompt_texts(tokenizer, conversations),
-                               max_new_tokens=settings.generation.max_new_tokens,
-                               batch_size=settings.generation.batch_size).texts
+    prompts = prompt_texts(tokenizer, conversations)
+    generated = generate_answers(model, tokenizer, prompts, max_new_tokens=settings.generation.max_new_tokens,
+                                 batch_size=settings.generation.batch_size)
+    answers = generated.texts
+    prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     means, counts = reference_log_likelihood(model, tokenizer, conversations)
     metrics = generative_metrics(answers, references, settings.normalize)
     metrics["log_likelihood"] = float(np.sum(np.asarray(means) * np.asarray(counts)) / max(1, int(np.sum(counts))))
     metrics["perplexity"] = corpus_perplexity(means, counts)
     return {"metrics": metrics, "examples": generative_example_scores(answers, references, settings.normalize),
             "answers": answers, "source": source, "loaded": (model, tokenizer),
+            "tokens_per_request": float(np.mean(prompt_tokens) + np.mean(generated.new_tokens)),
             "seconds": time.perf_counter() - started}
 
 
@@ -114,9 +118,8 @@ def robustness_section(answer_texts, conversations, references, exact_before, se
     correct_before = np.asarray(exact_before[:n]) == 1
     runs = {}
     for kind in options.perturbations:
-        perturbed = [robustness.perturb_conversation(c, kind, random.Random(f"{options.seed}:{kind}:{i}"),
+        perturbed = robustness.perturb_conversations(conversations[:n], kind, seed=options.seed,
                                                      typo_rate=options.typo_rate)
-                     for i, c in enumerate(conversations[:n])]
         exact = exact_match_scores(answer_texts(perturbed), references[:n], settings.normalize)
         runs[kind] = (float(np.mean(exact)), exact == 1)
     return robustness.robustness_report("exact_match", float(np.mean(correct_before)), correct_before, runs, n)

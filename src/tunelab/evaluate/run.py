@@ -46,6 +46,7 @@ def run(cfg: EvalConfig, model: str, data: str, *, out_dir: str | Path, gate: bo
                                  settings=cfg, data_where=str(data), progress=progress)
     predictions = section.pop("predictions", None)
     headline = section.pop("headline")
+    tokens_per_request = section.pop("tokens_per_request")
     report = {"task": task, "model": model, "data": str(data), "device": device_description(),
               "labels": section.pop("labels", None), **section}
     report.setdefault("forgetting", None)
@@ -53,7 +54,7 @@ def run(cfg: EvalConfig, model: str, data: str, *, out_dir: str | Path, gate: bo
     report["kpi"] = kpi_report(headline=headline, tuned=report["metrics"], baselines=report["baselines"],
                                comparisons=report["comparisons"], latency=report["latency"], baseline_latency=None,
                                cost=cfg.cost.model_dump(), training_seconds=run_info["training_seconds"],
-                               measured_tokens_per_request=None)
+                               measured_tokens_per_request=tokens_per_request)
     report["gate"] = evaluate_gates(report, minimums=cfg.gate.min, maximums=cfg.gate.max,
                                     better_than=cfg.gate.better_than, headline=headline) if gate else None
     report["flags"] = flags(report)
@@ -119,7 +120,8 @@ def flags(report: dict[str, Any]) -> list[str]:
         found.append(f"over-fitting: {overfit.get('reason') or 'validation loss turned up'}")
     robust = report.get("robustness")
     if robust:
-        worst = max(robust["perturbations"].items(), key=lambda item: item[1]["flip_rate"], default=None)
+        rated = [(kind, run) for kind, run in robust["perturbations"].items() if run["flip_rate"] is not None]
+        worst = max(rated, key=lambda item: item[1]["flip_rate"], default=None)
         if worst and worst[1]["flip_rate"] > 0.1:
             found.append(f"robustness: {worst[1]['flip_rate']:.1%} of correct answers flip under {worst[0]}")
     for name, comparison in report["comparisons"].items():
