@@ -226,6 +226,54 @@ def recommend(
         out.print(ranking.format_table(recs))
 
 
+@app.command("monitor")
+def monitor(
+    args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
+                                     help="A YAML config (its monitor: section) and overrides such as monitor.window=200."),
+    log: Optional[str] = typer.Option(None, "--log", help="Prediction log (default: monitor.prediction_log, predictions.db)."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Prepared directory or canonical JSONL "
+                                            "(default: the served run's training data)."),
+    window: Optional[int] = typer.Option(None, "--window", help="Most recent predictions to compare."),
+    rollback: Optional[bool] = typer.Option(None, "--rollback/--no-rollback", help="Roll the served version back "
+                                            "when drift is found."),
+    registry: Optional[str] = typer.Option(None, "--registry", help="Model registry (default: registry.json)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Report directory (default: monitor)."),
+    fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Exit 1 when drift is found (for cron/CI alerts)."),
+) -> None:
+    """Compare recent predictions with reference data: drift report, alerts, optional rollback."""
+    inputs, overrides = split_overrides(args or [])
+    if len(inputs) > 1:
+        raise TunelabError(f"expected one config file, got {', '.join(inputs)}",
+                           fix="pass one YAML file, then key=value overrides")
+    overrides += flag_overrides("monitor.", prediction_log=log, reference=reference, window=window,
+                                rollback=None if rollback is None else str(rollback).lower(), registry=registry,
+                                out_dir=out_dir)
+    m = load_config(inputs[0] if inputs else None, overrides).monitor
+    from tunelab.monitor import run as monitor_run
+
+    result = monitor_run.run(m.prediction_log, m.reference, window=m.window, psi_threshold=m.psi_threshold,
+                             p_value=m.p_value, min_confidence_drop=m.min_confidence_drop, rollback=m.rollback,
+                             registry=m.registry, out_dir=m.out_dir, min_samples=m.min_samples,
+                             max_error_rate=m.max_error_rate, bins=m.bins)
+    report = result.report
+    tested = sum(f["p_value"] is not None for f in report["features"])
+    out.print(f"monitor: {report['window']['predictions']:,} predictions against {report['reference']['source']}; "
+              f"{tested} of {len(report['features'])} features tested", highlight=False, soft_wrap=True)
+    drifted = [f["feature"] for f in report["features"] if f["drifted"]]
+    out.print(f"drift: {', '.join(drifted)}" if drifted else "drift: none found", highlight=False)
+    for sentence in report["notes"]:
+        out.print(f"[yellow]note:[/yellow] {sentence}", highlight=False, soft_wrap=True)
+    for sentence in report["alerts"]:
+        out.print(f"[red]alert:[/red] {sentence}", highlight=False, soft_wrap=True)
+    if report["rollback"] is not None:
+        done = report["rollback"]
+        out.print(f"rollback: {done['from']} -> {done['to']}" if not done["error"] else
+                  f"rollback: not done ({done['error']})", highlight=False, soft_wrap=True)
+    out.print(f"report: {result.out_dir / 'report.html'} (also report.json, report.md)", highlight=False, soft_wrap=True)
+    if fail_on_drift and result.drifted:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

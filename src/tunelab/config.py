@@ -294,13 +294,17 @@ class ServeConfig(Section):
 
 class MonitorConfig(Section):
     prediction_log: str = Field("predictions.db", description="Prediction log written by `tunelab serve`.")
-    reference: str | None = Field(None, description="Reference data: a prepared directory or JSONL (default: the served run's validation data).")
+    reference: str | None = Field(None, description="Reference data: a prepared directory (its val.jsonl and test.jsonl) or a canonical JSONL (default: the served run's data, from its config.yaml).")
     window: int = Field(500, ge=10, description="Most recent predictions compared with the reference.")
-    psi_threshold: float = Field(0.2, gt=0, description="Population stability index above which a feature has drifted.")
-    p_value: float = Field(0.01, gt=0, lt=1, description="Significance of the KS / chi-square drift tests.")
+    psi_threshold: float = Field(0.2, gt=0, description="Population stability index above which a feature has drifted (with a significant test).")
+    p_value: float = Field(0.01, gt=0, lt=1, description="Significance of the KS / chi-square / t / binomial drift tests.")
     min_confidence_drop: float = Field(0.1, gt=0, le=1, description="Alert when mean confidence falls this much below the reference.")
+    min_samples: int = Field(30, ge=5, description="Fewest values on each side for a drift test; smaller windows are reported as not tested.")
+    max_error_rate: float = Field(0.05, ge=0, lt=1, description="Alert when the share of 5xx responses in the window is significantly above this.")
+    bins: int = Field(10, ge=2, description="Quantile bins of the reference for the PSI of numeric features.")
     rollback: bool = Field(False, description="Roll the served version back to the previous one when drift is found.")
     registry: str = Field("registry.json", description="Model registry the rollback acts on.")
+    out_dir: str = Field("monitor", description="Directory the drift report is written to.")
 
 
 class RunConfig(Section):
