@@ -59,8 +59,7 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
         "metrics": scores["tuned"],
         "baselines": {name: {**scores[name], "source": systems[name]["source"]} for name in systems if name != "tuned"},
         "comparisons": comparisons,
-        "calibration": {"ece": scores["tuned"]["ece"], "brier": scores["tuned"]["brier"],
-                        "bins": calibration.reliability_bins(probabilities, y_true, settings.calibration_bins)},
+        "calibration": calibration.calibration_report(probabilities, y_true, settings.calibration_bins),
         "slices": slices_section(records, y_true, predicted, labels),
         "fairness": fairness_section(records, y_true, predicted, labels, settings.fairness),
         "robustness": robust,
@@ -121,18 +120,20 @@ def training_examples(config: dict[str, Any], labels: list[str]) -> tuple[list[s
 def slices_section(records, y_true, predicted, labels) -> dict[str, Any]:
     slices = {}
     for key in ("group", "task"):
-        values = [str((r.get("meta") or {}).get(key, "")) for r in records]
-        if any(values) and len(set(values)) > 1:
-            slices[key] = slice_metrics(y_true, predicted, values, labels)
+        values = [str((r.get("meta") or {}).get(key, "(none)")) for r in records]
+        if len(set(values)) > 1:
+            slices[key] = slice_metrics(y_true, predicted, values)
     return slices
 
 
 def fairness_section(records, y_true, predicted, labels, settings) -> dict[str, Any] | None:
     groups = [(r.get("meta") or {}).get("group") for r in records]
-    if not any(g is not None for g in groups):
+    grouped = np.array([g is not None for g in groups])
+    if not grouped.any():
         return None
-    return fairness.group_fairness(y_true, predicted, [str(g) for g in groups], labels,
-                                   max_gap=settings.max_gap, min_group_size=settings.min_group_size)
+    # records without a group are left out of the fairness check rather than made a group of their own
+    return fairness.group_fairness(y_true[grouped], predicted[grouped], [str(g) for g in groups if g is not None],
+                                   labels, max_gap=settings.max_gap, min_group_size=settings.min_group_size)
 
 
 def robustness_section(predict, texts, y_true, predicted, labels, settings) -> dict[str, Any] | None:

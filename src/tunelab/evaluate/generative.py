@@ -92,10 +92,11 @@ def score_system(name: str, source: str, conversations, references, settings, pr
     answers = generated.texts
     prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     means, counts = reference_log_likelihood(model, tokenizer, conversations)
-    metrics = generative_metrics(answers, references, settings.normalize)
+    examples = generative_example_scores(answers, references, settings.normalize)
+    metrics = generative_metrics(answers, references, settings.normalize, example_scores=examples)
     metrics["log_likelihood"] = float(np.sum(np.asarray(means) * np.asarray(counts)) / max(1, int(np.sum(counts))))
     metrics["perplexity"] = corpus_perplexity(means, counts)
-    return {"metrics": metrics, "examples": generative_example_scores(answers, references, settings.normalize),
+    return {"metrics": metrics, "examples": examples,
             "answers": answers, "source": source, "loaded": (model, tokenizer),
             "tokens_per_request": float(np.mean(prompt_tokens) + np.mean(generated.new_tokens)),
             "seconds": time.perf_counter() - started}
@@ -128,8 +129,8 @@ def robustness_section(answer_texts, conversations, references, exact_before, se
 def slices_section(records, example_scores) -> dict[str, Any]:
     slices = {}
     for key in ("group", "task"):
-        values = [str((r.get("meta") or {}).get(key, "")) for r in records]
-        if any(values) and len(set(values)) > 1:
+        values = [str((r.get("meta") or {}).get(key, "(none)")) for r in records]
+        if len(set(values)) > 1:
             slices[key] = slice_means(example_scores, values)
     return slices
 
