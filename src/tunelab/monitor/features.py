@@ -38,7 +38,14 @@ def reply_text(record: dict[str, Any]) -> str | None:
 
 
 def messages_text(messages: Iterable[dict[str, Any]]) -> str:
-    return "\n".join(str(m.get("content", "")) for m in messages)
+    return "\n".join(content_text(m.get("content")) for m in messages)
+
+
+def content_text(content: Any) -> str:
+    """A message's content: a string, or OpenAI-style parts ([{"type": "text", "text": ...}])."""
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
 
 
 def logged_input_text(value: str | None) -> str:
