@@ -71,9 +71,9 @@ def line_chart(title: str, series: dict[str, Sequence[Sequence[float]]], *, char
             parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}">'
                       f"<title>{esc(name)}: step {x:g}, {y:.4g}</title></circle>" for x, y in points]
     for j, (name, x) in enumerate(marks.items()):
-        parts.append(f'<line x1="{sx(x):.1f}" y1="{top}" x2="{sx(x):.1f}" y2="{height - bottom}" stroke="{WORSE}" '
-                     f'stroke-dasharray="5,4"><title>{esc(name)}</title></line>'
-                     + _text(sx(x) + 4, top + 12 + 13 * j, name, fill=WORSE))
+        parts.append(f'<line x1="{sx(x):.1f}" y1="{top}" x2="{sx(x):.1f}" y2="{height - bottom}" stroke="{NEUTRAL}" '
+                     f'stroke-width="1.5" stroke-dasharray="5,4"><title>{esc(name)}</title></line>'
+                     + _text(sx(x) + 4, top + 12 + 13 * j, name, fill=NEUTRAL))
     parts.append(_legend(list(clean), left, 14))
     return _svg_figure(title, chart_id, width, height, "".join(parts))
 
@@ -82,7 +82,7 @@ def heatmap(title: str, matrix: Sequence[Sequence[float]], row_labels: Sequence[
             chart_id: str, row_title: str = "true", col_title: str = "predicted") -> str:
     """Counts in cells shaded by their share of the row, so errors on rare classes still show."""
     rows, cols = len(matrix), max((len(r) for r in matrix), default=0)
-    cell = max(16.0, min(52.0, 420 / max(rows, cols, 1)))
+    cell = max(16.0, min(60.0, 420 / max(rows, cols, 1)))
     left = 26 + 6.5 * min(18, max((len(str(label)) for label in row_labels), default=1))
     bottom = 30 + 4.8 * min(18, max((len(str(label)) for label in col_labels), default=1))
     width, height = left + cell * cols + 20, 24 + cell * rows + bottom
@@ -179,7 +179,7 @@ def grouped_bars(title: str, rows: dict[str, dict[str, float | None]], *, chart_
     bar, gap = 14, 10
     band = bar * max(len(names), 1) + gap
     left = 16 + 6.5 * min(24, max((len(str(r)) for r in rows), default=1))
-    width, right, top = 640, 64, 30
+    width, right, top = 640, 64, 30 if len(names) > 1 else 10  # room for the legend
     height = top + band * max(len(rows), 1) + 40
     values = [float(v) for r in rows.values() for v in r.values() if _finite(v)]
     x_ticks = _ticks([0.0] + values)

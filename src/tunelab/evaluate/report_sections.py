@@ -21,6 +21,7 @@ METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "mcc": "MCC", "e
                 "exact_match": "exact match", "token_f1": "token F1", "bleu": "BLEU", "chrf": "chrF",
                 "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "log_likelihood": "log-likelihood",
                 "perplexity": "perplexity", "tpr": "true-positive rate"}
+PRIMARY_METRICS = ("macro_f1", "exact_match", "token_f1")  # what a slice chart shows first
 OPTIONAL_PARTS = {"baselines": "baselines", "calibration": "calibration", "slices": "slices",
                   "robustness": "robustness", "fairness": "fairness (no meta.group in the data)",
                   "forgetting": "forgetting (no general data given)", "overfitting": "over-fitting",
@@ -104,7 +105,7 @@ def comparisons_section(r: dict[str, Any]) -> Section | None:
     for name, by_metric in comparisons.items():
         first = next(iter(by_metric.values()), {})
         blocks.append(Note(f"tuned minus {name}: paired bootstrap over the same examples, "
-                           f"{format_value(first.get('resamples'))} resamples, {_percent(first.get('confidence', 0.95))} "
+                           f"{format_value(first.get('resamples'))} resamples, {_percent(first.get('confidence', 0.95), 0)} "
                            "intervals."))
         rows = []
         for metric, c in by_metric.items():
@@ -134,7 +135,7 @@ def calibration_section(r: dict[str, Any]) -> Section | None:
     if bins:
         blocks.append(Chart(charts.reliability_diagram("Reliability diagram", bins, chart_id="chart-reliability")))
         blocks.append(Table(["confidence", "examples", "mean confidence", "accuracy"],
-                            [[f"{format_value(b.get('low'))} to {format_value(b.get('high'))}", b.get("count"), b.get("confidence"),
+                            [[f"{_fixed(b.get('low'))} to {_fixed(b.get('high'))}", b.get("count"), b.get("confidence"),
                               b.get("accuracy")] for b in bins]))
     return Section("calibration", "Calibration", blocks)
 
@@ -172,7 +173,7 @@ def slices_section(r: dict[str, Any]) -> Section | None:
         blocks.append(Table([str(kind), "examples", *map(_pretty, columns)],
                             [[value, m.get("examples"), *(m.get(c) for c in columns)] for value, m in values.items()]))
         if columns:
-            main = columns[0]
+            main = next((m for m in PRIMARY_METRICS if m in columns), columns[0])
             bars = {"all examples": {_pretty(main): (r.get("metrics") or {}).get(main)},
                     **{str(value): {_pretty(main): m.get(main)} for value, m in values.items()}}
             blocks.append(Chart(charts.grouped_bars(f"{_pretty(main)} by {kind}", bars,
@@ -331,7 +332,8 @@ def format_value(value) -> str:
         size = abs(value)
         if not math.isfinite(value):
             return str(value)
-        return (f"{value:,.0f}" if size >= 10_000 else f"{value:.1f}" if size >= 100 else f"{value:.3f}" if size >= 1
+        # scores below 1 keep four decimals so columns line up; larger figures four significant digits
+        return (f"{value:,.0f}" if size >= 9_999.5 else f"{value:.4g}" if size >= 1
                 else f"{value:.4f}" if size >= 0.001 or size == 0 else f"{value:.3g}")
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
@@ -342,8 +344,12 @@ def _signed(value) -> str:
     return f"{value:+.4f}" if _is_number(value) else "n/a"
 
 
-def _percent(value) -> str:
-    return f"{value:.1%}" if _is_number(value) else "n/a"
+def _fixed(value) -> str:
+    return f"{value:.2f}" if _is_number(value) else "n/a"
+
+
+def _percent(value, decimals: int = 1) -> str:
+    return f"{value:.{decimals}%}" if _is_number(value) else "n/a"
 
 
 def _is_number(value) -> bool:
