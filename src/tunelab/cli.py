@@ -254,7 +254,7 @@ def monitor(
     result = monitor_run.run(m.prediction_log, m.reference, window=m.window, psi_threshold=m.psi_threshold,
                              p_value=m.p_value, min_confidence_drop=m.min_confidence_drop, rollback=m.rollback,
                              registry=m.registry, out_dir=m.out_dir, min_samples=m.min_samples,
-                             max_error_rate=m.max_error_rate, bins=m.bins)
+                             max_error_rate=m.max_error_rate, bins=m.bins, eval_report=m.eval_report)
     report = result.report
     tested = sum(f["p_value"] is not None for f in report["features"])
     out.print(f"monitor: {report['window']['predictions']:,} predictions against {report['reference']['source']}; "

@@ -302,6 +302,7 @@ class MonitorConfig(Section):
     min_samples: int = Field(30, ge=5, description="Fewest values on each side for a drift test; smaller windows are reported as not tested.")
     max_error_rate: float = Field(0.05, ge=0, lt=1, description="Alert when the share of 5xx responses in the window is significantly above this.")
     bins: int = Field(10, ge=2, description="Quantile bins of the reference for the PSI of numeric features.")
+    eval_report: str | None = Field(None, description="Evaluation report.json whose mean confidence is the reference (default: RUN/eval/report.json of the served run).")
     rollback: bool = Field(False, description="Roll the served version back to the previous one when drift is found.")
     registry: str = Field("registry.json", description="Model registry the rollback acts on.")
     out_dir: str = Field("monitor", description="Directory the drift report is written to.")

@@ -5,9 +5,9 @@ otherwise the held-out data of the run that served the traffic, read from the `c
 that run directory (the registry entry of the predictions' model_version, else the registry's
 live entry, else a model_version that is itself a run directory).
 
-Reference confidence (classification): the mean confidence of the run's own evaluation
-(RUN/eval/report.json: its calibration bins, weighted by count), else None, and the caller
-falls back to the traffic logged before the current window.
+Reference confidence (classification): the mean confidence of an evaluation report (the one
+given, else RUN/eval/report.json of the served run: its calibration bins, weighted by count),
+else None, and the caller falls back to the traffic logged before the current window.
 """
 from __future__ import annotations
 
@@ -125,15 +125,23 @@ def resolve_reference(reference: str | Path | None, registry: str | Path | None,
     return Reference(read_reference(data), f"{data} (training data of {run_dir})", run_dir)
 
 
-def evaluated_confidence(run_dir: Path | None) -> tuple[float, str] | None:
-    """(mean confidence, source) from RUN/eval/report.json, or None when there is none."""
-    if run_dir is None or not (run_dir / "eval" / "report.json").is_file():
+def evaluated_confidence(run_dir: Path | None, eval_report: str | Path | None = None) -> tuple[float, str] | None:
+    """(mean confidence, source) from `eval_report` or else RUN/eval/report.json; None when the
+    run has no report, or its report has no confidences (an older report, a generative run)."""
+    if eval_report is not None:
+        path = Path(eval_report)
+        if not path.is_file():
+            raise TunelabError("evaluation report not found", where=str(path),
+                               fix="pass the report.json `tunelab eval` wrote, or leave monitor.eval_report unset")
+    elif run_dir is not None and (run_dir / "eval" / "report.json").is_file():
+        path = run_dir / "eval" / "report.json"
+    else:
         return None
-    path = run_dir / "eval" / "report.json"
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
-        return None
+        raise TunelabError("evaluation report is not JSON", where=str(path),
+                           fix="pass the report.json `tunelab eval` wrote") from None
     bins = (report.get("calibration") or {}).get("bins") or []
     counted = [(b["count"], b["confidence"]) for b in bins if b.get("count") and b.get("confidence") is not None]
     if counted:

@@ -5,7 +5,8 @@ What each feature is compared with:
 - input length (characters, words) and share of inputs with PII: the reference data;
 - predicted labels (classification): the reference data's labels;
 - output length (generative): the reference data's replies;
-- mean confidence (classification): the run's evaluation (RUN/eval/report.json), else the first
+- mean confidence (classification): the run's evaluation (eval_report, else RUN/eval/report.json
+  of the served run), else the first
   `window` predictions of the log (never overlapping the current window);
 - request outcomes (ok / blocked / rejected / error): the first `window` predictions of the log;
 - error rate (5xx): an absolute ceiling, max_error_rate, with an exact binomial test.
@@ -39,7 +40,8 @@ class MonitorResult:
 
 def run(prediction_log: str | Path, reference: str | Path | None, *, window: int, psi_threshold: float,
         p_value: float, min_confidence_drop: float, rollback: bool, registry: str | Path | None,
-        out_dir: str | Path, min_samples: int = 30, max_error_rate: float = 0.05, bins: int = 10) -> MonitorResult:
+        out_dir: str | Path, min_samples: int = 30, max_error_rate: float = 0.05, bins: int = 10,
+        eval_report: str | Path | None = None) -> MonitorResult:
     out_dir = Path(out_dir)
     rows = read_log(prediction_log)
     current, earlier = split_window(rows, window)
@@ -49,7 +51,7 @@ def run(prediction_log: str | Path, reference: str | Path | None, *, window: int
     detector = PiiDetector()
     features = compare_features(reference_features(ref.records, detector), log_features(current, detector),
                                 log_features(earlier, detector) if earlier else None,
-                                evaluated_confidence(ref.run_dir), thresholds)
+                                evaluated_confidence(ref.run_dir, eval_report), thresholds)
     features.append(drift.rate_above("error_rate", sum(outcome(r) == "error" for r in current), len(current),
                                      max_rate=max_error_rate, p_value=p_value) | {"reference_source": "max_error_rate"})
     drifted = any(f["drifted"] for f in features)
@@ -133,7 +135,7 @@ def confidence_drift(current: list[float], early: dict[str, list] | None, evalua
     elif early and early["confidence"]:
         reference, source = early["confidence"], "earlier traffic"
     else:
-        return not_tested("confidence", "mean", "not tested: no evaluation report (RUN/eval/report.json) and no "
+        return not_tested("confidence", "mean", "not tested: no evaluation report with confidences and no "
                           "traffic before the current window to take a reference confidence from")
     return drift.mean_drop(reference, current, min_drop=t["min_confidence_drop"], p_value=t["p_value"],
                            min_samples=t["min_samples"]) | {"reference_source": source}

@@ -140,3 +140,13 @@ def test_unusable_inputs_are_one_sentence_errors(tmp_path, reference):
     log = write_log(tmp_path / "p.db", classification_rows(20, seed=11, version="unknown"))
     with pytest.raises(TunelabError, match="no reference data"):
         monitor.run(log, None, out_dir=tmp_path / "out", **SETTINGS)
+
+
+def test_an_eval_report_elsewhere_gives_the_reference_confidence(tmp_path, reference):
+    elsewhere = run_dir(tmp_path / "evaluated", reference.parent, mean_confidence=0.95) / "eval" / "report.json"
+    log = write_log(tmp_path / "p.db", classification_rows(100, seed=12, confidence=0.9))
+    result = monitor.run(log, reference, out_dir=tmp_path / "out", eval_report=elsewhere, **SETTINGS)
+    confidence = by_name(result.report)["confidence"]
+    assert confidence["reference_mean"] == pytest.approx(0.95) and confidence["drifted"] is False
+    with pytest.raises(TunelabError, match="evaluation report not found"):
+        monitor.run(log, reference, out_dir=tmp_path / "out", eval_report=tmp_path / "none.json", **SETTINGS)
