@@ -150,3 +150,14 @@ def test_an_eval_report_elsewhere_gives_the_reference_confidence(tmp_path, refer
     assert confidence["reference_mean"] == pytest.approx(0.95) and confidence["drifted"] is False
     with pytest.raises(TunelabError, match="evaluation report not found"):
         monitor.run(log, reference, out_dir=tmp_path / "out", eval_report=tmp_path / "none.json", **SETTINGS)
+
+
+def test_a_large_reference_is_measured_on_a_seeded_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(monitor, "REFERENCE_SAMPLE", 100)
+    reference = write_jsonl(tmp_path / "ref.jsonl", reference_records(250))
+    log = write_log(tmp_path / "p.db", classification_rows(60, seed=13))
+    first = monitor.run(log, reference, out_dir=tmp_path / "a", **SETTINGS).report
+    second = monitor.run(log, reference, out_dir=tmp_path / "b", **SETTINGS).report
+    assert first["reference"]["records"] == 250 and first["reference"]["sampled"] == 100
+    assert by_name(first)["input_chars"]["reference_n"] == 100
+    assert first["features"] == second["features"]
