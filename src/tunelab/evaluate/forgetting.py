@@ -12,7 +12,8 @@ from tunelab.errors import TunelabError
 from tunelab.files import read_jsonl
 
 LOWER_IS_BETTER = frozenset({"perplexity", "loss"})
-DATA_FIX = 'give a JSONL file of {"text": ...} lines or of chat records {"messages": [...]} ending with an assistant reply'
+DATA_FIX = ('give a JSONL file of {"text": ...} lines or of chat records {"messages": [...]} ending with an '
+            'assistant reply')
 
 
 @dataclass
@@ -31,7 +32,8 @@ def load_general_data(path: str, max_examples: int) -> GeneralData:
     try:
         records = read_jsonl(file)[:max_examples]
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TunelabError(f"general data is not JSON Lines ({getattr(exc, 'msg', exc)})", where=path, fix=DATA_FIX) from None
+        raise TunelabError(f"general data is not JSON Lines ({getattr(exc, 'msg', exc)})", where=path,
+                           fix=DATA_FIX) from None
     if not records:
         raise TunelabError("general data has no records", where=path, fix=DATA_FIX)
     kind = "text" if _is_text(records[0]) else "chat"
@@ -56,7 +58,8 @@ def _is_chat(record: Any) -> bool:
             and messages[-1].get("role") == "assistant")
 
 
-def general_perplexity(model, tokenizer, data: GeneralData, *, batch_size: int = 16, max_length: int = 512) -> float:
+def general_perplexity(model, tokenizer, data: GeneralData, *, batch_size: int = 16,
+                       max_length: int = 512) -> float:
     """Perplexity of `model` on the general data: of the texts, or of the chat records' replies."""
     from tunelab.evaluate.generate import corpus_perplexity, reference_log_likelihood, text_log_likelihood
     if data.kind == "text":

@@ -55,7 +55,8 @@ def _history(record: dict[str, Any], index: int) -> list[dict[str, str]]:
     messages = record.get("messages") or []
     if not messages or messages[-1].get("role") != "assistant":
         raise TunelabError("the record does not end with an assistant message (the reference answer)",
-                           where=f"record {index + 1}", fix="give canonical chat records ending with the assistant's reply")
+                           where=f"record {index + 1}",
+                           fix="give canonical chat records ending with the assistant's reply")
     return messages[:-1]
 
 

@@ -19,7 +19,8 @@ def device_description(device: Any = None) -> str:
     kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda":
         return f"cuda: {torch.cuda.get_device_name(torch.device(device) if device is not None else None)}"
-    return f"cpu: {_processor_name()}, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    return f"cpu: {_processor_name()}, {threads} torch thread{'' if threads == 1 else 's'}"
 
 
 def _processor_name() -> str:

@@ -74,7 +74,8 @@ def test_rejects_no_inputs_and_empty_batches():
 def test_cpu_description_names_the_processor_and_threads():
     description = device_description("cpu")
     assert description.startswith("cpu: ")
-    assert description.endswith(f", {torch.get_num_threads()} torch threads")
-    assert len(description) > len(f"cpu: , {torch.get_num_threads()} torch threads")
+    threads = torch.get_num_threads()
+    suffix = f", {threads} torch thread" + ("" if threads == 1 else "s")
+    assert description.endswith(suffix) and len(description) > len("cpu: " + suffix)
     assert measure_latency(FakeModel([1.0, 1.0]), ["a"], batch_sizes=(1,), requests=1,
                            device="cpu")["device"] == description
