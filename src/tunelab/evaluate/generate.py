@@ -94,6 +94,8 @@ def _greedy(model, tokenizer, encoded, max_new_tokens: int, stops: list[int]) ->
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
                      batch_size: int = 32) -> GenerationResult:
     """Greedy answers to `prompts`, in order, generated `batch_size` prompts at a time."""
+    if not prompts:
+        return GenerationResult([], [])
     special = _adds_special_tokens(tokenizer, prompts)
     stops = stop_token_ids(model, tokenizer)
     ids = tokenizer(prompts, add_special_tokens=special)["input_ids"]
@@ -189,6 +191,8 @@ def text_log_likelihood(model, tokenizer, texts: list[str], *, batch_size: int =
     """(mean log-likelihood per token, token count) of plain texts, truncated to `max_length`
     tokens; every token after the first is scored. A text of a single token scores no tokens
     (count 0, mean 0.0) and so weighs nothing in the corpus figures."""
+    if not texts:
+        return [], []
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     return _score(model, tokenizer.pad_token_id, ids, [1] * len(ids), batch_size)
 

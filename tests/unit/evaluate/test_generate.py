@@ -92,6 +92,14 @@ def test_results_come_back_in_input_order(loaded, prompts, sequential):
     assert shuffled.texts == [sequential.texts[i] for i in order]
 
 
+def test_no_prompts_no_answers(loaded):
+    model, tokenizer = loaded
+    assert generate_answers(model, tokenizer, []).texts == []
+    assert generate_one_at_a_time(model, tokenizer, [], max_new_tokens=4).new_tokens == []
+    assert reference_log_likelihood(model, tokenizer, []) == ([], [])
+    assert text_log_likelihood(model, tokenizer, []) == ([], [])
+
+
 def test_answers_stop_at_the_end_token_and_count_it(loaded, prompts, sequential):
     model, tokenizer = loaded
     longer = generate_answers(model, tokenizer, prompts, max_new_tokens=MAX_NEW + 16, batch_size=8)
