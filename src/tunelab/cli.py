@@ -226,6 +226,36 @@ def recommend(
         out.print(ranking.format_table(recs))
 
 
+@app.command("serve")
+def serve(
+    args: list[str] = typer.Argument(None, metavar="[RUN_DIR] [CONFIG.yaml] [KEY=VALUE]...",
+                                     help="Run directory to serve (default: the registry's live version), a YAML "
+                                          "config (its serve: section) and overrides such as serve.max_batch_size=16."),
+    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; others need API keys)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="transformers (default) or vllm (GPU)."),
+    adapter: list[str] = typer.Option([], "--adapter", help="NAME=ADAPTER_DIR: another LoRA adapter of the same "
+                                      "base, selected by `model: NAME`; repeatable."),
+) -> None:
+    """Serve a run behind an OpenAI-compatible API, with batching, cache, guard, log and metrics."""
+    inputs, overrides = split_overrides(args or [])
+    configs = [a for a in inputs if a.endswith((".yaml", ".yml")) and Path(a).is_file()]
+    runs = [a for a in inputs if a not in configs]
+    if len(configs) > 1 or len(runs) > 1:
+        raise TunelabError(f"expected at most one run directory and one config file, got {', '.join(inputs)}",
+                           fix="pass RUN_DIR, then CONFIG.yaml, then key=value overrides")
+    overrides += flag_overrides("serve.", host=host, port=port, backend=backend)
+    for item in adapter:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise TunelabError(f"--adapter {item!r} is not NAME=ADAPTER_DIR", fix="write it like --adapter support=runs/support")
+        overrides.append(f"serve.adapters.{name}={path}")
+    cfg = load_config(configs[0] if configs else None, overrides).serve
+    from tunelab.serve import run as serve_run  # torch/transformers: after the config is known good
+
+    serve_run.run(cfg, runs[0] if runs else None)
+
+
 @app.command("monitor")
 def monitor(
     args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",

@@ -276,6 +276,7 @@ class GuardSettings(Section):
 
 class ServeConfig(Section):
     model: str | None = Field(None, description="Run directory to serve (the CLI argument overrides it).")
+    model_name: str | None = Field(None, description="Model id clients pass in `model` (default: the run directory's name).")
     adapters: dict[str, str] = Field(default_factory=dict, description="Extra LoRA adapters of the same base, by the model name clients pass.")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation engine; vllm needs a GPU and the vllm package.")
     host: str | None = Field(None, description="Address to bind (default: 127.0.0.1; 0.0.0.0 only with API keys).")

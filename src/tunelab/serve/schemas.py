@@ -1,0 +1,189 @@
+"""Request and response bodies of the HTTP API: the OpenAI chat/completions/models shapes that
+existing clients send and parse, tunelab's classification bodies, and the OpenAI error shape.
+
+Requests forbid unknown fields, so a client relying on a feature tunelab does not offer (tools,
+logprobs, penalties) hears so in a 400 instead of getting an answer that silently ignored it.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+MAX_CHOICES = 8
+MAX_STOP_SEQUENCES = 4
+
+
+def _encodable(text: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"); they are not text, and tokenizers and SQLite
+    # would fail on them far from the request: refuse them here, as a 400
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (lone surrogate escape found)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+StopText = Annotated[str, Field(min_length=1), AfterValidator(_encodable)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(Strict):
+    type: Literal["text"] = Field(description="Only text parts are supported.")
+    text: Text = Field(description="The text of this part.")
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "developer", "user", "assistant"] = Field(description="Author of the message.")
+    content: Text | list[TextPart] = Field(description="The message text, or a list of text parts.")
+    name: str | None = Field(None, description="Accepted for compatibility; not shown to the model.")
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class StreamOptions(Strict):
+    include_usage: bool = Field(False, description="Send a last chunk with the token usage of the request.")
+
+
+class SamplingFields(Strict):
+    model: str = Field(description="Served model or adapter id (see GET /v1/models).")
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (the server caps it).")
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="0: greedy and cacheable; default: the model's generation config.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="Choices to generate for each prompt.")
+    stop: StopText | list[StopText] | None = Field(None, description="Up to 4 strings that end the generation.")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Seed for sampling; same seed, same answer.")
+    stream: bool = Field(False, description="Send the answer as server-sent events ending with [DONE].")
+    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
+    user: str | None = Field(None, description="End-user id; accepted for compatibility.")
+
+    @model_validator(mode="after")
+    def _few_stop_sequences(self):
+        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"stop takes at most {MAX_STOP_SEQUENCES} sequences")
+        return self
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
+    max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens.")
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+class CompletionRequest(SamplingFields):
+    prompt: Text | list[Text] = Field(description="Prompt text, or a list of prompts (one choice set each).")
+
+    @model_validator(mode="after")
+    def _some_prompt(self):
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise ValueError("prompt must not be an empty list")
+        return self
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+class ClassifyRequest(Strict):
+    text: Text = Field(description="Text to classify.")
+    model: str | None = Field(None, description="Served model id (default: the served model).")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str = Field(description="Version of the model that answered.")
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str = Field(description="Version of the model that answered.")
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class Classification(BaseModel):
+    id: str
+    object: Literal["classification"] = "classification"
+    created: int
+    model: str
+    model_version: str = Field(description="Version of the model that answered.")
+    label: str
+    confidence: float = Field(description="Probability of the predicted label.")
+    probabilities: dict[str, float] = Field(description="Probability of every label.")
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "tunelab"
+    root: str = Field(description="The served model this id belongs to.")
+    parent: str | None = Field(None, description="For an adapter: the served base model id.")
+    version: str = Field(description="Live version of the served model.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None = None
