@@ -128,7 +128,8 @@ def reliability_diagram(title: str, bins: Sequence[dict], *, chart_id: str) -> s
         tip = (f"confidence {b['low']:.2f} to {b['high']:.2f}: {b['count']:,} examples, accuracy {acc:.3f}, "
                f"mean confidence {b['confidence']:.3f}")
         parts.append(f'<rect x="{x0 + 1:.1f}" y="{sy(acc):.1f}" width="{max(x1 - x0 - 2, 1):.1f}" '
-                     f'height="{sy(0) - sy(acc):.1f}" fill="{PALETTE[0]}" fill-opacity="0.8"><title>{esc(tip)}</title></rect>')
+                     f'height="{sy(0) - sy(acc):.1f}" fill="{PALETTE[0]}" fill-opacity="0.8">'
+                     f"<title>{esc(tip)}</title></rect>")
         if _finite(b.get("confidence")):
             parts.append(f'<circle cx="{(x0 + x1) / 2:.1f}" cy="{sy(b["confidence"]):.1f}" r="3.5" fill="{PALETTE[1]}">'
                          f"<title>{esc(tip)}</title></circle>")
@@ -219,7 +220,7 @@ def interval_plot(title: str, intervals: Sequence[tuple[str, float, float, float
     for i, (label, estimate, low, high) in enumerate(rows):
         y = top + step * (i + 0.5)
         colour = BETTER if low > 0 else WORSE if high < 0 else NEUTRAL
-        summary = f"{estimate:+.3g} [{low:+.3g}, {high:+.3g}]"
+        summary = f"{_signed(estimate)} [{_signed(low)}, {_signed(high)}]"
         parts.append(_text(left - 8, y + 4, _short(label, 30), anchor="end")
                      + f'<line x1="{sx(low):.1f}" y1="{y:.1f}" x2="{sx(high):.1f}" y2="{y:.1f}" stroke="{colour}" '
                        f'stroke-width="2.5"/>'
@@ -300,6 +301,10 @@ def _text(x: float, y: float, text: str, *, anchor: str = "start", size: int = 1
 def _short(text, limit: int = 18) -> str:
     text = str(text)
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}" if abs(value) < 10 else f"{value:+,.1f}"
 
 
 def _label(value) -> str:

@@ -45,7 +45,8 @@ def _markdown_block(block) -> list[str]:
         return []
     if isinstance(block, Note):
         text = _md(_cell(block.text))
-        return [f"**{text}**" if block.style == "verdict" else f"_{text}_" if block.style == "muted" else text, ""]
+        strong = block.style == "verdict" or isinstance(block.text, Status)
+        return [f"**{text}**" if strong else f"_{text}_" if block.style == "muted" else text, ""]
     if isinstance(block, Bullets):
         return [f"- {_md(item)}" for item in block.items] + [""]
     cells = [[_cell(value) for value in row] for row in block.rows]
@@ -97,7 +98,8 @@ body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #
 h1 { font-size: 1.5rem; margin: 0 0 .3rem; word-break: break-all; }
 h2 { font-size: 1.2rem; border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin: 2rem 0 .6rem; }
 .meta span { margin-right: 1.2rem; color: #57606a; } .meta b { color: #1f2328; font-weight: 600; }
-nav { display: flex; flex-wrap: wrap; gap: .2rem .9rem; margin: .8rem 0; padding: .5rem 0; border-top: 1px solid #eaeef2; border-bottom: 1px solid #eaeef2; }
+nav { display: flex; flex-wrap: wrap; gap: .2rem .9rem; margin: .8rem 0; padding: .5rem 0;
+      border-top: 1px solid #eaeef2; border-bottom: 1px solid #eaeef2; }
 nav a { color: #0969da; text-decoration: none; white-space: nowrap; }
 .verdict { font-size: 1.1rem; font-weight: 600; background: #f1f8ff; border-left: 4px solid #0969da;
            padding: .7rem 1rem; margin: .5rem 0; }
@@ -105,7 +107,8 @@ nav a { color: #0969da; text-decoration: none; white-space: nowrap; }
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #cf222e; font-weight: 600; } .neutral { color: #57606a; }
 section > .chart, section > .table { display: inline-block; vertical-align: top; max-width: 100%;
                                      margin-right: 2rem; }
-.table { overflow-x: auto; } table { border-collapse: collapse; margin: .4rem 0 1rem; font-variant-numeric: tabular-nums; }
+.table { overflow-x: auto; }
+table { border-collapse: collapse; margin: .4rem 0 1rem; font-variant-numeric: tabular-nums; }
 th, td { padding: .28rem .7rem; border-bottom: 1px solid #d8dee4; text-align: left; vertical-align: top; }
 thead th { background: #f6f8fa; white-space: nowrap; } .num { text-align: right; }
 figure { margin: .6rem 0 1rem; } figcaption { font-weight: 600; margin-bottom: .3rem; }

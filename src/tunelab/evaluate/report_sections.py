@@ -105,7 +105,8 @@ def comparisons_section(r: dict[str, Any]) -> Section | None:
     for name, by_metric in comparisons.items():
         first = next(iter(by_metric.values()), {})
         blocks.append(Note(f"tuned minus {name}: paired bootstrap over the same examples, "
-                           f"{format_value(first.get('resamples'))} resamples, {_percent(first.get('confidence', 0.95), 0)} "
+                           f"{format_value(first.get('resamples'))} resamples, "
+                           f"{_percent(first.get('confidence', 0.95), 0)} "
                            "intervals."))
         rows = []
         for metric, c in by_metric.items():
@@ -149,8 +150,9 @@ def confusion_section(r: dict[str, Any]) -> Section | None:
     if len(labels) != len(matrix):
         labels = [str(i) for i in range(len(matrix))]
     return Section("confusion", "Confusion matrix", [
-        Note("Rows are true labels, columns predicted labels; shading is the share of the row."),
-        Chart(charts.heatmap("Confusion matrix (tuned)", matrix, labels, labels, chart_id="chart-confusion")),
+        Note("Rows are true labels, columns predicted labels (tuned model)."),
+        Chart(charts.heatmap("Confusion matrix: shading is the share of the true label's row", matrix, labels, labels,
+                             chart_id="chart-confusion")),
         Table(["true \\ predicted", *labels], [[label, *row] for label, row in zip(labels, matrix)],
               markdown_only=True)])
 
@@ -193,8 +195,8 @@ def robustness_section(r: dict[str, Any]) -> Section | None:
                      f"{format_value(p.get('flipped'))} of {format_value(p.get('originally_correct'))}"])
         bars[str(kind)] = {metric: p.get("score"), "flip rate": p.get("flip_rate")}
     return Section("robustness", "Robustness", [
-        Note(f"The first {format_value(robust.get('examples'))} test examples re-run under each perturbation; the flip rate "
-             "is the share of originally correct answers that became wrong."),
+        Note(f"The first {format_value(robust.get('examples'))} test examples re-run under each perturbation; "
+             "the flip rate is the share of originally correct answers that became wrong."),
         Table(["perturbation", metric, "change", "flip rate", "correct answers flipped"], rows),
         Chart(charts.grouped_bars(f"{metric} and flip rate per perturbation", bars, chart_id="chart-robustness"))])
 
@@ -221,7 +223,8 @@ def fairness_section(r: dict[str, Any]) -> Section | None:
                                             gap <= threshold, format_value(gap))] for label, gap in gaps.items()]))
     if groups and labels:
         blocks.append(Chart(charts.grouped_bars("True-positive rate per group and label",
-                                                {str(g): data.get("tpr") or {} for g, data in groups.items()}, chart_id="chart-fairness")))
+                                                {str(g): data.get("tpr") or {} for g, data in groups.items()},
+                                                chart_id="chart-fairness")))
     return Section("fairness", "Fairness", blocks)
 
 
@@ -280,26 +283,44 @@ def kpi_section(r: dict[str, Any]) -> Section | None:
         return None
     rows = []
     for area, figures in kpi.items():
-        if not isinstance(figures, dict):
-            rows.append([area, "", figures, "not computed: no prices or volumes configured" if figures is None else ""])
-            continue
-        for name, figure in figures.items():
-            value, source = ((figure.get("value"), figure.get("source"))
-                             if isinstance(figure, dict) and "value" in figure else (figure, None))
-            rows.append([area, str(name).replace("_", " "), value, source])
+        if isinstance(figures, dict):
+            rows += _kpi_rows(str(area), figures, ())
+        else:
+            rows.append([area, "", figures, "", "not computed: no eval.cost setting given" if figures is None else ""])
     return Section("kpi", "KPI and cost", [Note("Each figure with where it comes from."),
-                                           Table(["area", "figure", "value", "source"], rows)])
+                                           Table(["area", "figure", "value", "source", "note"], rows)])
+
+
+def _kpi_rows(area: str, figures: dict[str, Any], path: tuple[str, ...]) -> list[list[Any]]:
+    """Figures ({"value", "source", extras...}) as rows, nested groups (baselines, inputs ...)
+    flattened into "group / name"; lists and plain values (missing settings) as they are."""
+    rows = []
+    for name, item in figures.items():
+        label = " / ".join(path + (str(name).replace("_", " "),))
+        if isinstance(item, dict) and "value" in item:
+            extras = ", ".join(f"{key.replace('_', ' ')} {format_value(value)}" for key, value in item.items()
+                               if key not in ("value", "source"))
+            rows.append([area, label, item["value"], item.get("source"), extras])
+        elif isinstance(item, dict):
+            rows += _kpi_rows(area, item, path + (str(name).replace("_", " "),))
+        else:
+            rows.append([area, label, ", ".join(map(str, item)) if isinstance(item, list) else item, "", ""])
+    return rows
 
 
 def gate_section(r: dict[str, Any]) -> Section | None:
     gate = r.get("gate")
     if not gate:
         return None
+    checks = gate.get("checks") or []
+    reasons = any(c.get("reason") for c in checks)
     rows = [[c.get("metric"), f"{c.get('op', '')} {format_value(c.get('threshold'))}", c.get("value"),
-             Status(bool(c.get("passed")), "pass" if c.get("passed") else "FAIL")] for c in gate.get("checks") or []]
+             Status(bool(c.get("passed")), "pass" if c.get("passed") else "FAIL"),
+             *([c.get("reason") or ""] if reasons else [])] for c in checks]
     return Section("gate", "Deploy gate", [Note(Status(bool(gate.get("passed")),
                                                        "passed" if gate.get("passed") else "FAILED")),
-                                           Table(["metric", "condition", "value", "result"], rows)])
+                                           Table(["metric", "condition", "value", "result",
+                                                  *(["reason"] if reasons else [])], rows)])
 
 
 def timing_section(r: dict[str, Any]) -> Section | None:
@@ -332,8 +353,8 @@ def format_value(value) -> str:
         size = abs(value)
         if not math.isfinite(value):
             return str(value)
-        # scores below 1 keep four decimals so columns line up; larger figures four significant digits
-        return (f"{value:,.0f}" if size >= 9_999.5 else f"{value:.4g}" if size >= 1
+        # scores (0 to 1) keep four decimals so columns line up; larger figures four significant digits
+        return (f"{value:,.0f}" if size >= 9_999.5 else f"{value:.4g}" if size > 1
                 else f"{value:.4f}" if size >= 0.001 or size == 0 else f"{value:.3g}")
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)

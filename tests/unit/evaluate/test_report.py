@@ -12,6 +12,7 @@ import pytest
 
 from tunelab import charts
 from tunelab.evaluate.report import render_html, render_markdown
+from tunelab.evaluate.report_sections import format_value
 
 EVIL = "<script>alert(1)</script>"
 LABELS = ["negative", "neutral", EVIL]
@@ -35,7 +36,8 @@ def full_report() -> dict:
         "device": "cpu: AMD EPYC 7B13, 2 threads", "labels": LABELS, "metrics": metrics,
         "baselines": {
             "probe": {**metrics, "accuracy": 0.6875, "macro_f1": 0.6512, "mcc": 0.5123, "source": "MiniLM-L6"},
-            "base": {**metrics, "accuracy": 0.3333, "macro_f1": 0.1667, "mcc": 0.0, "source": "MiniLM-L6 (untrained head)"}},
+            "base": {**metrics, "accuracy": 0.3333, "macro_f1": 0.1667, "mcc": 0.0,
+                     "source": "MiniLM-L6 (untrained head)"}},
         "comparisons": {
             "probe": {"accuracy": _comparison(0.125, 0.0417, 0.2083, "better"),
                       "macro_f1": _comparison(0.1419, 0.0391, 0.2377, "better"),
@@ -70,12 +72,21 @@ def full_report() -> dict:
                   "samples_ms": [20.1, 21.4, 22.0, 25.9, 31.0, 21.0, 20.7, 58.3]},
             "1": {"p50_ms": 4.12, "p95_ms": 5.31, "p99_ms": 6.02, "requests_per_s": 241.7, "tokens_per_s": None,
                   "samples_ms": [4.1, 4.12, 4.3, 5.31, 6.02, 3.98, 4.05]}}},
-        "kpi": {"quality": {"macro_f1": {"value": 0.7931, "source": "this evaluation, 48 test examples"}},
-                "latency": {"p95_ms_batch_1": {"value": 5.31, "source": "measured on cpu"}},
-                "cost": {"monthly_usd": {"value": 412.5, "source": "eval.cost.gpu_hour_usd x hours"}}},
+        "kpi": {"quality": {"metric": "macro_f1", "tuned": {"value": 0.7931, "source": "report.metrics.macro_f1"},
+                            "baselines": {"probe": {"value": 0.6512, "source": "report.baselines.probe.macro_f1"}},
+                            "differences": {"probe": {"value": 0.1419, "source": "report.comparisons.probe.macro_f1",
+                                                      "ci_low": 0.0391, "ci_high": 0.2377, "verdict": "better"}}},
+                "latency": {"p95_ms": {"value": 5.31, "source": "measured: latency at batch 1 on cpu"}},
+                "cost": {"inputs": {"gpu_hour_usd": {"value": 2.5, "source": "config eval.cost.gpu_hour_usd"}},
+                         "training_usd": {"value": 412.5, "source": "training_hours x gpu_hour_usd"},
+                         "payback_months": {"value": None, "source": "training_usd / monthly_saving_usd",
+                                            "reason": "self-hosting saves nothing per month"},
+                         "missing": ["eval.cost.monthly_requests"],
+                         "omitted": {"monthly_api_usd": "needs eval.cost.monthly_requests"}}},
         "gate": {"passed": False, "checks": [
             {"metric": "macro_f1", "op": ">=", "threshold": 0.7, "value": 0.7931, "passed": True},
-            {"metric": "ece", "op": "<=", "threshold": 0.05, "value": 0.0734, "passed": False}]},
+            {"metric": "ece", "op": "<=", "threshold": 0.05, "value": 0.0734, "passed": False,
+             "reason": "ece 0.0734 is above the maximum 0.05"}]},
         "flags": ["fairness: the true-positive-rate gap between groups is 10.0%, above the 3.0% threshold",
                   "over-fitting: validation loss turned up"],
         "timing_s": {"tuned": 1.25, "probe": 0.4, "base": 0.31},
@@ -112,7 +123,9 @@ def test_full_report_html_has_every_section_its_figures_and_charts():
                         "Over-fitting", "Latency", "KPI and cost", "Deploy gate", "Timing"]
     for figure in ["0.7931", "0.6512", "+0.1419", "+0.0391 to +0.2377", "no significant difference", "0.0734",
                    "0.2871", "0.7899", "0.7607", "0.1282", "5 of 39", "10.0%", "0.8486", "rising", "21.4", "25.9",
-                   "412.5", "eval.cost.gpu_hour_usd x hours", "FAIL", "MiniLM-L6 (untrained head)",
+                   "412.5", "training_hours x gpu_hour_usd", "differences / probe", "ci low 0.0391",
+                   "self-hosting saves nothing per month", "inputs / gpu hour usd", "FAIL",
+                   "ece 0.0734 is above the maximum 0.05", "MiniLM-L6 (untrained head)",
                    "cpu: AMD EPYC 7B13, 2 threads", "over-fitting: validation loss turned up"]:
         assert figure in page, figure
     assert page.index("tuned macro-F1 0.793") < page.index("<h2>Headline")  # verdict and flags lead
@@ -162,7 +175,8 @@ def test_full_report_markdown_has_every_section_and_table():
     assert "| negative | 17 | 2 | 1 |" in markdown  # the confusion matrix as a table: no charts in Markdown
     assert "| macro-F1 | +0.1419 | +0.0391 to +0.2377 | better |" in markdown
     assert "| 1 | 4.12 | 5.31 | 6.02 | 241.7 | n/a | 7 |" in markdown
-    assert "| ece | <= 0.0500 | 0.0734 | FAIL |" in markdown.replace("&lt;", "<")
+    assert "| ece | <= 0.0500 | 0.0734 | FAIL | ece 0.0734 is above the maximum 0.05 |" in markdown.replace("&lt;", "<")
+    assert "| cost | missing | eval.cost.monthly_requests |  |  |" in markdown
     assert "<svg" not in markdown
 
 
@@ -198,7 +212,8 @@ def test_a_report_without_the_optional_keys_still_renders():
 
 def test_charts_cope_with_empty_and_non_finite_data():
     figures = [charts.line_chart("empty", {"train": []}, chart_id="a"),
-               charts.line_chart("not finite", {"train": [[1, float("nan")], [2, 0.5]]}, chart_id="b", markers={"x": None}),
+               charts.line_chart("not finite", {"train": [[1, float("nan")], [2, 0.5]]}, chart_id="b",
+                                 markers={"x": None}),
                charts.heatmap("zero", [[0, 0], [0, 0]], ["a", "b"], ["a", "b"], chart_id="c"),
                charts.reliability_diagram("none", [], chart_id="d"),
                charts.box_plot("empty", {"1": []}, chart_id="e"),
@@ -216,3 +231,11 @@ def test_ticks_are_round_and_cover_the_values():
     assert charts._ticks([3.98, 58.3]) == [0, 20, 40, 60]
     ticks = charts._ticks([-0.021, 0.7391])
     assert ticks[0] <= -0.021 and ticks[-1] >= 0.7391 and 0 in ticks
+
+
+def test_figures_are_formatted_for_reading():
+    # scores keep four decimals (a perfect 1.0 too, so columns line up); other figures 4 significant digits
+    assert [format_value(v) for v in (1.0, 0.0, 0.73412, 0.00012, 21.4, 241.66, 12345.6, 48, None, True)] == \
+        ["1.0000", "0.0000", "0.7341", "0.00012", "21.4", "241.7", "12,346", "48", "n/a", "yes"]
+    plot = charts.interval_plot("d", [("bleu", 29.3, 21.0, 37.5), ("f1", 0.0, -0.02, 0.05)], chart_id="x")
+    assert "+29.3 [+21.0, +37.5]" in plot and "+0.000 [-0.020, +0.050]" in plot

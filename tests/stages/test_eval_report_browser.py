@@ -1,0 +1,139 @@
+"""report.html as a person opens it: a tiny BERT classifier is trained here for a few steps,
+`tunelab.evaluate.run.run` evaluates it (baselines, calibration, slices, fairness, robustness,
+latency, gate), and headless Chromium loads the report.html it wrote. The DOM Chromium builds
+must hold the verdict and every chart the report has data for (SVG with shapes), and nothing
+that needs the network; the screenshot must show the drawn charts, not a blank page."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tunelab.config import EvalConfig, load_config
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tiny-chat-tokenizer"
+WORDS = {"negative": "bad awful poor", "neutral": "table chair door", "positive": "good great fine"}
+CHART_BLUE = (0x4C, 0x78, 0xA8)  # charts.PALETTE[0]: legend squares are drawn in it, opaque
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt install chromium)")
+
+
+def records(n: int, start: int) -> list[dict]:
+    labels = list(WORDS)
+    return [{"text": f"{WORDS[labels[i % 3]]} {i}", "label": labels[i % 3], "meta": {"group": "en" if i % 2 else "de"}}
+            for i in range(start, start + n)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    """The eval output directory of a real run: tiny BERT (2 blocks, hidden 32) fully fine-tuned
+    for 8 steps with an evaluation every 2, evaluated against the probe and base baselines."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tunelab.evaluate.run import run as evaluate
+    from tunelab.train import run as train_run
+    root = tmp_path_factory.mktemp("eval-report")
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=128,
+                         pad_token_id=tokenizer.pad_token_id)).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    data = root / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", records(48, 0))
+    write_jsonl(data / "val.jsonl", records(12, 100))
+    write_jsonl(data / "test.jsonl", records(24, 200))
+    settings = {"model": root / "base", "data": data, "method": "full", "output_dir": root / "run", "max_steps": 8,
+                "eval_steps": 2, "batch_size": 4, "max_length": 64, "warmup": 0, "logging_steps": 1, "lr": 5e-3,
+                "tracking.backend": "none", "seed": 0}
+    with pytest.MonkeyPatch.context() as patch:  # a model of a few kB: no free-memory pre-flight
+        patch.setattr(train_run, "preflight_memory", lambda *args, **kwargs: None)
+        train_run.run(load_config(None, [f"train.{key}={value}" for key, value in settings.items()]))
+    cfg = EvalConfig(baselines=["probe", "base"], resamples=200, latency={"batch_sizes": [1, 8], "requests": 16},
+                     gate={"min": {"macro_f1": 0.5}, "max": {"ece": 0.05}})
+    evaluate(cfg, str(root / "run"), str(data / "test.jsonl"), out_dir=root / "eval", gate=True)
+    return root / "eval"
+
+
+def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    # a profile of its own: no shared lock with another Chromium, nothing written to $HOME
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--user-data-dir={cwd / 'profile'}", *args], capture_output=True, text=True, timeout=60,
+                          check=True, cwd=cwd)
+
+
+class PageOutline(HTMLParser):
+    """What the rendered DOM holds: text, the shapes inside each figure's <svg>, every <img>
+    source and every attribute that points at a URL."""
+
+    def __init__(self):
+        super().__init__()
+        self.text, self.figure, self.shapes, self.images, self.links = [], None, {}, [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "figure":
+            self.figure = attrs.get("id")
+            self.shapes[self.figure] = {"svg": 0, "rect": 0, "path": 0, "circle": 0, "line": 0}
+        elif self.figure and tag in self.shapes[self.figure]:
+            self.shapes[self.figure][tag] += 1
+        if tag == "img":
+            self.images.append(attrs.get("src"))
+        self.links += [value for name, value in attrs.items() if name in ("src", "href") and value]
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self.figure = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_html_renders_in_chromium_with_its_charts(evaluated, tmp_path):
+    page = evaluated / "report.html"
+    report = json.loads((evaluated / "report.json").read_text())
+    assert page.is_file(), "run() writes report.html beside report.json"
+
+    dom = chromium("--dump-dom", page.as_uri(), cwd=tmp_path).stdout
+    outline = PageOutline()
+    outline.feed(dom)
+    text = " ".join("".join(outline.text).split())
+    assert report["verdict"] in text and "Deploy gate FAILED" in text  # ece 0.05 is out of reach of 8 steps
+    for heading in ("Headline: tuned vs baselines", "Comparisons with intervals", "Calibration", "Confusion matrix",
+                    "Per class", "Slices", "Robustness", "Fairness", "Latency", "KPI and cost", "Deploy gate"):
+        assert heading in text
+    expected = {"chart-comparisons-unit": "circle", "chart-reliability": "rect", "chart-confusion": "rect",
+                "chart-slices-group": "rect", "chart-robustness": "rect", "chart-fairness": "rect",
+                "chart-latency": "rect"}
+    if (report["overfitting"] or {}).get("curves"):
+        expected["chart-loss"] = "path"
+    for chart, shape in expected.items():
+        assert outline.shapes.get(chart, {}).get("svg") == 1, f"{chart} missing from the DOM"
+        assert outline.shapes[chart][shape] >= 1, f"{chart} has no <{shape}>"
+    assert outline.shapes["chart-confusion"]["rect"] == 9  # 3 x 3 cells
+    assert outline.shapes["chart-comparisons-unit"]["circle"] == 6  # 3 headline metrics x 2 baselines
+    assert outline.shapes["chart-latency"]["rect"] == 2  # one box per batch size
+    assert all(src and src.startswith("data:") for src in outline.images)  # no image that could break
+    assert [link for link in outline.links if not link.startswith(("#", "data:"))] == []  # self-contained
+
+    screenshot = tmp_path / "report.png"
+    chromium(f"--screenshot={screenshot}", "--window-size=1280,4000", page.as_uri(), cwd=tmp_path)
+    Image = pytest.importorskip("PIL.Image", reason="Pillow decodes the screenshot")
+    with Image.open(screenshot) as image:
+        pixels = image.convert("RGB")
+        assert pixels.size == (1280, 4000)
+        colours = pixels.getcolors(maxcolors=1 << 20)
+    not_white = sum(count for count, colour in colours if colour != (255, 255, 255))
+    assert len(colours) > 50 and not_white > 0.03 * 1280 * 4000, "the screenshot is (nearly) blank"
+    assert dict((colour, count) for count, colour in colours).get(CHART_BLUE, 0) > 100  # SVG fills painted
