@@ -107,6 +107,7 @@ def first_stop(text: str, stops: list[str]) -> int | None:
 
 class TransformersGenerator:
     task = "generative"
+    streams = True  # tokens can be relayed as they are generated
 
     def __init__(self, model, tokenizer, *, adapters: dict[str, str], default_adapter: str | None):
         self.model = model

@@ -173,7 +173,7 @@ class Handlers:
                 raise ApiError(400, f"the model's chat template cannot render these messages ({exc})",
                                param="messages") from None
             job = self.generation_job(live, prompt, False, requested, temperature, request, adapter, record, started)
-            if request.stream and request.n == 1:
+            if request.stream and request.n == 1 and live.backend.streams:
                 return await self.stream(live, job, record, started, make, request)
             (result,) = await self.run_jobs(live, [job], record, started)
             texts, reasons = result.texts, result.finish_reasons
@@ -215,7 +215,7 @@ class Handlers:
         else:
             jobs = [self.generation_job(live, p, True, request.max_tokens, temperature, request, adapter, record,
                                         started) for p in prompts]
-            if request.stream and request.n == 1 and len(jobs) == 1:
+            if request.stream and request.n == 1 and len(jobs) == 1 and live.backend.streams:
                 return await self.stream(live, jobs[0], record, started, make, request)
             results = await self.run_jobs(live, jobs, record, started)
             texts = [t for r in results for t in r.texts]

@@ -1,0 +1,122 @@
+"""Fixtures of the serving tests: a tiny Llama run with two LoRA adapters of it, a tiny BERT
+classification run (with a task prefix in its manifest), and a live uvicorn server on a free
+loopback port. Everything is built locally, seeded, in kilobytes.
+
+Test modules import what they use by name (`from serve_helpers import tiny_llama_run, ...`).
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+LABELS = ["negative", "neutral", "positive"]
+PREFIX = "review: "
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_run(tmp_path_factory) -> Path:
+    """A generative run: the char-level chat tokenizer and a seeded random Llama (untied head,
+    so greedy answers differ from prompt to prompt instead of repeating one token)."""
+    from tiny_models import build_task_tokenizer, build_tiny_llama
+    out = tmp_path_factory.mktemp("served-llama")
+    build_tiny_llama(out, build_task_tokenizer(out), hidden=64, layers=2, heads=4, max_positions=256, seed=0,
+                     tied=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lora_adapters(tiny_llama_run, tmp_path_factory) -> dict[str, Path]:
+    """Two LoRA adapters of the tiny Llama, randomly initialised (not the zero init) so each
+    changes the answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    adapters = {}
+    for seed, name in enumerate(["support", "legal"], start=1):
+        torch.manual_seed(seed)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_run),
+                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"],
+                                          init_lora_weights=False))
+        out = tmp_path_factory.mktemp(f"adapter-{name}")
+        model.save_pretrained(out)
+        adapters[name] = out
+    return adapters
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_run(tmp_path_factory) -> Path:
+    """A classification run: a tiny BERT with a 3-label head and the manifest fields serving
+    reads (task, labels, task prefix)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tiny-chat-tokenizer")
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+                        num_labels=3, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("served-bert")
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "manifest.json").write_text(json.dumps({"stage": "train", "task": "classification", "labels": LABELS,
+                                                   "task_prefixes": {"sentiment": PREFIX}}))
+    return out
+
+
+class LiveServer:
+    """uvicorn serving an app on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app):
+        import uvicorn
+        self.app = app
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=10))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, timeout: float = 60) -> "LiveServer":
+        import httpx2
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx2.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx2.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the server did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@contextmanager
+def live_server(settings):
+    from tunelab.serve.app import create_app
+    server = LiveServer(create_app(settings)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def serve_settings(model, tmp_path, **overrides):
+    from tunelab.serve.service import ServeSettings
+    values = {"model": str(model), "prediction_log": str(tmp_path / "predictions.db"), "registry": None,
+              "max_wait_ms": 5.0, **overrides}
+    return ServeSettings(**values)
