@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from tunelab.serve.injection_rules import BLOCK_SCORE, CATEGORY_REASONS, COMPACT_KEYS, RULES
 
 CONFUSABLES = str.maketrans("аеорсхуіјѕԁɡһӏοαεικνρτυχ", "aeopcxyijsdghlaoeiknptux")
+MIXED_WORD = re.compile(r"\w+")
+LATIN = re.compile(r"[a-z]")
 ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
 LEET = {"0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "€": "e"}
 LEET_CHARS = re.compile(r"[013457@$€|!]")
@@ -38,7 +40,10 @@ HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){12,}\b")
 def normalise(text: str) -> str:
     """NFKC, casefolded, look-alike letters mapped to Latin, zero-width removed, whitespace collapsed
     (line breaks kept, as the fake-role-line rule anchors on them)."""
-    text = unicodedata.normalize("NFKC", text).translate(ZERO_WIDTH).casefold().translate(CONFUSABLES)
+    text = unicodedata.normalize("NFKC", text).translate(ZERO_WIDTH).casefold()
+    # look-alike letters are mapped only inside words that also hold Latin letters, so that
+    # Cyrillic and Greek text stays itself for the rules written in those scripts
+    text = MIXED_WORD.sub(lambda m: m.group().translate(CONFUSABLES) if LATIN.search(m.group()) else m.group(), text)
     text = re.sub(r"[^\S\n]+", " ", text)
     return re.sub(r"\s*\n\s*", "\n", text).strip()
 
