@@ -304,6 +304,62 @@ def monitor(
         raise typer.Exit(1)
 
 
+models_app = typer.Typer(help="Model registry: the versions `tunelab serve` may serve and which one is live.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+REGISTRY_OPTION = typer.Option(Path("registry.json"), "--registry", "-r", help="Registry file (default: registry.json).")
+
+
+@models_app.command("list")
+def models_list(registry: Path = REGISTRY_OPTION) -> None:
+    """Show the registered versions; the live one is marked."""
+    from tunelab.serve.registry import Registry
+
+    data = Registry(registry).load()
+    if not data["versions"]:
+        out.print(f"no versions registered in {registry}; add one with `tunelab models register RUN_DIR`",
+                  highlight=False, soft_wrap=True)
+        return
+    table = Table("", "version", "task", "base model", "registered")
+    table.add_column("path", overflow="fold")
+    for entry in data["versions"]:
+        table.add_row("*" if entry["version"] == data["live"] else "", entry["version"], entry.get("task") or "-",
+                      entry.get("base_model") or "-", entry.get("registered_at") or "-", entry["path"])
+    out.print(table)
+    out.print(f"live: {data['live'] or 'none'}; history: {' -> '.join(data['history']) or 'empty'}", highlight=False)
+
+
+@models_app.command("register")
+def models_register(run_dir: Path = typer.Argument(..., help="Run directory written by `tunelab train`."),
+                    registry: Path = REGISTRY_OPTION) -> None:
+    """Add a run as the next version (the first one registered becomes live)."""
+    from tunelab.serve.registry import Registry
+
+    entry = Registry(registry).register(run_dir)
+    out.print(f"{entry['version']}: {entry['path']}", highlight=False, soft_wrap=True)
+
+
+@models_app.command("promote")
+def models_promote(version: str = typer.Argument(..., help="Version to make live, e.g. v2."),
+                   registry: Path = REGISTRY_OPTION) -> None:
+    """Make a version live; a running server swaps it in within about a second."""
+    from tunelab.serve.registry import Registry
+
+    entry = Registry(registry).promote(version)
+    out.print(f"{entry['version']} is live ({entry['path']})", highlight=False, soft_wrap=True)
+
+
+@models_app.command("rollback")
+def models_rollback(registry: Path = REGISTRY_OPTION) -> None:
+    """Make the previously live version live again."""
+    from tunelab.serve.registry import Registry
+
+    reg = Registry(registry)
+    was = reg.load()["live"]
+    entry = reg.rollback()
+    out.print(f"rolled back: {entry['version']} is live (was {was})", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)
