@@ -32,6 +32,7 @@ test: setup
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_prepare.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_train.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_eval.py
 
 # The configuration reference is generated from the pydantic models (a test checks it is current).
 docs: setup

@@ -11,7 +11,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluate import forgetting, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.generate import (corpus_perplexity, generate_answers, load_generator, prompt_texts,
-                                       reference_log_likelihood, text_log_likelihood)
+                                       reference_log_likelihood)
 from tunelab.evaluate.metrics import generative_example_scores, generative_metrics, slice_means
 
 # per-example scores the paired bootstrap resamples (corpus BLEU is reported, not compared)
@@ -136,14 +136,15 @@ def slices_section(records, example_scores) -> dict[str, Any]:
 
 
 def forgetting_section(model, tokenizer, run_info, settings) -> dict[str, Any] | None:
-    """Perplexity of general text under the tuned model and its base: retention = base / tuned."""
+    """Perplexity of general text (or of a general task's replies) under the tuned model and its
+    base: retention = base / tuned."""
     if not settings.data:
         return None
     if not run_info["base"]:
         raise TunelabError("the forgetting check needs the base model, named by a run directory's manifest",
                            where=settings.data, fix="evaluate a run directory from `tunelab train`")
-    texts = forgetting.load_general_data(settings.data, settings.max_examples)
+    general = forgetting.load_general_data(settings.data, settings.max_examples)
     base, base_tokenizer = load_generator(run_info["base"])
-    tuned_ppl = corpus_perplexity(*text_log_likelihood(model, tokenizer, texts))
-    base_ppl = corpus_perplexity(*text_log_likelihood(base, base_tokenizer, texts))
+    tuned_ppl = forgetting.general_perplexity(model, tokenizer, general)
+    base_ppl = forgetting.general_perplexity(base, base_tokenizer, general)
     return forgetting.forgetting_report("perplexity", tuned_ppl, base_ppl, settings.min_retention, settings.data)

@@ -5,7 +5,7 @@ evaluations and the step where it turned up.
 How metrics.jsonl is read:
 - rows with "loss" are train-loss logs, rows with "eval_loss" evaluations, both keyed by "step";
 - a resumed run logs steps again from its checkpoint: the last row for a step wins;
-- after training, the run logs a summary row ("train_runtime") and then evaluates the model it
+- after training, the run logs a summary row ("train_loss") and then evaluates the model it
   keeps (with load_best_model_at_end, the best checkpoint) at the same step. That evaluation is
   not a point of the curve: taken as one it would overwrite the last real evaluation with the
   best one and hide a rise;
@@ -61,7 +61,10 @@ def loss_curves(rows: list[dict[str, Any]]) -> tuple[str | None, list[list[float
 
 
 def _is_final_evaluation(row: dict[str, Any], previous: dict[str, Any] | None) -> bool:
-    return (previous is not None and "train_runtime" in previous and previous.get("step") == row.get("step")
+    # the end-of-training summary carries train_loss (transformers 5 also puts train_runtime on every
+    # step's loss row, so that key alone does not mark it)
+    return (previous is not None and "train_loss" in previous and "loss" not in previous
+            and previous.get("step") == row.get("step")
             and previous.get("stage") == row.get("stage"))
 
 

@@ -26,6 +26,6 @@ def classify(model, tokenizer, texts: list[str], *, batch_size: int = 64, max_le
     for start in range(0, len(texts), batch_size):
         batch = [prefix + t for t in texts[start:start + batch_size]]
         encoded = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        probabilities.append(torch.softmax(model(**encoded).logits.float(), dim=-1).numpy())
+        probabilities.append(torch.softmax(model(**encoded).logits.double(), dim=-1).numpy())  # float64: sums to 1 for sklearn
     stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, model.config.num_labels))
     return stacked.argmax(axis=1), stacked

@@ -17,6 +17,7 @@ import yaml
 from tunelab.config import EvalConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluate import classification, generative
+from tunelab.evaluate.forgetting import forgetting_flag
 from tunelab.evaluate.gate import evaluate_gates
 from tunelab.evaluate.kpi import kpi_report
 from tunelab.evaluate.latency import device_description
@@ -111,10 +112,8 @@ def flags(report: dict[str, Any]) -> list[str]:
     if fairness and fairness["flagged"]:
         found.append(f"fairness: the true-positive-rate gap between groups is {fairness['max_gap']:.1%}, above "
                      f"the {fairness['threshold']:.1%} threshold")
-    kept = report.get("forgetting")
-    if kept and kept["flagged"]:
-        found.append(f"forgetting: general-ability retention is {kept['retention']:.1%}, below "
-                     f"{kept['min_retention']:.0%}")
+    if report.get("forgetting") and forgetting_flag(report["forgetting"]):
+        found.append(forgetting_flag(report["forgetting"]))
     overfit = report.get("overfitting")
     if overfit and overfit["flagged"]:
         found.append(f"over-fitting: {overfit.get('reason') or 'validation loss turned up'}")

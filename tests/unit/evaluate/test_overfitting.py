@@ -119,3 +119,13 @@ def test_missing_file_or_no_evaluation_gives_none(metrics_file, tmp_path):
     assert overfitting_report(tmp_path / "absent.jsonl") is None
     assert overfitting_report(metrics_file([train_row(10, 1.0), summary_row(10)])) is None
     assert overfitting_report(metrics_file([])) is None
+
+
+def test_evaluations_after_transformers_5_loss_rows_count(metrics_file):
+    # transformers 5 puts train_runtime on every step's loss row; only the summary row (train_loss)
+    # precedes the final best-checkpoint evaluation
+    rows = []
+    for step, (train, evaluation) in zip((10, 20, 30), [(1.0, 0.9), (0.8, 0.7), (0.6, 0.65)]):
+        rows += [train_row(step, train, train_runtime=0.5), eval_row(step, evaluation)]
+    report = overfitting_report(metrics_file(rows))
+    assert report["curves"]["eval"] == [[10, 0.9], [20, 0.7], [30, 0.65]]
