@@ -10,7 +10,7 @@ import numpy as np
 from tunelab.errors import TunelabError
 from tunelab.evaluate import forgetting, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
-from tunelab.evaluate.generate import (corpus_perplexity, generate_answers, load_generator, prompt_texts,
+from tunelab.evaluate.generate import (corpus_log_likelihood, corpus_perplexity, generate_answers, load_generator, prompt_texts,
                                        reference_log_likelihood)
 from tunelab.evaluate.metrics import generative_example_scores, generative_metrics, slice_means
 
@@ -21,8 +21,8 @@ COMPARED = ("exact_match", "token_f1", "chrf", "rougeL")
 def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, baselines: list[str], settings,
              data_where: str, progress) -> dict[str, Any]:
     """The task-specific part of report.json for a chat model."""
-    conversations = [r["messages"] for r in records]
-    references = [c[-1]["content"] for c in conversations]
+    conversations = [{"messages": r["messages"]} for r in records]
+    references = [r["messages"][-1]["content"] for r in records]
     systems = {"tuned": score_system(model, model, conversations, references, settings, progress)}
     for name in baselines:
         systems[name] = score_system(name, baseline_source(name, run_info), conversations, references, settings,
@@ -94,7 +94,7 @@ def score_system(name: str, source: str, conversations, references, settings, pr
     means, counts = reference_log_likelihood(model, tokenizer, conversations)
     examples = generative_example_scores(answers, references, settings.normalize)
     metrics = generative_metrics(answers, references, settings.normalize, example_scores=examples)
-    metrics["log_likelihood"] = float(np.sum(np.asarray(means) * np.asarray(counts)) / max(1, int(np.sum(counts))))
+    metrics["log_likelihood"] = corpus_log_likelihood(means, counts)
     metrics["perplexity"] = corpus_perplexity(means, counts)
     return {"metrics": metrics, "examples": examples,
             "answers": answers, "source": source, "loaded": (model, tokenizer),
@@ -103,7 +103,7 @@ def score_system(name: str, source: str, conversations, references, settings, pr
 
 
 def answer_texts_for(model, tokenizer, settings):
-    def answer_texts(conversations: list[list[dict]]) -> list[str]:
+    def answer_texts(conversations: list[dict]) -> list[str]:
         return generate_answers(model, tokenizer, prompt_texts(tokenizer, conversations),
                                 max_new_tokens=settings.generation.max_new_tokens,
                                 batch_size=settings.generation.batch_size).texts
@@ -119,8 +119,8 @@ def robustness_section(answer_texts, conversations, references, exact_before, se
     correct_before = np.asarray(exact_before[:n]) == 1
     runs = {}
     for kind in options.perturbations:
-        perturbed = robustness.perturb_conversations(conversations[:n], kind, seed=options.seed,
-                                                     typo_rate=options.typo_rate)
+        perturbed = [{"messages": messages} for messages in robustness.perturb_conversations(
+            [c["messages"] for c in conversations[:n]], kind, seed=options.seed, typo_rate=options.typo_rate)]
         exact = exact_match_scores(answer_texts(perturbed), references[:n], settings.normalize)
         runs[kind] = (float(np.mean(exact)), exact == 1)
     return robustness.robustness_report("exact_match", float(np.mean(correct_before)), correct_before, runs, n)
