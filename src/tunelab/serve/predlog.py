@@ -96,10 +96,13 @@ class PredictionLog:
 
     def log(self, record: dict[str, Any]) -> None:
         """Queue one record (see COLUMNS); returns at once, the writer thread stores it."""
+        self._require_open()
+        self._queue.put(to_row(record))
+
+    def _require_open(self) -> None:
         if self._closed:
             raise TunelabError("the prediction log is closed", where=str(self.path),
-                               fix="log before calling close()")
-        self._queue.put(to_row(record))
+                               fix="use it before calling close(), or open a new PredictionLog")
 
     def flush(self) -> None:
         """Return once every record logged before this call is committed to the database."""
@@ -122,6 +125,7 @@ class PredictionLog:
 
     def prune(self) -> int:
         """Delete records older than the retention period; returns how many were deleted."""
+        self._require_open()
         if self.retention_days is None:
             return 0
         cutoff = time.time() - self.retention_days * DAY_S
@@ -129,6 +133,7 @@ class PredictionLog:
             return self._conn.execute("DELETE FROM predictions WHERE ts < ?", (cutoff,)).rowcount
 
     def count(self) -> int:
+        self._require_open()
         with self._lock:
             return self._conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
 

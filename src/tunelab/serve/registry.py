@@ -91,11 +91,9 @@ class Registry:
         return _require(data, version, self.path)
 
     def mtime(self) -> float:
-        """Modification time of the registry file (0.0 while it does not exist), for a cheap poll."""
-        try:
-            return os.stat(self.path).st_mtime
-        except FileNotFoundError:
-            return 0.0
+        """Modification time of the registry file (0.0 while it does not exist), for a cheap poll;
+        it increases with every change, even two within the same filesystem clock tick."""
+        return _mtime_ns(self.path) / 1e9
 
     # changing (each under the lock)
 
@@ -150,11 +148,22 @@ class Registry:
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                before = _mtime_ns(self.path)
                 data = self.load()
                 yield data
                 write_json(self.path, data)
+                after = _mtime_ns(self.path)
+                if after <= before:  # two changes within one filesystem clock tick: make the second one visible
+                    os.utime(self.path, ns=(before + 1_000_000, before + 1_000_000))
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def _next_number(data: dict[str, Any]) -> int:
