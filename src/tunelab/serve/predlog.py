@@ -165,11 +165,15 @@ class PredictionLog:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            self._insert(batch)
-            if time.monotonic() >= self._next_prune:
-                self._prune_quietly()
-            for waiter in waiters:
-                waiter.set()
+            try:
+                self._insert(batch)
+                if time.monotonic() >= self._next_prune:
+                    self._prune_quietly()
+            except Exception as exc:  # kept for flush() to report; a flush must never wait on a dead writer
+                self._error = exc
+            finally:
+                for waiter in waiters:
+                    waiter.set()
 
     def _insert(self, batch: list[dict[str, Any]]) -> None:
         if not batch:

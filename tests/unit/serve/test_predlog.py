@@ -196,3 +196,29 @@ def test_unusable_paths_are_user_errors(tmp_path):
         read_predictions(not_sqlite)
     with pytest.raises(TunelabError, match="retention_days"):
         PredictionLog(tmp_path / "p.db", retention_days=0)
+
+
+class FailingWrites:
+    """Stands in for the writer's connection: inserts fail as on a full disk, the rest works."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def executemany(self, *args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_a_failed_write_is_reported_by_flush_and_the_writer_keeps_going(tmp_path):
+    with PredictionLog(tmp_path / "p.db") as log:
+        real = log._conn
+        log._conn = FailingWrites(real)
+        log.log(record(request_id="lost"))
+        with pytest.raises(TunelabError, match="could not write predictions.*disk is full"):
+            log.flush()
+        log._conn = real
+        log.log(record(request_id="kept"))
+        log.flush()  # the error was reported once; later writes succeed
+    assert [r["request_id"] for r in read_predictions(tmp_path / "p.db")] == ["kept"]
