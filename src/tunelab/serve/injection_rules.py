@@ -129,7 +129,8 @@ RULES: tuple[Rule, ...] = (
           rf"|\byour{G}(?:new|real|true|actual){G}(?:instructions|task|role|purpose|goal|objective|directive)\b"),
     _rule("from_now_on", "override", 0.4, rf"\bfrom{G}now{G}on\W*(?:you|your)\b"),
     _rule("you_are_now", "override", 0.5,
-          rf"\byou{G}are{G}(?:now{G}(?:a|an|in|free|going|my)|no{G}longer)\b|\byou['’]?re{G}(?:now{G}(?:a|an|in|free)|no{G}longer)\b"),
+          rf"\byou{G}are{G}(?:now{G}(?:a|an|in|free|going|my)|no{G}longer)\b"
+          rf"|\byou['’]?re{G}(?:now{G}(?:a|an|in|free)|no{G}longer)\b"),
     _rule("instead_output", "override", 0.3,
           rf"\b(?:and{G})?instead{G}(?:just{G})?(?:say|print|output|write|respond|reply|tell)\b"),
     _rule("only_output", "override", 0.3,
@@ -198,9 +199,9 @@ RULES: tuple[Rule, ...] = (
           rf"\b(?:you|the{G}(?:assistant|ai|model|bot))(?:{G}(?:is|are)|['’]re){G}(?:now{G})?(?:authori[sz]ed|allowed|"
           rf"permitted|cleared|free)\W+to\b"),
     _rule("addressed_to_ai", "role_injection", 0.5,
-          rf"\b(?:note|message|instructions?|attention|p\W?s)\W+(?:to|for)\W+(?:any\W+|all\W+|the\W+)?(?:ai|llm|language"
-          rf"\W+model|assistant|chatbot|bot)s?\b|\b(?:attention|dear)\W+(?:ai|assistant|chatbot|llm|gpt)\b"
-          rf"|\bai\W+(?:agents?|systems?|assistants?|models?)\W*(?:reading|processing)\W+this\b"),
+          r"\b(?:note|message|instructions?|attention|p\W?s)\W+(?:to|for)\W+(?:any\W+|all\W+|the\W+)?(?:ai|llm|language"
+          r"\W+model|assistant|chatbot|bot)s?\b|\b(?:attention|dear)\W+(?:ai|assistant|chatbot|llm|gpt)\b"
+          r"|\bai\W+(?:agents?|systems?|assistants?|models?)\W*(?:reading|processing)\W+this\b"),
     _rule("answer_freely", "roleplay", 0.3, rf"\b(?:answer|respond|speak|reply)\w*{G}freely\b"),
     _rule("no_system_prompt", "override", 0.6,
           rf"\b(?:without|with{G}no|no)\W+(?:your\W+|a\W+)?system{G}prompt\b|\bfactory{G}settings\b"),
@@ -221,16 +222,19 @@ RULES: tuple[Rule, ...] = (
           rf"message|instructions?)|initial{G}(?:prompt|instructions)|original{G}(?:prompt|instructions)|hidden{G}"
           rf"(?:prompt|instructions|rules)|secret{G}(?:prompt|instructions|rules)|pre\W?prompt|meta\W?prompt|"
           rf"confidential{G}instructions)\b(?!{G}(?:template|example|format|for{G}(?:my|a|an)\b))"
-          rf"|\bwhat(?:['’]s|{G}(?:is|was|were|are|would|does|did)){G}your{G}(?:\w+{G})?(?:system{G}prompt|initial{G}prompt|pre\W?prompt|"
+          rf"|\bwhat(?:['’]s|{G}(?:is|was|were|are|would|does|did)){G}your{G}(?:\w+{G})?(?:system{G}prompt|"
+          rf"initial{G}prompt|pre\W?prompt|"
           rf"hidden{G}instructions|original{G}instructions)\b"),
     _rule("reveal_your_instructions", "exfiltration", 0.8,
           rf"\b(?:reveal|show|print|display|output|repeat|recite|tell{G}me|give{G}me|share|leak|dump|expose|paste|copy|"
-          rf"list|write{G}out|send|quote|spell{G}out|disclose|summari[sz]e){G}{W}{{0,6}}?your{G}(?:\w+{G}){{0,2}}?(?:instructions|prompt|"
+          rf"list|write{G}out|send|quote|spell{G}out|disclose|summari[sz]e){G}{W}{{0,6}}?your{G}(?:\w+{G}){{0,2}}?"
+          rf"(?:instructions|prompt|"
           rf"rules|configuration|config|setup{G}text|context{G}window|context|directives|guidelines)\b"),
     _rule("instructions_given_to_you", "exfiltration", 0.8,
           rf"\b(?:instructions|rules|guidelines|directives){G}(?:did|do|have){G}your{G}(?:developers|creators|makers|"
           rf"owners|operators|programmers){G}(?:\w+{G})?(?:give|gave|given|set)\b"
-          rf"|\b(?:secret|hidden|confidential|internal){G}(?:rules|instructions|prompt|guidelines){G}(?:that{G})?you['’]?(?:re|"
+          rf"|\b(?:secret|hidden|confidential|internal){G}(?:rules|instructions|prompt|guidelines){G}(?:that{G})?"
+          rf"you['’]?(?:re|"
           rf"{G}are|{G}were|{G}follow|{G}have)\b"),
     _rule("context_dump", "exfiltration", 0.8,
           rf"\b(?:everything|all|contents?){G}(?:\w+{G})?(?:in|of){G}your{G}(?:context|context{G}window|prompt|memory|"
@@ -253,7 +257,7 @@ RULES: tuple[Rule, ...] = (
           rf"\bwhat{G}(?:is|was|['’]s){G}(?:written|said|stated|typed){G}(?:above|before{G}(?:this|my))\b"
           rf"|\b(?:initiali[sz]ation|system{G}message)\W+above\b"),
     _rule("kept_secret", "exfiltration", 0.4,
-          rf"\b(?:told|asked|instructed)\W+to\W+keep\W+(?:\w+\W+)?(?:private|secret|confidential|hidden)\b"),
+          r"\b(?:told|asked|instructed)\W+to\W+keep\W+(?:\w+\W+)?(?:private|secret|confidential|hidden)\b"),
     _rule("prompt_you_were_given", "exfiltration", 0.8,
           rf"\b(?:prompt|instructions|rules|text|message|guidelines)\W+(?:that\W+)?you\W+(?:were|have\W+been|['’]ve\W+been)"
           rf"\W+(?:initiali[sz]ed|configured|set\W+up|primed|loaded|started|booted|provided|fed|given)\b"
@@ -314,8 +318,9 @@ RULES: tuple[Rule, ...] = (
           rf"ethical|moral){G}(?:filters?|guardrails|safeguards|restrictions|guidelines|measures)\b"),
     # encoded payloads
     _rule("decode_and_follow", "encoded", 1.0,
-          rf"\b(?:decode|decrypt|unscramble|deobfuscate|reverse|apply{G}rot\W?13{G}to|read{G}(?:this|it){G}backwards?){G}{W}{{0,6}}?(?:and|then){G}(?:then{G})?(?:follow|obey|"
-          rf"comply(?:{G}with)?|act{G}on|carry{G}out|do{G}what{G}it{G}says|do{G}it\b|execute{G}(?:the{G}|its{G})?(?:instructions|commands?))"),
+          rf"\b(?:decode|decrypt|unscramble|deobfuscate|reverse|apply{G}rot\W?13{G}to|read{G}(?:this|it){G}backwards?)"
+          rf"{G}{W}{{0,6}}?(?:and|then){G}(?:then{G})?(?:follow|obey|comply(?:{G}with)?|act{G}on|carry{G}out|do{G}what{G}"
+          rf"it{G}says|do{G}it\b|execute{G}(?:the{G}|its{G})?(?:instructions|commands?))"),
     _rule("encoding_mention", "encoded", 0.3,
           rf"\b(?:base{G}?64|rot{G}?13|hex(?:adecimal)?{G}encoded|caesar{G}cipher|morse{G}code|leetspeak|reversed{G}text)\b"),
 )

@@ -73,7 +73,8 @@ class Registry:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise TunelabError(f"the model registry is not valid JSON ({exc.msg} at line {exc.lineno})",
-                               where=str(self.path), fix="restore it from a backup or delete it and register the runs again") from exc
+                               where=str(self.path),
+                               fix="restore it from a backup or delete it and register the runs again") from exc
         if not (isinstance(data, dict) and isinstance(data.get("versions"), list)):
             raise TunelabError("the model registry has no `versions` list", where=str(self.path),
                                fix="pass a registry file written by tunelab, or delete it and register the runs again")
@@ -129,7 +130,8 @@ class Registry:
             if len(data["history"]) < 2:
                 live = data["live"] or "no version"
                 raise TunelabError(f"there is no earlier live version to roll back to ({live} is the first)",
-                                   where=str(self.path), fix="promote a specific version with `tunelab models promote VERSION`")
+                                   where=str(self.path),
+                                   fix="promote a specific version with `tunelab models promote VERSION`")
             current = data["history"].pop()
             previous = data["history"][-1]
             data["live"] = previous
