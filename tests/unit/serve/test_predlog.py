@@ -222,3 +222,21 @@ def test_a_failed_write_is_reported_by_flush_and_the_writer_keeps_going(tmp_path
         log.log(record(request_id="kept"))
         log.flush()  # the error was reported once; later writes succeed
     assert [r["request_id"] for r in read_predictions(tmp_path / "p.db")] == ["kept"]
+
+
+def test_a_reader_holding_a_snapshot_does_not_block_the_writer(tmp_path):
+    """WAL: the monitor may sit in a read transaction while the server keeps logging."""
+    path = tmp_path / "p.db"
+    with PredictionLog(path) as log:
+        log.log(record(request_id="before"))
+        log.flush()
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
+        for i in range(20):
+            log.log(record(request_id=str(i)))
+        log.flush()  # commits although the reader's snapshot is open
+        assert reader.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1  # its snapshot
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 21
+        reader.close()
