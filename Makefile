@@ -17,14 +17,26 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-# The main job on the embedded default: prepare the packaged sentiment corpus, fine-tune the
-# packaged MiniLM encoder on it, and compare it with its base and a frozen-embedding probe.
+# The whole loop on the embedded default, offline: prepare the packaged sentiment corpus,
+# fine-tune the packaged MiniLM encoder, evaluate it against its base and a frozen-embedding
+# probe, serve it and send it traffic (openai client + /v1/classify), watch that traffic for
+# drift, then print where the reports are and the verdict. The server is stopped at the end.
 demo: setup
+	@echo "== 1/5 tunelab data prepare"
 	HF_HUB_OFFLINE=1 $(BIN)/tunelab data prepare example:sentiment \
 		--config examples/sentiment.yaml --out demo/prepared
+	@echo "== 2/5 tunelab train"
 	HF_HUB_OFFLINE=1 $(BIN)/tunelab train examples/sentiment.yaml
-	HF_HUB_OFFLINE=1 $(BIN)/tunelab eval demo/run --data demo/prepared \
-		--baseline probe --baseline base --out demo/eval
+	@echo "== 3/5 tunelab eval"
+	HF_HUB_OFFLINE=1 $(BIN)/tunelab eval demo/run examples/sentiment.yaml --data demo/prepared \
+		--out demo/eval
+	@echo "== 4/5 tunelab serve (background), traffic, tunelab monitor"
+	rm -rf demo/serve
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/demo_serve.py demo/run demo/prepared demo/serve
+	HF_HUB_OFFLINE=1 $(BIN)/tunelab monitor --log demo/serve/predictions.db --reference demo/prepared \
+		--registry demo/serve/registry.json --out demo/monitor monitor.eval_report=demo/eval/report.json
+	@echo "== 5/5 summary"
+	$(BIN)/python examples/demo_summary.py demo
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

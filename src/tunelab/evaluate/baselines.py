@@ -9,18 +9,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def embed(model_path: str, texts: list[str], batch_size: int = 64) -> np.ndarray:
+def embed(model_path: str, texts: list[str], batch_size: int = 64, max_length: int | None = None) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
     encoder = SentenceTransformer(model_path, device="cpu")
+    if max_length:  # the probe reads as much of each text as the fine-tune did
+        encoder.max_seq_length = max_length
     return encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                           show_progress_bar=False)
 
 
 def embedding_probe(model_path: str, train_texts: list[str], train_labels: list[int], test_texts: list[str],
-                    *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                    *, seed: int = 0, max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(predicted label indices, class probabilities) of a logistic-regression probe."""
     from sklearn.linear_model import LogisticRegression
-    features = embed(model_path, train_texts + test_texts)
+    features = embed(model_path, train_texts + test_texts, max_length=max_length)
     train_x, test_x = features[: len(train_texts)], features[len(train_texts):]
     probe = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
     probe.fit(train_x, train_labels)

@@ -11,7 +11,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluate import baselines as cheap
 from tunelab.evaluate import calibration, fairness, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
-from tunelab.evaluate.metrics import HEADLINE, METRIC_FUNCTIONS, classification_metrics, slice_metrics
+from tunelab.evaluate.metrics import HEADLINE, METRIC_FUNCTIONS, classification_metrics, macro_f1, slice_metrics
 from tunelab.evaluate.predict import classify, load_classifier
 
 BUILTIN_BASELINES = ("probe", "base")
@@ -25,10 +25,10 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
     labels = [tuned.config.id2label[i] for i in range(tuned.config.num_labels)]
     y_true = label_indices(records, labels, data_where)
     texts = [r["text"] for r in records]
-    prefix = run_info["prefix"]
+    prefix, max_length = run_info["prefix"], run_info["max_length"]
 
     def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return classify(tuned, tokenizer, batch, prefix=prefix)
+        return classify(tuned, tokenizer, batch, prefix=prefix, max_length=max_length)
 
     progress("scoring the tuned model")
     started = time.perf_counter()
@@ -47,7 +47,7 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
                           for metric in HEADLINE}
                    for name, s in systems.items() if name != "tuned"}
     progress("robustness re-runs")
-    robust = robustness_section(predict, texts, y_true, predicted, labels, settings.robustness)
+    robust = robustness_section(predict, texts, y_true, predicted, len(labels), settings.robustness)
     progress("latency")
     def predict_for_timing(batch: list[str]) -> None:
         predict(batch)
@@ -90,18 +90,19 @@ def baseline_predictions(name: str, run_info: dict[str, Any], labels: list[str],
         base = run_info["base"]
         if name == "probe":
             train_texts, train_labels = training_examples(run_info["config"], labels)
-            predictions, probabilities = cheap.embedding_probe(base, train_texts, train_labels, texts, seed=seed)
+            predictions, probabilities = cheap.embedding_probe(base, train_texts, train_labels, texts, seed=seed,
+                                                               max_length=run_info["max_length"])
         else:
             import torch
 
             from tunelab.models.load import load_model, load_tokenizer
             torch.manual_seed(seed)  # the untrained head is random: seed it so reruns agree
             model = load_model(base, "classification", labels=labels).eval()
-            predictions, probabilities = classify(model, load_tokenizer(base), texts)
+            predictions, probabilities = classify(model, load_tokenizer(base), texts, max_length=run_info["max_length"])
         source = base
     else:
         model, tokenizer = load_classifier(name)
-        predictions, probabilities = classify(model, tokenizer, texts)
+        predictions, probabilities = classify(model, tokenizer, texts, max_length=run_info["max_length"])
         source = name
     return {"predictions": predictions, "probabilities": probabilities, "seconds": time.perf_counter() - started,
             "source": source}
@@ -136,16 +137,17 @@ def fairness_section(records, y_true, predicted, labels, settings) -> dict[str, 
                                    labels, max_gap=settings.max_gap, min_group_size=settings.min_group_size)
 
 
-def robustness_section(predict, texts, y_true, predicted, labels, settings) -> dict[str, Any] | None:
+def robustness_section(predict, texts, y_true, predicted, n_labels, settings) -> dict[str, Any] | None:
     if not settings.perturbations:
         return None
-    n = min(len(texts), settings.max_examples or len(texts))
-    texts, y_true, predicted = texts[:n], y_true[:n], predicted[:n]
-    correct_before = predicted == y_true
+    # a seeded sample, not the first rows: test files are often ordered (by label, by source)
+    chosen = robustness.sample_indices(len(texts), settings.max_examples, settings.seed)
+    texts = [texts[i] for i in chosen]
+    y_true, predicted = y_true[chosen], predicted[chosen]
     runs = {}
     for kind in settings.perturbations:
         perturbed = robustness.perturb_texts(texts, kind, seed=settings.seed, typo_rate=settings.typo_rate)
         after, _ = predict(perturbed)
-        runs[kind] = (METRIC_FUNCTIONS["macro_f1"](y_true, after), after == y_true)
-    original = METRIC_FUNCTIONS["macro_f1"](y_true, predicted)
-    return robustness.robustness_report("macro_f1", original, correct_before, runs, n)
+        runs[kind] = (macro_f1(y_true, after, n_labels), after == y_true)
+    return robustness.robustness_report("macro_f1", macro_f1(y_true, predicted, n_labels), predicted == y_true, runs,
+                                        len(chosen))

@@ -12,7 +12,7 @@ from tunelab.evaluate import forgetting, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.generate import (corpus_log_likelihood, corpus_perplexity, generate_answers, load_generator, prompt_texts,
                                        reference_log_likelihood)
-from tunelab.evaluate.metrics import generative_example_scores, generative_metrics, slice_means
+from tunelab.evaluate.metrics import exact_match_scores, generative_example_scores, generative_metrics, slice_means
 
 # per-example scores the paired bootstrap resamples (corpus BLEU is reported, not compared)
 COMPARED = ("exact_match", "token_f1", "chrf", "rougeL")
@@ -111,19 +111,20 @@ def answer_texts_for(model, tokenizer, settings):
 
 
 def robustness_section(answer_texts, conversations, references, exact_before, settings) -> dict[str, Any] | None:
-    from tunelab.evaluate.metrics import exact_match_scores
     options = settings.robustness
     if not options.perturbations:
         return None
-    n = min(len(conversations), options.max_examples or len(conversations))
-    correct_before = np.asarray(exact_before[:n]) == 1
+    # a seeded sample, not the first rows: test files are often ordered (by task, by source)
+    chosen = robustness.sample_indices(len(conversations), options.max_examples, options.seed)
+    correct_before = np.asarray(exact_before)[chosen] == 1
     runs = {}
     for kind in options.perturbations:
         perturbed = [{"messages": messages} for messages in robustness.perturb_conversations(
-            [c["messages"] for c in conversations[:n]], kind, seed=options.seed, typo_rate=options.typo_rate)]
-        exact = exact_match_scores(answer_texts(perturbed), references[:n], settings.normalize)
+            [conversations[i]["messages"] for i in chosen], kind, seed=options.seed, typo_rate=options.typo_rate)]
+        exact = exact_match_scores(answer_texts(perturbed), [references[i] for i in chosen], settings.normalize)
         runs[kind] = (float(np.mean(exact)), exact == 1)
-    return robustness.robustness_report("exact_match", float(np.mean(correct_before)), correct_before, runs, n)
+    return robustness.robustness_report("exact_match", float(np.mean(correct_before)), correct_before, runs,
+                                        len(chosen))
 
 
 def slices_section(records, example_scores) -> dict[str, Any]:

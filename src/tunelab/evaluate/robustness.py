@@ -84,6 +84,13 @@ def text_rng(seed: int, kind: str, index: int) -> random.Random:
     return random.Random(f"tunelab-robustness:{seed}:{kind}:{index}")
 
 
+def sample_indices(total: int, limit: int | None, seed: int) -> list[int]:
+    """Up to `limit` of range(total), a seeded sample kept in order (all of them without a limit)."""
+    if limit is None or limit >= total:
+        return list(range(total))
+    return sorted(random.Random(seed).sample(range(total), limit))
+
+
 def perturb_texts(texts: Sequence[str], kind: str, *, seed: int = 0, typo_rate: float = 0.05) -> list[str]:
     return [perturb(text, kind, text_rng(seed, kind, i), typo_rate=typo_rate) for i, text in enumerate(texts)]
 

@@ -75,13 +75,15 @@ def read_run(model: str) -> dict[str, Any]:
         raise TunelabError("model not found", where=model, fix="give a run directory from `tunelab train`")
     manifest_file = path / "manifest.json"
     if not manifest_file.is_file():
-        return {"base": None, "config": None, "prefix": "", "training_seconds": None}
+        return {"base": None, "config": None, "prefix": "", "training_seconds": None, "max_length": 512}
     manifest = json.loads(manifest_file.read_text())
     config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else None
     prefixes = manifest.get("task_prefixes") or {}
     return {"base": manifest.get("base_model", {}).get("path"), "config": config,
             "prefix": next(iter(prefixes.values())) if len(prefixes) == 1 else "",
-            "training_seconds": manifest.get("wall_time_s")}
+            "training_seconds": manifest.get("wall_time_s"),
+            # inputs are truncated where training truncated them: the model never saw more
+            "max_length": ((config or {}).get("train") or {}).get("max_length") or 512}
 
 
 def load_test_records(data: str) -> list[dict[str, Any]]:
