@@ -22,7 +22,8 @@ def embedding_probe(model_path: str, train_texts: list[str], train_labels: list[
                     *, seed: int = 0, max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(predicted label indices, class probabilities) of a logistic-regression probe."""
     from sklearn.linear_model import LogisticRegression
-    features = embed(model_path, train_texts + test_texts, max_length=max_length)
+    # float64: on float32 features predict_proba rows miss 1 by more than sklearn's metrics accept
+    features = embed(model_path, train_texts + test_texts, max_length=max_length).astype(np.float64)
     train_x, test_x = features[: len(train_texts)], features[len(train_texts):]
     probe = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
     probe.fit(train_x, train_labels)
