@@ -28,8 +28,12 @@ from tunelab.serve.service import LiveModel, ModelService, ServeSettings
 log = logging.getLogger("tunelab.serve")
 HTTP_CODES = {400: "invalid_request", 401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed",
               413: "request_too_large", 415: "unsupported_media_type"}
+# one server-sent event, as FastAPI's own SSE support documents it (OpenAPI 3.2's event shape);
+# each `data` is a JSON chunk, the last one the text [DONE]
+SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                                              "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}}
 STREAM_OR_JSON = {200: {"description": "The answer; with stream: true, server-sent events ending with [DONE].",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+                        "content": {"text/event-stream": {"schema": SSE_EVENT}}}}
 
 
 def error_body(status: int, message: str, *, type: str | None = None, code: str | None = None,
@@ -120,7 +124,7 @@ def create_app(settings: ServeSettings, live: LiveModel | None = None) -> FastAP
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
-    app.openapi = lambda: openapi_without_422(app)
+    app.openapi = lambda: openapi_schema(app, settings.max_tokens_limit)
     return app
 
 
@@ -173,7 +177,7 @@ def api_key_check(keys: list[str]):
 
 
 def error_responses(with_keys: bool) -> dict[int, dict]:
-    described = {400: "Invalid request (schema, limits, context length, guard).", 404: "Unknown model id.",
+    described = {400: "Invalid request (schema, limits, context length, guard).", 404: "Unknown model id (or, on /v1/classify and /predict, no classifier served).",
                  413: "Request body larger than the server accepts.", 429: "Queue full; retry after Retry-After.",
                  503: "The model is not loaded yet."}
     if with_keys:
@@ -226,16 +230,23 @@ def field_part(part) -> bool:
 TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none", "literal_error"}
 
 
-def openapi_without_422(app: FastAPI) -> dict:
-    """FastAPI documents a 422 for every body; this server answers invalid bodies with the
-    OpenAI-style 400 instead, so the schema says 400 (accuracy matters: clients and the
-    schemathesis fuzz test read it)."""
+def openapi_schema(app: FastAPI, max_tokens_limit: int) -> dict:
+    """FastAPI's schema, made to say what this server does (clients and the schemathesis fuzz
+    test read it): invalid bodies get the OpenAI-style 400, not FastAPI's 422; and max_tokens
+    has this server's configured ceiling, which no static model knows."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 operation.get("responses", {}).pop("422", None)
+        components = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
+            components.pop(name, None)
+        for name in ("ChatCompletionRequest", "CompletionRequest"):
+            for field in ("max_tokens", "max_completion_tokens"):
+                prop = components.get(name, {}).get("properties", {}).get(field)
+                for option in (prop or {}).get("anyOf", []):
+                    if option.get("type") == "integer":
+                        option["maximum"] = max_tokens_limit
         app.openapi_schema = schema
     return app.openapi_schema

@@ -161,7 +161,10 @@ class TransformersGenerator:
     def encode(self, text: str, *, special_tokens: bool) -> list[int]:
         # a rendered chat template already holds its special tokens; a raw prompt gets BOS like
         # any transformers pipeline would give it
-        return self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
+        if not ids and self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id]  # an empty prompt: generate from the start of a text
+        return ids
 
     @torch.inference_mode()
     def generate(self, jobs: list[GenerationJob]) -> list[Generation]:
@@ -260,7 +263,9 @@ class TransformersClassifier:
             tokenizer = load_tokenizer(str(run_dir))
         else:
             model, tokenizer = load_classifier(str(run_dir))
-        max_length = min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+        # longer inputs are truncated to what both the tokenizer and the position embeddings allow
+        limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
+        max_length = min([512] + [int(limit) for limit in limits if limit])
         return cls(model, tokenizer, prefix=task_prefix(run_dir), max_length=max_length)
 
     def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:

@@ -18,6 +18,7 @@ from tunelab.serve.schemas import (AssistantMessage, ChatChoice, ChatCompletion,
                                    ClassifyRequest, Completion, CompletionChoice, CompletionRequest, Usage)
 from tunelab.serve.service import LiveModel, ModelService, ServeSettings
 
+GREEDY_BELOW = 1e-5
 CHAT, COMPLETIONS, CLASSIFY, PREDICT = "/v1/chat/completions", "/v1/completions", "/v1/classify", "/predict"
 
 
@@ -67,12 +68,17 @@ class Handlers:
         raise ApiError(404, f"the model '{model}' does not exist; served here: {known}", code="model_not_found",
                        param="model")
 
-    def max_new_tokens(self, requested: int | None, prompt_tokens: int, context: int | None) -> int:
+    def check_max_tokens(self, requested: int | None) -> None:
+        """The server's ceiling on max_tokens, for every request (a classifier's too: the schema
+        states the ceiling, so the answer must not depend on the model behind it)."""
         limit = self.settings.max_tokens_limit
         if requested is not None and requested > limit:
             self.metrics.guard_blocks.labels("max_tokens").inc()
             raise ApiError(400, f"max_tokens is {requested}, above this server's limit of {limit}",
                            code="max_tokens_exceeded", param="max_tokens")
+
+    def max_new_tokens(self, requested: int | None, prompt_tokens: int, context: int | None) -> int:
+        limit = self.settings.max_tokens_limit
         if context is not None:
             room = context - prompt_tokens
             if room <= 0 or (requested is not None and requested > room):
@@ -84,9 +90,10 @@ class Handlers:
         return requested if requested is not None else min(self.settings.default_max_tokens, limit)
 
     def temperature(self, live: LiveModel, requested: float | None) -> float:
-        if requested is not None:
-            return requested
-        return getattr(live.backend, "default_temperature", 0.0)
+        value = requested if requested is not None else getattr(live.backend, "default_temperature", 0.0)
+        # logits divided by a near-zero temperature overflow to inf/nan; that close to 0 is greedy
+        # anyway (vLLM draws the same line)
+        return 0.0 if value < GREEDY_BELOW else value
 
     def record(self, endpoint: str, live: LiveModel, adapter_id: str | None, redacted_input: Any) -> dict[str, Any]:
         return {"ts": time.time(), "request_id": new_id(endpoint), "endpoint": endpoint,
@@ -144,6 +151,7 @@ class Handlers:
         started = time.perf_counter()
         live, adapter, adapter_id = self.resolve(request.model)
         requested = request.requested_max_tokens()
+        self.check_max_tokens(requested)
         temperature = self.temperature(live, request.temperature)
         body = request.model_dump(mode="json")
         key = None
@@ -192,6 +200,7 @@ class Handlers:
     async def completion(self, request: CompletionRequest):
         started = time.perf_counter()
         live, adapter, adapter_id = self.resolve(request.model)
+        self.check_max_tokens(request.max_tokens)
         temperature = self.temperature(live, request.temperature)
         body = request.model_dump(mode="json")
         key = None
@@ -236,8 +245,9 @@ class Handlers:
         started = time.perf_counter()
         live, _, _ = self.resolve(request.model)
         if live.backend.task != "classification":
-            raise ApiError(400, "the served model is generative; use /v1/chat/completions or /v1/completions",
-                           code="wrong_task")
+            # 404: the route exists, but no classifier is served here to answer it
+            raise ApiError(404, "the served model is generative, not a classifier; use /v1/chat/completions or "
+                                "/v1/completions", code="not_a_classifier")
         body = request.model_dump(mode="json")
         key, hit = self.cached(endpoint, live, body, started) if self.cache.enabled else (None, None)
         if hit is not None:
@@ -261,6 +271,9 @@ class Handlers:
     def generation_job(self, live, prompt, special_tokens, requested, temperature, request, adapter, record, started):
         prompt_ids = live.backend.encode(prompt, special_tokens=special_tokens)
         try:
+            if not prompt_ids:
+                raise ApiError(400, "the prompt is empty and the model has no start-of-text token to begin from",
+                               code="empty_prompt", param="prompt")
             max_tokens = self.max_new_tokens(requested, len(prompt_ids), live.backend.context_length)
         except ApiError as error:
             self.log(record, error.status, started)

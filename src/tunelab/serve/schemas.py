@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 4
+MAX_PROMPTS = 32
 
 
 def _encodable(text: str) -> str:
@@ -24,12 +25,28 @@ def _encodable(text: str) -> str:
     return text
 
 
+def _whole_number(value):
+    # JSON Schema counts 2.0 as an integer; strict validation would not, so 2.0 becomes 2 (a bool
+    # stays a bool and is refused: true is not a number)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 Text = Annotated[str, AfterValidator(_encodable)]
+class Integer:
+    """`Integer[low, high]`: an int in [low, high] that also takes 2.0 for 2 (bounds inside the
+    type, so the OpenAPI schema shows them as minimum/maximum)."""
+
+    def __class_getitem__(cls, bounds):
+        low, high = bounds
+        return Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole_number)]
 StopText = Annotated[str, Field(min_length=1), AfterValidator(_encodable)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # no unknown fields, and no coercion: `"seed": true` or `"n": "2"` is an error, as the schema says
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class TextPart(Strict):
@@ -52,22 +69,17 @@ class StreamOptions(Strict):
 
 class SamplingFields(Strict):
     model: str = Field(description="Served model or adapter id (see GET /v1/models).")
-    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (the server caps it).")
+    max_tokens: Integer[1, None] | None = Field(None, description="Most tokens to generate (the server caps it).")
     temperature: float | None = Field(
         None, ge=0, le=2, description="0: greedy and cacheable; default: the model's generation config.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
-    n: int = Field(1, ge=1, le=MAX_CHOICES, description="Choices to generate for each prompt.")
-    stop: StopText | list[StopText] | None = Field(None, description="Up to 4 strings that end the generation.")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Seed for sampling; same seed, same answer.")
+    n: Integer[1, MAX_CHOICES] = Field(1, description="Choices to generate for each prompt.")
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP_SEQUENCES)] | None = Field(
+        None, description="Up to 4 strings that end the generation.")
+    seed: Integer[0, 2**53 - 1] | None = Field(None, description="Seed for sampling; same seed, same answer.")
     stream: bool = Field(False, description="Send the answer as server-sent events ending with [DONE].")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
     user: str | None = Field(None, description="End-user id; accepted for compatibility.")
-
-    @model_validator(mode="after")
-    def _few_stop_sequences(self):
-        if isinstance(self.stop, list) and len(self.stop) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"stop takes at most {MAX_STOP_SEQUENCES} sequences")
-        return self
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -75,20 +87,15 @@ class SamplingFields(Strict):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
-    max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens.")
+    max_completion_tokens: Integer[1, None] | None = Field(None, description="Newer name of max_tokens.")
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
 class CompletionRequest(SamplingFields):
-    prompt: Text | list[Text] = Field(description="Prompt text, or a list of prompts (one choice set each).")
-
-    @model_validator(mode="after")
-    def _some_prompt(self):
-        if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("prompt must not be an empty list")
-        return self
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
+        description="Prompt text, or a list of prompts (one choice set each).")
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)

@@ -71,7 +71,10 @@ class VllmGenerator:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode(self, text: str, *, special_tokens: bool) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
+        if not ids and self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id]  # an empty prompt: generate from the start of a text
+        return ids
 
     def sampling_params(self, job: GenerationJob):
         from vllm import SamplingParams

@@ -68,7 +68,7 @@ def test_every_malformed_request_gets_a_4xx_in_the_openai_error_shape(client):
     assert_error(http.post(CHAT, json=chat_body(max_tokens=33)), 400, "max_tokens_exceeded")
     assert_error(http.post(CHAT, json=chat_body("x" * 300, max_tokens=30)), 400, "context_length_exceeded")
     assert_error(http.post(CHAT, json=chat_body("x" * 5000)), 413, "request_too_large")
-    assert_error(http.post("/v1/classify", json={"text": "hi"}), 400, "wrong_task")
+    assert_error(http.post("/v1/classify", json={"text": "hi"}), 404, "not_a_classifier")
     assert_error(http.get("/v1/nothing-here"), 404)
     assert_error(http.get(CHAT), 405)
 
