@@ -63,16 +63,7 @@ def test_launcher_configs_beside_them_parse(path):
     assert isinstance(yaml.safe_load(path.read_text(encoding="utf-8")), dict)
 
 
-def _sentiment_header_mismatch(path):
-    if path.name != "sentiment.yaml":
-        return path
-    # The header prepares into prepared/ while train.data reads demo/prepared (the Makefile's demo
-    # uses demo/prepared). Strict: once the header is fixed this marker must go.
-    return pytest.param(path, marks=pytest.mark.xfail(strict=True, reason="header --out differs from train.data"))
-
-
-@pytest.mark.parametrize("path", [_sentiment_header_mismatch(p) for p in CONFIGS],
-                         ids=lambda p: getattr(p, "name", str(p)))
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_header_commands_run_in_order(path):
     """Each shown command parses with the real CLI; every YAML it names exists; the directories the
     config trains on are ones its `data prepare` lines write (or a run directory of the steps)."""
