@@ -35,7 +35,9 @@ class VllmGenerator:
         self.supports_chat = bool(getattr(tokenizer, "chat_template", None))
 
     @classmethod
-    def load(cls, run_dir: str | Path, adapters: dict[str, str] | None = None) -> "VllmGenerator":
+    def load(cls, run_dir: str | Path, adapters: dict[str, str] | None = None,
+             engine_options: dict | None = None) -> "VllmGenerator":
+        """engine_options: extra `vllm.LLM` arguments (gpu_memory_utilization, max_model_len, ...)."""
         try:
             from vllm import LLM
         except ImportError:
@@ -55,7 +57,7 @@ class VllmGenerator:
         if lora_paths:
             ranks = [json.loads((Path(p) / "adapter_config.json").read_text()).get("r", 16) for p in lora_paths.values()]
             options = {"enable_lora": True, "max_loras": len(lora_paths), "max_lora_rank": max(ranks)}
-        llm = LLM(model=model_path, tokenizer=run_dir, **options)
+        llm = LLM(model=model_path, tokenizer=run_dir, **options, **(engine_options or {}))
         tokenizer = AutoTokenizer.from_pretrained(run_dir)
         config = AutoConfig.from_pretrained(model_path)
         try:
