@@ -15,10 +15,13 @@ from tunelab import __version__
 from tunelab.config import load_config
 from tunelab.errors import TunelabError
 
-app = typer.Typer(help="tunelab: from your own examples to a specialised model that is trained, "
-                  "proven, served and watched.", no_args_is_help=True, add_completion=False,
+app = typer.Typer(help="Fine-tune a model on your own examples, then prove, serve and watch it.\n\n"
+                  "The usual order: data prepare, train, eval, serve, monitor. Each command reads its "
+                  "section of one YAML config; KEY=VALUE arguments such as train.lr=1e-4 override it.",
+                  no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, rich_markup_mode=None)
-data_app = typer.Typer(help="Prepare data: load, validate, clean, redact PII, deduplicate, split, audit.",
+data_app = typer.Typer(help="Turn raw examples into training data.\n\nRecords are read, validated, "
+                       "cleaned, redacted of PII, deduplicated and split; none is dropped silently.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 out = Console()
@@ -72,7 +75,10 @@ def data_prepare(
     seed: Optional[int] = typer.Option(None, "--seed", help="Split seed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Turn raw files into train/val/test JSONL, rejects, duplicates and a report."""
+    """Prepare raw files for training.
+
+    Writes train/val/test.jsonl, rejects.jsonl and duplicates.jsonl (each record set aside, with
+    its reason), a report (json, md, html) and a manifest to the output directory."""
     from tunelab.data import prepare
 
     inputs, overrides = split_overrides(args)
@@ -112,7 +118,10 @@ def train(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
 ) -> None:
-    """Fine-tune a model; writes a run directory that transformers, PEFT and vLLM load."""
+    """Fine-tune a model and write its run directory.
+
+    The run directory holds the weights or adapter, the tokenizer, the resolved config, metrics,
+    a manifest and a model card; transformers, PEFT and vLLM load it without tunelab."""
     config_files = [a for a in (args or []) if not OVERRIDE.match(a)]
     if len(config_files) > 1:
         raise TunelabError(f"expected one config file, got {', '.join(config_files)}",
@@ -144,15 +153,18 @@ def evaluate(
                                      help="A YAML config (its eval: section) and overrides such as "
                                           "eval.calibration_bins=10."),
     data: str = typer.Option(..., "--data", help="Test JSONL, or a prepared directory (its test.jsonl)."),
-    baseline: list[str] = typer.Option([], "--baseline", help="probe (logistic regression on frozen base "
-                                       "embeddings), base (the base model), or a model/run directory; repeatable."),
+    baseline: list[str] = typer.Option([], "--baseline", metavar="NAME_OR_DIR",
+                                       help="probe (logistic regression on frozen base embeddings), base (the "
+                                            "base model), or a model/run directory; repeatable."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: RUN/eval)."),
     gate: bool = typer.Option(False, "--gate", help="Exit 1 when a threshold in eval.gate fails (for CI/CD)."),
     resamples: Optional[int] = typer.Option(None, "--resamples", help="Paired bootstrap resamples."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
-    """Compare the tuned model with baselines on held-out data, with confidence intervals,
-    calibration, robustness, fairness, forgetting, latency and cost."""
+    """Compare the tuned model with baselines on held-out data.
+
+    The report gives confidence intervals, calibration, robustness, fairness, forgetting,
+    latency and cost; --gate turns the thresholds in eval.gate into an exit code."""
     inputs, overrides = split_overrides(args or [])
     if len(inputs) > 1:
         raise TunelabError(f"expected one config file, got {', '.join(inputs)}",
@@ -187,7 +199,10 @@ def export(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest logit difference accepted "
                                                                          "(default: 1e-4 fp32, 1e-2 bf16/fp16)."),
 ) -> None:
-    """Write a plain transformers model from an adapter run (merged weights, safetensors, tokenizer)."""
+    """Merge an adapter run into a plain transformers model.
+
+    With --merge, the merged weights (safetensors) and the tokenizer are written once their
+    logits are shown to match the adapter's; neither PEFT nor tunelab is needed to load them."""
     from tunelab import export as export_stage
 
     result = export_stage.run(run_dir, merge=merge, out_dir=out_dir, tolerance=tolerance)
@@ -203,12 +218,14 @@ def recommend(
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: what this machine has)."),
     memory_gb: Optional[float] = typer.Option(None, "--memory-gb", help="Device memory (default: free memory here)."),
     tflops: Optional[float] = typer.Option(None, "--tflops", help="Device peak TFLOPS (default: 0.2 CPU, 300 GPU)."),
-    price: float = typer.Option(0.0, "--price-per-hour", help="Price of an hour of the device (USD)."),
+    price: float = typer.Option(0.0, "--price-per-hour", help="Device price per hour (USD)."),
     privacy: str = typer.Option("local", "--privacy", help="local: data must stay here; any: hosted APIs allowed."),
     budget: Optional[float] = typer.Option(None, "--budget", help="Most you will spend on training (USD)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Rank base models for your data and hardware: memory, time and cost of each."""
+    """Rank base models for your data and hardware.
+
+    Each row gives the training method, memory, time and cost, and whether it fits."""
     import torch
 
     from tunelab.models import memory
@@ -231,13 +248,18 @@ def serve(
     args: list[str] = typer.Argument(None, metavar="[RUN_DIR] [CONFIG.yaml] [KEY=VALUE]...",
                                      help="Run directory to serve (default: the registry's live version), a YAML "
                                           "config (its serve: section) and overrides such as serve.max_batch_size=16."),
-    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; others need API keys)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000)."),
+    host: Optional[str] = typer.Option(None, "--host",
+                                       help="Address to bind (default: 127.0.0.1; others need API keys)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default: 8000)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="transformers (default) or vllm (GPU)."),
-    adapter: list[str] = typer.Option([], "--adapter", help="NAME=ADAPTER_DIR: another LoRA adapter of the same "
-                                      "base, selected by `model: NAME`; repeatable."),
+    adapter: list[str] = typer.Option([], "--adapter", metavar="NAME=DIR",
+                                      help="Another LoRA adapter of the same base, which requests select with "
+                                           "`model: NAME`; repeatable."),
 ) -> None:
-    """Serve a run behind an OpenAI-compatible API, with batching, cache, guard, log and metrics."""
+    """Serve a run behind an OpenAI-compatible API.
+
+    Requests are batched, cached, screened by the input guard and written to the prediction
+    log; /metrics exports Prometheus metrics."""
     inputs, overrides = split_overrides(args or [])
     configs = [a for a in inputs if a.endswith((".yaml", ".yml")) and Path(a).is_file()]
     runs = [a for a in inputs if a not in configs]
@@ -270,7 +292,9 @@ def monitor(
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Report directory (default: monitor)."),
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Exit 1 when drift is found (for cron/CI alerts)."),
 ) -> None:
-    """Compare recent predictions with reference data: drift report, alerts, optional rollback."""
+    """Check recent predictions for drift from the reference data.
+
+    Writes a drift report, prints alerts and, with --rollback, rolls the served version back."""
     inputs, overrides = split_overrides(args or [])
     if len(inputs) > 1:
         raise TunelabError(f"expected one config file, got {', '.join(inputs)}",
@@ -304,10 +328,11 @@ def monitor(
         raise typer.Exit(1)
 
 
-models_app = typer.Typer(help="Model registry: the versions `tunelab serve` may serve and which one is live.",
+models_app = typer.Typer(help="Manage the versions `tunelab serve` may serve.\n\n"
+                         "The registry file lists every registered run and which one is live.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
-REGISTRY_OPTION = typer.Option(Path("registry.json"), "--registry", "-r", help="Registry file (default: registry.json).")
+REGISTRY_OPTION = typer.Option(Path("registry.json"), "--registry", "-r", help="Registry file.")
 
 
 @models_app.command("list")
@@ -330,9 +355,12 @@ def models_list(registry: Path = REGISTRY_OPTION) -> None:
 
 
 @models_app.command("register")
-def models_register(run_dir: Path = typer.Argument(..., help="Run directory written by `tunelab train`."),
+def models_register(run_dir: Path = typer.Argument(..., metavar="RUN_DIR",
+                                                   help="Run directory written by `tunelab train`."),
                     registry: Path = REGISTRY_OPTION) -> None:
-    """Add a run as the next version (the first one registered becomes live)."""
+    """Add a run as the next version.
+
+    The first version registered becomes live."""
     from tunelab.serve.registry import Registry
 
     entry = Registry(registry).register(run_dir)
@@ -340,9 +368,11 @@ def models_register(run_dir: Path = typer.Argument(..., help="Run directory writ
 
 
 @models_app.command("promote")
-def models_promote(version: str = typer.Argument(..., help="Version to make live, e.g. v2."),
+def models_promote(version: str = typer.Argument(..., metavar="VERSION", help="Version to make live, e.g. v2."),
                    registry: Path = REGISTRY_OPTION) -> None:
-    """Make a version live; a running server swaps it in within about a second."""
+    """Make a version live.
+
+    A running server swaps it in within about a second."""
     from tunelab.serve.registry import Registry
 
     entry = Registry(registry).promote(version)
