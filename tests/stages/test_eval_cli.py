@@ -5,30 +5,19 @@ HTML/Markdown reports, determinism (two runs, same numbers) and the --gate exit 
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import tunelab, write_jsonl
 
-TUNELAB = str(Path(sys.executable).with_name("tunelab"))
 TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tiny-chat-tokenizer"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 # words that decide the label, so a few dozen steps learn something the untrained head cannot
 CUES = {"negative": ["awful", "broken", "refund"], "neutral": ["okay", "arrived", "average"],
         "positive": ["great", "lovely", "perfect"]}
 FAST = ["eval.resamples=200", "eval.latency.requests=8", "eval.latency.batch_sizes=[1,8]",
         "eval.robustness.max_examples=60"]
-
-
-def tunelab(*args, cwd, check=True):
-    proc = subprocess.run([TUNELAB, *map(str, args)], capture_output=True, text=True, timeout=400, cwd=cwd, env=ENV)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
-    return proc
 
 
 def records(n: int, seed: int) -> list[dict]:
@@ -40,12 +29,6 @@ def records(n: int, seed: int) -> list[dict]:
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "label": label, "meta": {"group": "web" if i % 2 else "phone"}})
     return rows
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,32 +14,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import ENV, TUNELAB, tunelab, write_jsonl
 
-TUNELAB = str(Path(sys.executable).with_name("tunelab"))
 TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tiny-chat-tokenizer"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
-# one intra-op thread: on 2 shared cores, threads of tiny matmuls only spin against each other
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["train.batch_size=4", "train.logging_steps=1", "train.max_length=64", "train.tracking.backend=none",
         "train.lora.r=4"]
 
 
-def tunelab(*args, cwd, check=True, timeout=300):
-    proc = subprocess.run([TUNELAB, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env=ENV)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
-    return proc
-
-
 def chat(user: str, assistant: str) -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def rows_of(path: Path) -> list[dict]:

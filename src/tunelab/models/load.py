@@ -2,6 +2,8 @@
 Hugging Face directory, a previous tunelab run directory, or `default` for the embedded encoder."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,20 @@ def load_model_skeleton(name_or_path: str, task: str, *, labels: list[str] | Non
                                "and dpo") from None
 
 
+@contextmanager
+def _quiet_new_head(new_head_expected: bool):
+    """An encoder loaded for classification gets a new head by design; transformers' load report
+    saying its weights are missing is noise there (size mismatches still raise)."""
+    from transformers.utils import logging as hf_logging
+    verbosity = hf_logging.get_verbosity()
+    if new_head_expected:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def load_model(name_or_path: str, task: str, *, labels: list[str] | None = None,
                quantization_config: Any = None, dtype: Any = None):
     """A model ready to train for `task` ("sft"/"dpo": causal LM, "classification": a sequence
@@ -94,11 +110,12 @@ def load_model(name_or_path: str, task: str, *, labels: list[str] | None = None,
     else:
         auto = AutoModelForCausalLM
     try:
-        if base is None:
-            return auto.from_pretrained(resolved, **kwargs)
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(auto.from_pretrained(base, **kwargs), resolved)
-        return model.merge_and_unload()
+        with _quiet_new_head(task == "classification"):
+            if base is None:
+                return auto.from_pretrained(resolved, **kwargs)
+            from peft import PeftModel
+            model = PeftModel.from_pretrained(auto.from_pretrained(base, **kwargs), resolved)
+            return model.merge_and_unload()
     except (OSError, ValueError) as exc:
         local = Path(resolved).exists()
         fix = "check that the directory holds config.json and model weights" if local else OFFLINE_FIX
