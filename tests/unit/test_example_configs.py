@@ -92,6 +92,11 @@ def test_what_the_examples_declare():
     assert (chat.data.tokenizer, chat.data.max_tokens) == (chat.train.model, chat.train.max_length)
     assert chat.serve.model == chat.train.output_dir and chat.eval.baselines == ["base"]
     assert chat.serve.default_max_tokens <= chat.serve.guard.max_tokens
+    # the gate names metrics a generative report has (a name no report holds is refused at --gate)
+    from tunelab.evaluate.gate import DERIVED_METRICS
+    from tunelab.evaluate.metrics import generative_metrics
+    reported = set(generative_metrics(["it is 2"], ["it is 2"])) | set(DERIVED_METRICS)
+    assert set(chat.eval.gate.min) | set(chat.eval.gate.max) <= reported
     dpo = load_config(EXAMPLES / "dpo_after_sft.yaml").train
     assert (dpo.task, dpo.model, dpo.dpo.loss_type) == ("dpo", "runs/sft", "sigmoid")
     progressive = load_config(EXAMPLES / "progressive.yaml").train
