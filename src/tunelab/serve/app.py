@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab import __version__
@@ -78,22 +79,22 @@ def create_app(settings: ServeSettings, live: LiveModel | None = None) -> FastAP
     @app.post(CHAT, response_model=ChatCompletion, dependencies=guarded, responses={**errors, **STREAM_OR_JSON},
               summary="Chat completion (OpenAI schema)")
     async def chat_completions(request: ChatCompletionRequest):
-        return await handlers.chat(request)
+        return as_json(await handlers.chat(request))
 
     @app.post(COMPLETIONS, response_model=Completion, dependencies=guarded, responses={**errors, **STREAM_OR_JSON},
               summary="Text completion (OpenAI schema)")
     async def completions(request: CompletionRequest):
-        return await handlers.completion(request)
+        return as_json(await handlers.completion(request))
 
     @app.post(CLASSIFY, response_model=Classification, dependencies=guarded, responses=errors,
               summary="Classify a text: label, per-class probabilities and the model version")
     async def classify(request: ClassifyRequest):
-        return await handlers.classify(request, CLASSIFY)
+        return as_json(await handlers.classify(request, CLASSIFY))
 
     @app.post(PREDICT, response_model=Classification, dependencies=guarded, responses=errors,
               summary="Classify a text (same as /v1/classify)")
     async def predict(request: ClassifyRequest):
-        return await handlers.classify(request, PREDICT)
+        return as_json(await handlers.classify(request, PREDICT))
 
     @app.get("/v1/models", response_model=ModelList, dependencies=guarded, responses=errors,
              summary="The served model and its adapters")
@@ -161,6 +162,15 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def as_json(answer):
+    """A response model as JSON bytes, straight: the handlers built it from validated parts, so
+    FastAPI's second validation against response_model (which only documents it) is skipped; a
+    streaming response passes through."""
+    if isinstance(answer, BaseModel):
+        return Response(answer.model_dump_json(), media_type="application/json")
+    return answer
 
 
 def api_key_check(keys: list[str]):
