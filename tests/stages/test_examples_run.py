@@ -11,19 +11,16 @@ sentiment fine-tunes a tiny BERT classifier."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import tunelab, write_jsonl
 
-TUNELAB = str(Path(sys.executable).with_name("tunelab"))
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tiny-chat-tokenizer"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SMALL = ["train.max_steps=2", "train.batch_size=2", "train.eval_batch_size=2", "train.grad_accum=1",
          "train.max_length=64", "train.tracking.backend=none", "train.logging_steps=1"]
 RUN_FILES = {"manifest.json", "config.yaml", "metrics.jsonl", "README.md", "tokenizer.json"}
@@ -40,9 +37,8 @@ def chat(user: str, assistant: str) -> dict:
 
 def write_prepared(directory: Path, train: list[dict], val: list[dict]) -> Path:
     """A directory shaped like `tunelab data prepare` output: train.jsonl and val.jsonl."""
-    directory.mkdir(parents=True)
     for split, rows in (("train", train), ("val", val)):
-        (directory / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        write_jsonl(directory / f"{split}.jsonl", rows)
     return directory
 
 
@@ -60,15 +56,8 @@ def copy_example(name: str, root: Path, rewrite) -> Path:
 
 
 def train(config: Path, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([TUNELAB, "train", str(config), *SMALL, *overrides], capture_output=True, text=True,
-                          timeout=300, cwd=cwd, env=ENV)
-
-
-def completed(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(proc.args[1:3])}: exit {proc.returncode}\n"
-                             f"stdout:{proc.stdout}\nstderr:{proc.stderr}")
-    return proc
+    """`tunelab train CONFIG` made small; a failed run raises with its output."""
+    return tunelab("train", config, *SMALL, *overrides, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +120,11 @@ def runs(workspace) -> dict[str, Path]:
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
-        completed(futures["chat_lora"].result())
+        futures["chat_lora"].result()
         dpo = pool.submit(train, EXAMPLES / "dpo_after_sft.yaml", f"train.model={w / 'runs/chat-lora'}",
                           f"train.data={w / 'preferences'}", f"train.output_dir={w / 'runs/dpo'}", cwd=w)
         for future in [*futures.values(), dpo]:
-            completed(future.result())
+            future.result()  # raises the run's failure with its output
     return {name: w / "runs" / folder for name, folder in (
         ("chat_lora", "chat-lora"), ("progressive", "progressive"), ("multitask", "multitask"),
         ("sentiment", "sentiment"), ("dpo_after_sft", "dpo"))}
