@@ -192,11 +192,25 @@ def prepare_tokenizer(tokenizer, task: str, assistant_only_loss: bool, chat: boo
         raise TunelabError("the tokenizer has no chat template, so chat data cannot be rendered",
                            fix="use a tokenizer with one (an instruct model's), or set tokenizer.chat_template")
     if task == "sft" and assistant_only_loss and not GENERATION_MARKER.search(tokenizer.chat_template):
+        training_template = known_training_template(tokenizer)
+        if training_template:  # TRL ships marked copies of popular templates (Qwen, Llama, Gemma, ...)
+            tokenizer.chat_template = training_template
+            return tokenizer
         raise TunelabError("assistant-only loss needs a chat template that marks assistant replies with "
                            "{% generation %}...{% endgeneration %}, and this tokenizer's does not",
                            fix="add the markers around each assistant reply and its end token (`tunelab data "
                                "prepare --tokenizer` audits it), or set train.assistant_only_loss=false")
     return tokenizer
+
+
+def known_training_template(tokenizer) -> str | None:
+    """TRL's copy of this tokenizer's chat template with {% generation %} markers, when TRL knows
+    the template; it renders the same text, so the run saves it for serving unchanged."""
+    from trl.chat_template_utils import get_training_chat_template
+    try:
+        return get_training_chat_template(tokenizer)
+    except ValueError:  # a template TRL does not know
+        return None
 
 
 def build_trainer(model, tokenizer, data: TrainingData, task: str, labels, tc, stage: StageSettings, run_dir: Path,

@@ -114,3 +114,17 @@ def test_template_without_generation_markers_trains_without_assistant_only_loss(
                                         method="full", assistant_only_loss="false", max_steps=1))
     assert result.stages[-1]["steps"] == 1
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_a_known_template_without_markers_gets_trls_marked_copy(tiny_llama_dir):
+    """Qwen2.5-Instruct's stock template has no {% generation %} markers; TRL ships a marked copy
+    that renders the same text, so assistant-only loss works on it without user action."""
+    from trl.chat_template_utils import qwen2_5_chat_template, qwen2_5_training_chat_template
+
+    from tunelab.models.load import load_tokenizer
+    tokenizer = load_tokenizer(str(tiny_llama_dir))
+    tokenizer.chat_template = qwen2_5_chat_template
+    plain = tokenizer.apply_chat_template(CONVERSATIONS[0], tokenize=False)
+    prepared = train_run.prepare_tokenizer(tokenizer, "sft", True)
+    assert prepared.chat_template == qwen2_5_training_chat_template
+    assert prepared.apply_chat_template(CONVERSATIONS[0], tokenize=False) == plain
