@@ -49,7 +49,10 @@ def start_server(model: Path, work: Path, overrides: list[str]) -> tuple[subproc
     server = subprocess.Popen(
         [sys.executable, "-m", "tunelab.cli", "serve", str(model), "--port", str(port), "serve.model_name=tiny",
          f"serve.prediction_log={work / f'p{port}.db'}", f"serve.registry={work / f'r{port}.json'}", *overrides],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # one torch thread per server: the clients share the same few cores, and a model this small
+        # gains nothing from a second thread (both servers alike)
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
