@@ -193,3 +193,15 @@ def test_promoting_a_version_in_the_registry_swaps_the_live_model_without_restar
             time.sleep(0.05)
         assert http.post(CHAT, json=chat_body("swap")).json()["choices"] == before["choices"]
         assert "tunelab_model_swaps_total 2.0" in http.get("/metrics").text
+
+
+def test_streams_of_several_choices_and_of_a_classifier_are_whole_answers_as_events(client):
+    http, _ = client
+    events = [line[6:] for line in http.post(CHAT, json=chat_body("two", n=2, stream=True)).text.splitlines()
+              if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = {i: "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"][0]["index"] == i)
+            for i in (0, 1)}
+    whole = http.post(CHAT, json=chat_body("two", n=2)).json()
+    assert [text[0], text[1]] == [c["message"]["content"] for c in whole["choices"]]
