@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+from urllib.error import URLError
+from urllib.request import Request, urlopen
+
 from openai import OpenAI
 
 REQUESTS = 60  # enough traffic for the monitor's drift tests to mean something
@@ -28,15 +30,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def http(method: str, url: str, body: dict | None = None) -> tuple[int, str]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urlopen(request, timeout=30) as response:
+        return response.status, response.read().decode()
+
+
 def wait_ready(base: str, server: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"the server exited with code {server.returncode} before it was ready")
         try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+            if http("GET", f"{base}/ready")[0] == 200:
                 return
-        except httpx.HTTPError:
+        except (URLError, OSError):  # not listening yet, or 503 while warming up
             pass
         time.sleep(0.5)
     raise SystemExit(f"the server was not ready within {timeout:.0f} s")
@@ -48,9 +57,12 @@ def main(run_dir: str, prepared: str, work: str) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     tunelab = str(Path(sys.executable).with_name("tunelab"))
+    server_log = (work_dir / "server.log").open("w")  # uvicorn's access log: one line a request
     server = subprocess.Popen(
         [tunelab, "serve", run_dir, "--port", str(port), f"serve.prediction_log={work_dir / 'predictions.db'}",
-         f"serve.registry={work_dir / 'registry.json'}"], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+         f"serve.registry={work_dir / 'registry.json'}"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=server_log, stderr=subprocess.STDOUT)
+    print(f"tunelab serve {run_dir} on {base} (log: {server_log.name})")
     try:
         wait_ready(base, server)
         texts = [json.loads(line)["text"] for line in (Path(prepared) / "test.jsonl").open(encoding="utf-8")]
@@ -60,19 +72,21 @@ def main(run_dir: str, prepared: str, work: str) -> None:
         reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": sample[0]}],
                                                max_tokens=8, temperature=0)
         print(f"openai client -> {model}: {sample[0][:60]!r} -> {reply.choices[0].message.content!r}")
-        labels = {}
-        with httpx.Client(base_url=base, timeout=30) as http:
-            for text in sample[1:]:
-                answer = http.post("/v1/classify", json={"text": text}).raise_for_status().json()
-                labels[answer["label"]] = labels.get(answer["label"], 0) + 1
-            metrics = http.get("/metrics").text
+        labels: dict[str, int] = {}
+        for text in sample[1:]:
+            answer = json.loads(http("POST", f"{base}/v1/classify", {"text": text})[1])
+            labels[answer["label"]] = labels.get(answer["label"], 0) + 1
+        metrics = http("GET", f"{base}/metrics")[1]
         print(f"/v1/classify x{len(sample) - 1}: {labels}")
         served = [line for line in metrics.splitlines() if line.startswith("tunelab_requests_total")]
         print("prometheus: " + "; ".join(served))
     finally:
         server.send_signal(signal.SIGTERM)  # graceful: drains requests and flushes the log
         server.wait(timeout=60)
-    print(f"server stopped (exit {server.returncode}); prediction log {work_dir / 'predictions.db'}")
+        server_log.close()
+    # uvicorn re-raises the SIGTERM it handled, so a clean stop reads as killed by that signal
+    how = "gracefully" if server.returncode in (0, -signal.SIGTERM) else f"with exit code {server.returncode}"
+    print(f"server stopped {how}; prediction log {work_dir / 'predictions.db'}")
 
 
 if __name__ == "__main__":
