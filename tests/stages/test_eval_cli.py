@@ -79,6 +79,8 @@ def test_report_has_every_production_readiness_section(report):
     assert set(report["robustness"]["perturbations"]) == {"typos", "casing", "whitespace", "punctuation"}
     assert report["robustness"]["examples"] == 60
     assert set(report["latency"]["by_batch_size"]) == {"1", "8"}
+    assert report["latency"]["baseline"]["system"] == "base"  # the served alternative, timed the same way
+    assert report["kpi"]["latency"]["p50_ratio"]["value"] > 0
     assert report["overfitting"]["curves"]["eval"]
     assert report["kpi"]["quality"]
     assert report["device"].startswith("cpu")

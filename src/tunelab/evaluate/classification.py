@@ -49,11 +49,7 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
     progress("robustness re-runs")
     robust = robustness_section(predict, texts, y_true, predicted, len(labels), settings.robustness)
     progress("latency")
-    def predict_for_timing(batch: list[str]) -> None:
-        predict(batch)
-
-    timing = latency.measure_latency(predict_for_timing, texts, batch_sizes=settings.latency.batch_sizes,
-                                     requests=settings.latency.requests)
+    timing = latency_section(predict, systems, texts, settings.latency)
     return {
         "labels": labels,
         "metrics": scores["tuned"],
@@ -82,30 +78,55 @@ def label_indices(records, labels: list[str], where: str) -> np.ndarray:
 
 def baseline_predictions(name: str, run_info: dict[str, Any], labels: list[str], texts: list[str],
                          seed: int) -> dict[str, Any]:
+    """A baseline's predictions and probabilities on texts; "predict" is its batch classifier for
+    latency (None for the probe, which is not a model one would serve)."""
     started = time.perf_counter()
-    if name in BUILTIN_BASELINES:
-        if not run_info["base"] or not run_info["config"]:
-            raise TunelabError(f"baseline '{name}' needs a run directory from `tunelab train` (its manifest names "
-                               "the base model and training data)")
-        base = run_info["base"]
-        if name == "probe":
-            train_texts, train_labels = training_examples(run_info["config"], labels)
-            predictions, probabilities = cheap.embedding_probe(base, train_texts, train_labels, texts, seed=seed,
-                                                               max_length=run_info["max_length"])
-        else:
-            import torch
+    if name in BUILTIN_BASELINES and not (run_info["base"] and run_info["config"]):
+        raise TunelabError(f"baseline '{name}' needs a run directory from `tunelab train` (its manifest names "
+                           "the base model and training data)")
+    if name == "probe":
+        train_texts, train_labels = training_examples(run_info["config"], labels)
+        predictions, probabilities = cheap.embedding_probe(run_info["base"], train_texts, train_labels, texts,
+                                                           seed=seed, max_length=run_info["max_length"])
+        return {"predictions": predictions, "probabilities": probabilities, "predict": None,
+                "seconds": time.perf_counter() - started, "source": run_info["base"]}
+    model, tokenizer, source = baseline_model(name, run_info, labels, seed)
 
-            from tunelab.models.load import load_model, load_tokenizer
-            torch.manual_seed(seed)  # the untrained head is random: seed it so reruns agree
-            model = load_model(base, "classification", labels=labels).eval()
-            predictions, probabilities = classify(model, load_tokenizer(base), texts, max_length=run_info["max_length"])
-        source = base
-    else:
-        model, tokenizer = load_classifier(name)
-        predictions, probabilities = classify(model, tokenizer, texts, max_length=run_info["max_length"])
-        source = name
-    return {"predictions": predictions, "probabilities": probabilities, "seconds": time.perf_counter() - started,
-            "source": source}
+    def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return classify(model, tokenizer, batch, max_length=run_info["max_length"])
+
+    predictions, probabilities = predict(texts)
+    return {"predictions": predictions, "probabilities": probabilities, "predict": predict,
+            "seconds": time.perf_counter() - started, "source": source}
+
+
+def baseline_model(name: str, run_info: dict[str, Any], labels: list[str], seed: int):
+    """(model, tokenizer, source) of the base model with a new head, or of a classifier directory."""
+    if name != "base":
+        return (*load_classifier(name), name)
+    import torch
+
+    from tunelab.models.load import load_model, load_tokenizer
+    torch.manual_seed(seed)  # the untrained head is random: seed it so reruns agree
+    model = load_model(run_info["base"], "classification", labels=labels).eval()
+    return model, load_tokenizer(run_info["base"]), run_info["base"]
+
+
+def latency_section(predict, systems: dict[str, dict[str, Any]], texts: list[str], settings) -> dict[str, Any]:
+    """The tuned model's latency and, for the cost of serving it instead, that of one model
+    baseline measured the same way (base first; the probe is not a served model)."""
+    def timed(classify_batch) -> dict[str, Any]:
+        def run_batch(batch: list[str]) -> None:  # no generated tokens to count for a classifier
+            classify_batch(batch)
+        return latency.measure_latency(run_batch, texts, batch_sizes=settings.batch_sizes,
+                                       requests=settings.requests)
+
+    timing = timed(predict)
+    servable = [name for name in ("base", *systems) if name != "tuned" and (systems.get(name) or {}).get("predict")]
+    compared = servable[0] if servable else None
+    if compared:
+        timing["baseline"] = {"system": compared, **timed(systems[compared]["predict"])}
+    return timing
 
 
 def training_examples(config: dict[str, Any], labels: list[str]) -> tuple[list[str], list[int]]:

@@ -35,17 +35,11 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
                           for metric in COMPARED}
                    for name, s in systems.items() if name != "tuned"}
     model_obj, tokenizer = tuned["loaded"]
-
-    def answer(batch: list[str]) -> int:
-        return sum(generate_answers(model_obj, tokenizer, batch, max_new_tokens=settings.generation.max_new_tokens,
-                                    batch_size=len(batch)).new_tokens)
-
     progress("robustness re-runs")
     robust = robustness_section(answer_texts_for(model_obj, tokenizer, settings), conversations, references,
                                 tuned["examples"]["exact_match"], settings)
     progress("latency")
-    timing = latency.measure_latency(answer, prompt_texts(tokenizer, conversations),
-                                     batch_sizes=settings.latency.batch_sizes, requests=settings.latency.requests)
+    timing = latency_section(systems, conversations, settings)
     progress("forgetting")
     kept = forgetting_section(model_obj, tokenizer, run_info, settings.forgetting)
     return {
@@ -64,6 +58,23 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
         # what an API would bill per request: prompt plus answer, with this model's tokenizer
         "tokens_per_request": tuned["tokens_per_request"],
     }
+
+
+def latency_section(systems: dict[str, dict[str, Any]], conversations, settings) -> dict[str, Any]:
+    """The tuned model's latency and tokens/s and, to show what serving it instead changes, the
+    first baseline's measured the same way (base first)."""
+    def timed(model, tokenizer) -> dict[str, Any]:
+        def answer(batch: list[str]) -> int:
+            return sum(generate_answers(model, tokenizer, batch, max_new_tokens=settings.generation.max_new_tokens,
+                                        batch_size=len(batch)).new_tokens)
+        return latency.measure_latency(answer, prompt_texts(tokenizer, conversations),
+                                       batch_sizes=settings.latency.batch_sizes, requests=settings.latency.requests)
+
+    timing = timed(*systems["tuned"]["loaded"])
+    others = [name for name in ("base", *systems) if name != "tuned" and name in systems]
+    if others:
+        timing["baseline"] = {"system": others[0], **timed(*systems[others[0]]["loaded"])}
+    return timing
 
 
 def _mean_of_scores(_, scores) -> float:

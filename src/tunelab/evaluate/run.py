@@ -53,7 +53,8 @@ def run(cfg: EvalConfig, model: str, data: str, *, out_dir: str | Path, gate: bo
     report.setdefault("forgetting", None)
     report["overfitting"] = overfitting_report(Path(model) / "metrics.jsonl") if run_info["config"] else None
     report["kpi"] = kpi_report(headline=headline, tuned=report["metrics"], baselines=report["baselines"],
-                               comparisons=report["comparisons"], latency=report["latency"], baseline_latency=None,
+                               comparisons=report["comparisons"], latency=report["latency"],
+                               baseline_latency=(report["latency"] or {}).get("baseline"),
                                cost=cfg.cost.model_dump(), training_seconds=run_info["training_seconds"],
                                measured_tokens_per_request=tokens_per_request)
     report["gate"] = evaluate_gates(report, minimums=cfg.gate.min, maximums=cfg.gate.max,
