@@ -18,7 +18,7 @@ from tunelab.data.template_audit import audit_chat_template, make_token_counter
 from tunelab.data.text import char_length, joined_text, map_text_fields
 from tunelab.data.validate import validate_record
 from tunelab.errors import TunelabError
-from tunelab.files import manifest, write_json, write_jsonl, write_text
+from tunelab.files import manifest, write_json, write_jsonl
 from tunelab.progress import progress_bars
 
 LEAKAGE_EXAMPLES = 10

@@ -21,6 +21,20 @@ from tunelab.models.load import adapter_base, resolve_model_path
 RUN_ADAPTER = "run"  # PEFT name of the served run's own adapter, when the run is an adapter
 
 
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    """A chat request as the model's chat template renders it, ready for the assistant's reply."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer, text: str, *, special_tokens: bool) -> list[int]:
+    """Token ids of a prompt: a rendered chat template already holds its special tokens; a raw
+    prompt gets BOS like any transformers pipeline would give it; an empty one starts a text."""
+    ids = tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
+    if not ids and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id]
+    return ids
+
+
 @dataclass
 class GenerationJob:
     """One request's generation: token ids of its prompt and how to decode."""
@@ -156,15 +170,10 @@ class TransformersGenerator:
         return [eos] if isinstance(eos, int) else list(eos or [])
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, messages)
 
     def encode(self, text: str, *, special_tokens: bool) -> list[int]:
-        # a rendered chat template already holds its special tokens; a raw prompt gets BOS like
-        # any transformers pipeline would give it
-        ids = self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
-        if not ids and self.tokenizer.bos_token_id is not None:
-            ids = [self.tokenizer.bos_token_id]  # an empty prompt: generate from the start of a text
-        return ids
+        return encode_prompt(self.tokenizer, text, special_tokens=special_tokens)
 
     @torch.inference_mode()
     def generate(self, jobs: list[GenerationJob]) -> list[Generation]:

@@ -190,12 +190,7 @@ class Handlers:
                        for i, (t, r) in enumerate(zip(texts, reasons))]
         response = ChatCompletion(id=record["request_id"], created=int(time.time()), model=request.model,
                                   system_fingerprint=live.version, choices=choices, usage=usage(outcome))
-        self.log(record, 200, started, outcome)
-        if key is not None:
-            self.cache.put(key, (response, record, outcome))
-        if request.stream:
-            return streaming.whole(make, texts, reasons, response.usage, request)
-        return response
+        return self.answered(response, record, started, outcome, key, make, texts, reasons, request)
 
     async def completion(self, request: CompletionRequest):
         started = time.perf_counter()
@@ -234,6 +229,10 @@ class Handlers:
         choices = [CompletionChoice(index=i, text=t, finish_reason=r) for i, (t, r) in enumerate(zip(texts, reasons))]
         response = Completion(id=record["request_id"], created=int(time.time()), model=request.model,
                               system_fingerprint=live.version, choices=choices, usage=usage(outcome))
+        return self.answered(response, record, started, outcome, key, make, texts, reasons, request)
+
+    def answered(self, response, record, started, outcome, key, make, texts, reasons, request):
+        """Log a generated answer, cache it when deterministic, and send it whole or as one stream."""
         self.log(record, 200, started, outcome)
         if key is not None:
             self.cache.put(key, (response, record, outcome))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.models.load import adapter_base, resolve_model_path
-from tunelab.serve.backends import RUN_ADAPTER, Generation, GenerationJob
+from tunelab.serve.backends import RUN_ADAPTER, Generation, GenerationJob, encode_prompt, render_chat
 
 
 class VllmGenerator:
@@ -70,13 +70,10 @@ class VllmGenerator:
                    context_length=getattr(config, "max_position_embeddings", None), default_temperature=temperature)
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, messages)
 
     def encode(self, text: str, *, special_tokens: bool) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
-        if not ids and self.tokenizer.bos_token_id is not None:
-            ids = [self.tokenizer.bos_token_id]  # an empty prompt: generate from the start of a text
-        return ids
+        return encode_prompt(self.tokenizer, text, special_tokens=special_tokens)
 
     def sampling_params(self, job: GenerationJob):
         from vllm import SamplingParams
