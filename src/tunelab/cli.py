@@ -14,6 +14,7 @@ from rich.table import Table
 from tunelab import __version__
 from tunelab.config import load_config
 from tunelab.errors import TunelabError
+from tunelab.progress import quiet_library_output
 
 app = typer.Typer(help="Fine-tune a model on your own examples, then prove, serve and watch it.\n\n"
                   "The usual order: data prepare, train, eval, serve, monitor. Each command reads its "
@@ -132,6 +133,7 @@ def train(
     cfg = load_config(config_files[0] if config_files else None, overrides)
     from tunelab.train import run as train_run  # torch/transformers/TRL: after the config is known good
 
+    quiet_library_output()
     result = train_run.run(cfg)
     if not result.main_process:  # a multi-process launch prints one summary, from process 0
         raise typer.Exit(130 if result.interrupted else 0)
@@ -141,7 +143,7 @@ def train(
         raise typer.Exit(130)
     out.print(f"trained ({result.task}); run directory: {result.run_dir}", highlight=False)
     for name, value in result.metrics.items():
-        if name.startswith("eval_") and isinstance(value, float):
+        if name.startswith("eval_") and isinstance(value, float) and not name.endswith(("runtime", "per_second")):
             out.print(f"  {name.removeprefix('eval_')}: {value:.4f}", highlight=False)
 
 
@@ -172,6 +174,8 @@ def evaluate(
     cfg = load_config(inputs[0] if inputs else None, overrides + flag_overrides("eval.", resamples=resamples))
     cfg.eval.baselines = cfg.eval.baselines + baseline
     from tunelab.evaluate import run as eval_run  # torch/transformers: after the config is known good
+
+    quiet_library_output()
 
     def progress(message: str) -> None:
         if not quiet:
@@ -204,6 +208,8 @@ def export(
     With --merge, the merged weights (safetensors) and the tokenizer are written once their
     logits are shown to match the adapter's; neither PEFT nor tunelab is needed to load them."""
     from tunelab import export as export_stage
+
+    quiet_library_output()
 
     result = export_stage.run(run_dir, merge=merge, out_dir=out_dir, tolerance=tolerance)
     out.print(result.message, highlight=False, soft_wrap=True)
@@ -274,6 +280,8 @@ def serve(
         overrides.append(f"serve.adapters.{name}={path}")
     cfg = load_config(configs[0] if configs else None, overrides).serve
     from tunelab.serve import run as serve_run  # torch/transformers: after the config is known good
+
+    quiet_library_output()
 
     serve_run.run(cfg, runs[0] if runs else None)
 

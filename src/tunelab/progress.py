@@ -14,3 +14,16 @@ def progress_bars(enabled: bool = True):
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not enabled) as progress:
         yield progress
+
+
+def quiet_library_output() -> None:
+    """tunelab reports its own progress; transformers' bar on every model load and save ("Loading
+    weights", "Writing model shards") and MLflow's INFO lines only bury it. Download bars from
+    the Hugging Face Hub stay: a multi-GB download deserves one."""
+    import logging
+
+    from huggingface_hub.utils import enable_progress_bars
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # also turns the hub's bars off...
+    enable_progress_bars()  # ...so turn those back on
+    logging.getLogger("mlflow").setLevel(logging.WARNING)

@@ -56,6 +56,7 @@ def report(workspace) -> dict:
     proc = tunelab("eval", workspace / "run", "--data", workspace / "data", "--baseline", "probe", "--baseline",
                    "base", "--out", workspace / "eval", *FAST, cwd=workspace)
     assert "vs probe" in proc.stdout and "vs base" in proc.stdout
+    assert "Loading weights" not in proc.stderr  # tunelab's progress lines, not a bar per model load
     return json.loads((workspace / "eval" / "report.json").read_text())
 
 
