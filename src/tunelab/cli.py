@@ -154,7 +154,8 @@ def evaluate(
     args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
                                      help="A YAML config (its eval: section) and overrides such as "
                                           "eval.calibration_bins=10."),
-    data: str = typer.Option(..., "--data", help="Test JSONL, or a prepared directory (its test.jsonl)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Test JSONL, or a prepared directory (its "
+                                       "test.jsonl); default: the test split of the data the run trained on."),
     baseline: list[str] = typer.Option([], "--baseline", metavar="NAME_OR_DIR",
                                        help="probe (logistic regression on frozen base embeddings), base (the "
                                             "base model), or a model/run directory; repeatable."),

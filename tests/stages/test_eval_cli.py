@@ -128,3 +128,11 @@ def test_unusable_input_is_one_sentence_and_exit_2(workspace):
     bad = write_jsonl(workspace / "bad.jsonl", [{"prompt": "x", "completion": "y"}])
     wrong = tunelab("eval", workspace / "run", "--data", bad, cwd=workspace, check=False)
     assert wrong.returncode == 2 and "classification records" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_without_data_the_test_split_beside_the_training_data_is_used(workspace):
+    tunelab("eval", workspace / "run", "--out", workspace / "default-data", "--quiet", *FAST, cwd=workspace)
+    report = json.loads((workspace / "default-data" / "report.json").read_text())
+    assert report["data"] == str(workspace / "data") and report["metrics"]["examples"] == 120
+    bare = tunelab("eval", workspace / "base", cwd=workspace, check=False)  # a model directory, no run
+    assert bare.returncode == 2 and "pass --data" in bare.stderr and "Traceback" not in bare.stderr

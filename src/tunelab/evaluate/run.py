@@ -36,10 +36,11 @@ class EvalResult:
         return bool(self.report["gate"]) and not self.report["gate"]["passed"]
 
 
-def run(cfg: EvalConfig, model: str, data: str, *, out_dir: str | Path, gate: bool = False,
+def run(cfg: EvalConfig, model: str, data: str | None, *, out_dir: str | Path, gate: bool = False,
         progress: Callable[[str], None] = lambda message: None) -> EvalResult:
     out_dir = Path(out_dir)
     run_info = read_run(model)
+    data = data or training_test_split(model, run_info)
     records = load_test_records(data)
     task = "classification" if "text" in records[0] else "generative"
     evaluator = classification if task == "classification" else generative
@@ -85,6 +86,16 @@ def read_run(model: str) -> dict[str, Any]:
             "training_seconds": manifest.get("wall_time_s"),
             # inputs are truncated where training truncated them: the model never saw more
             "max_length": ((config or {}).get("train") or {}).get("max_length") or 512}
+
+
+def training_test_split(model: str, run_info: dict[str, Any]) -> str:
+    """The test split prepared beside the data the run trained on: what `tunelab data prepare`
+    held out for exactly this."""
+    trained_on = ((run_info["config"] or {}).get("train") or {}).get("data")
+    if not trained_on or not (Path(trained_on) / "test.jsonl").is_file():
+        raise TunelabError("no test data given and none found beside the run's training data", where=model,
+                           fix="pass --data with a test JSONL or a prepared directory")
+    return trained_on
 
 
 def load_test_records(data: str) -> list[dict[str, Any]]:
