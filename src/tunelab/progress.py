@@ -21,9 +21,12 @@ def quiet_library_output() -> None:
     weights", "Writing model shards") and MLflow's INFO lines only bury it. Download bars from
     the Hugging Face Hub stay: a multi-GB download deserves one."""
     import logging
+    import os
 
     from huggingface_hub.utils import enable_progress_bars
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # also turns the hub's bars off...
     enable_progress_bars()  # ...so turn those back on
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow sets its loggers' level from this variable when it is imported (INFO by default)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case it was imported already
