@@ -311,13 +311,10 @@ def monitor(
     overrides += flag_overrides("monitor.", prediction_log=log, reference=reference, window=window,
                                 rollback=None if rollback is None else str(rollback).lower(), registry=registry,
                                 out_dir=out_dir)
-    m = load_config(inputs[0] if inputs else None, overrides).monitor
+    cfg = load_config(inputs[0] if inputs else None, overrides).monitor
     from tunelab.monitor import run as monitor_run
 
-    result = monitor_run.run(m.prediction_log, m.reference, window=m.window, psi_threshold=m.psi_threshold,
-                             p_value=m.p_value, min_confidence_drop=m.min_confidence_drop, rollback=m.rollback,
-                             registry=m.registry, out_dir=m.out_dir, min_samples=m.min_samples,
-                             max_error_rate=m.max_error_rate, bins=m.bins, eval_report=m.eval_report)
+    result = monitor_run.run(cfg)
     report = result.report
     tested = sum(f["p_value"] is not None for f in report["features"])
     out.print(f"monitor: {report['window']['predictions']:,} predictions against {report['reference']['source']}; "

@@ -305,7 +305,7 @@ class MonitorConfig(Section):
     bins: int = Field(10, ge=2, description="Quantile bins of the reference for the PSI of numeric features.")
     eval_report: str | None = Field(None, description="Evaluation report.json whose mean confidence is the reference (default: RUN/eval/report.json of the served run).")
     rollback: bool = Field(False, description="Roll the served version back to the previous one when drift is found.")
-    registry: str = Field("registry.json", description="Model registry the rollback acts on.")
+    registry: str | None = Field("registry.json", description="Model registry the rollback acts on and the served runs are found in (None: none).")
     out_dir: str = Field("monitor", description="Directory the drift report is written to.")
 
 

@@ -7,7 +7,6 @@ logits on a few prompts (the run's own validation data when it recorded some) be
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.files import manifest, write_json, write_text
+from tunelab.train.run_dir import RunDir
 
 CHECK_PROMPTS = 4
 CHECK_MAX_TOKENS = 128
@@ -46,11 +46,9 @@ class ExportResult:
 
 def run(run_dir: str | Path, *, merge: bool, out_dir: str | Path | None = None,
         tolerance: float | None = None) -> ExportResult:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise TunelabError("run directory not found", where=str(run_dir),
-                           fix="give the output directory of `tunelab train`")
-    is_adapter = (run_dir / "adapter_config.json").is_file()
+    run = RunDir.open(run_dir)
+    run_dir = run.path
+    is_adapter = run.is_adapter
     if not merge:
         what = ("the adapter loads with PEFT as it is; pass --merge to fold it into its base model"
                 if is_adapter else "the run holds a full model that transformers loads as it is")
@@ -61,9 +59,7 @@ def run(run_dir: str | Path, *, merge: bool, out_dir: str | Path | None = None,
                            fix="use the run directory as it is: transformers loads it without merging")
     out_dir = Path(out_dir) if out_dir else run_dir / "merged"
     _check_destination(out_dir)
-    run_manifest = _read_json(run_dir / "manifest.json")
-    task = run_manifest.get("task") or _task_from_adapter(run_dir)
-    labels = run_manifest.get("labels")
+    task, labels = run.task, run.labels
 
     from tunelab.models.load import load_tokenizer
     tokenizer = load_tokenizer(str(run_dir))
@@ -73,7 +69,7 @@ def run(run_dir: str | Path, *, merge: bool, out_dir: str | Path | None = None,
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     limit = tolerance if tolerance is not None else TOLERANCE.get(dtype, 1e-2)
 
-    prompts, source = check_prompts(run_dir, task, tokenizer)
+    prompts, source = check_prompts(run, task, tokenizer)
     encoded = [tokenizer(p, return_tensors="pt", truncation=True, max_length=CHECK_MAX_TOKENS,
                          add_special_tokens=task == "classification") for p in prompts]
     before = logits_of(model, encoded)
@@ -87,16 +83,20 @@ def run(run_dir: str | Path, *, merge: bool, out_dir: str | Path | None = None,
 
     check = {"prompts": len(prompts), "prompt_source": source, "max_abs_logit_diff": diff, "tolerance": limit,
              "dtype": dtype}
-    base = run_manifest.get("base_model") or {
-        "id": _read_json(run_dir / "adapter_config.json").get("base_model_name_or_path")}
-    _save(merged, tokenizer, out_dir, run_dir, run_manifest, base, task, check)
+    base = {"id": run.base_model_id, "path": run.base_model}
+    _save(merged, tokenizer, out_dir, run, base, task, check)
     return ExportResult(run_dir, out_dir, f"merged adapter into {base['id']}; "
                         f"logits agree within {diff:.2g} (tolerance {limit:g}) on {len(prompts)} {source} prompts; "
                         f"saved to {out_dir}", diff, limit)
 
 
 def load_adapter_model(run_dir: Path, task: str, labels: list[str] | None):
+    """The adapter on its base, unmerged (the merge is what gets checked)."""
     from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+
+    from tunelab.models.load import check_adapter_base
+    base = RunDir(run_dir).adapter_base
+    check_adapter_base(run_dir, base)
     kwargs: dict[str, Any] = {}
     if task == "classification":
         auto = AutoPeftModelForSequenceClassification
@@ -108,7 +108,6 @@ def load_adapter_model(run_dir: Path, task: str, labels: list[str] | None):
     try:
         model = auto.from_pretrained(str(run_dir), **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:
-        base = _read_json(run_dir / "adapter_config.json").get("base_model_name_or_path")
         why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise TunelabError(f"cannot load the adapter onto its base model '{base}' ({why})", where=str(run_dir),
                            fix="make the base model available at that path (adapter_config.json "
@@ -116,10 +115,10 @@ def load_adapter_model(run_dir: Path, task: str, labels: list[str] | None):
     return model.eval()
 
 
-def check_prompts(run_dir: Path, task: str, tokenizer) -> tuple[list[str], str]:
+def check_prompts(run: RunDir, task: str, tokenizer) -> tuple[list[str], str]:
     """Up to CHECK_PROMPTS texts to compare logits on: the run's validation records when the
     config still points at them, else fixed prompts (chat-rendered for generative tasks)."""
-    records = _validation_records(run_dir)
+    records = _validation_records(run)
     texts = [t for t in (_render(r, task, tokenizer) for r in records[:CHECK_PROMPTS]) if t]
     if texts:
         return texts, "validation"
@@ -131,17 +130,13 @@ def check_prompts(run_dir: Path, task: str, tokenizer) -> tuple[list[str], str]:
     return [m[-1]["content"] for m in FIXED_CONVERSATIONS], "fixed"
 
 
-def _validation_records(run_dir: Path) -> list[dict[str, Any]]:
-    import yaml
+def _validation_records(run: RunDir) -> list[dict[str, Any]]:
     from tunelab.train.data import load_files
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        return []
-    train = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train") or {}
-    if not train.get("data"):
+    sources = run.training_sources()
+    if not sources:
         return []
     try:
-        return load_files(train["data"], train.get("eval_data"))[1]
+        return load_files(sources[0]["data"], sources[0]["eval_data"])[1]
     except (TunelabError, OSError, ValueError):
         return []  # the data has moved since training: fixed prompts still check the merge
 
@@ -165,8 +160,8 @@ def logits_of(model, encoded: list[dict]) -> list:
         return [model(**batch).logits.float() for batch in encoded]
 
 
-def _save(merged, tokenizer, out_dir: Path, run_dir: Path, run_manifest: dict[str, Any], base: dict[str, Any],
-          task: str, check: dict[str, Any]) -> None:
+def _save(merged, tokenizer, out_dir: Path, run: RunDir, base: dict[str, Any], task: str,
+          check: dict[str, Any]) -> None:
     """Write into a temporary directory beside out_dir and rename it into place, so a failed
     save never leaves a half-written model under the final name."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -177,11 +172,11 @@ def _save(merged, tokenizer, out_dir: Path, run_dir: Path, run_manifest: dict[st
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         outputs = {p.name: p for p in tmp.iterdir() if p.is_file()}
-        extra = {"source_run": str(run_dir), "base_model": base, "task": task, "labels": run_manifest.get("labels"),
+        extra = {"source_run": str(run.path.resolve()), "base_model": base, "task": task, "labels": run.labels,
                  "merge_check": check}
-        write_text(tmp / "README.md", _card(base["id"], run_dir, out_dir, task, check))
-        inputs = {n: run_dir / n for n in ("adapter_config.json", "adapter_model.safetensors")
-                  if (run_dir / n).is_file()}
+        write_text(tmp / "README.md", _card(base["id"], run.path, out_dir, task, check))
+        inputs = {n: run.path / n for n in ("adapter_config.json", "adapter_model.safetensors")
+                  if (run.path / n).is_file()}
         config = {"merge": True, "tolerance": check["tolerance"]}
         write_json(tmp / "manifest.json", manifest(stage="export", inputs=inputs, outputs=outputs, config=config,
                                                    extra=extra))
@@ -215,18 +210,6 @@ model = {auto}.from_pretrained("{out_dir}")
 
 def _check_destination(out_dir: Path) -> None:
     if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
-                             and _read_json(out_dir / "manifest.json").get("stage") != "export"):
+                             and RunDir(out_dir).manifest.get("stage") != "export"):
         raise TunelabError("the output directory already exists and is not an earlier export", where=str(out_dir),
                            fix="remove it or choose another --out")
-
-
-def _task_from_adapter(run_dir: Path) -> str:
-    task_type = _read_json(run_dir / "adapter_config.json").get("task_type")
-    return "classification" if task_type == "SEQ_CLS" else "sft"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

@@ -13,22 +13,26 @@ from tunelab.evaluate import calibration, fairness, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.metrics import HEADLINE, METRIC_FUNCTIONS, classification_metrics, macro_f1, slice_metrics
 from tunelab.evaluate.predict import classify, load_classifier
+from tunelab.train.run_dir import RunDir
 
 BUILTIN_BASELINES = ("probe", "base")
 
 
-def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, baselines: list[str], settings,
+def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str], baselines: list[str], settings,
              data_where: str, progress) -> dict[str, Any]:
     """The task-specific part of report.json (metrics, baselines, comparisons, calibration,
-    slices, fairness, robustness, latency, timing) for a classifier."""
+    slices, fairness, robustness, latency, timing) for a classifier. Every system reads each
+    input as the tuned model was trained to: with its task's prefix, truncated where training
+    truncated."""
     tuned, tokenizer = load_classifier(model)
     labels = [tuned.config.id2label[i] for i in range(tuned.config.num_labels)]
     y_true = label_indices(records, labels, data_where)
-    texts = [r["text"] for r in records]
-    prefix, max_length = run_info["prefix"], run_info["max_length"]
+    raw_texts = [r["text"] for r in records]
+    texts = [prefix + text for prefix, text in zip(prefixes, raw_texts)]
+    max_length = run.max_length
 
     def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return classify(tuned, tokenizer, batch, prefix=prefix, max_length=max_length)
+        return classify(tuned, tokenizer, batch, max_length=max_length)
 
     progress("scoring the tuned model")
     started = time.perf_counter()
@@ -37,7 +41,7 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
                          "seconds": time.perf_counter() - started, "source": model}}
     for name in baselines:
         progress(f"scoring baseline {name}")
-        systems[name] = baseline_predictions(name, run_info, labels, texts, settings.seed)
+        systems[name] = baseline_predictions(name, run, labels, texts, settings.seed)
 
     scores = {name: classification_metrics(y_true, s["predictions"], labels, probabilities=s["probabilities"],
                                            bins=settings.calibration_bins) for name, s in systems.items()}
@@ -47,7 +51,7 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
                           for metric in HEADLINE}
                    for name, s in systems.items() if name != "tuned"}
     progress("robustness re-runs")
-    robust = robustness_section(predict, texts, y_true, predicted, len(labels), settings.robustness)
+    robust = robustness_section(predict, raw_texts, prefixes, y_true, predicted, len(labels), settings.robustness)
     progress("latency")
     timing = latency_section(predict, systems, texts, settings.latency)
     return {
@@ -76,31 +80,31 @@ def label_indices(records, labels: list[str], where: str) -> np.ndarray:
     return np.array([index[r["label"]] for r in records])
 
 
-def baseline_predictions(name: str, run_info: dict[str, Any], labels: list[str], texts: list[str],
+def baseline_predictions(name: str, run: RunDir, labels: list[str], texts: list[str],
                          seed: int) -> dict[str, Any]:
     """A baseline's predictions and probabilities on texts; "predict" is its batch classifier for
     latency (None for the probe, which is not a model one would serve)."""
     started = time.perf_counter()
-    if name in BUILTIN_BASELINES and not (run_info["base"] and run_info["config"]):
+    if name in BUILTIN_BASELINES and not (run.base_model and run.is_run):
         raise TunelabError(f"baseline '{name}' needs a run directory from `tunelab train` (its manifest names "
                            "the base model and training data)")
     if name == "probe":
-        train_texts, train_labels = training_examples(run_info["config"], labels)
-        predictions, probabilities = cheap.embedding_probe(run_info["base"], train_texts, train_labels, texts,
-                                                           seed=seed, max_length=run_info["max_length"])
+        train_texts, train_labels = training_examples(run, labels)
+        predictions, probabilities = cheap.embedding_probe(run.base_model, train_texts, train_labels, texts,
+                                                           seed=seed, max_length=run.max_length)
         return {"predictions": predictions, "probabilities": probabilities, "predict": None,
-                "seconds": time.perf_counter() - started, "source": run_info["base"]}
-    model, tokenizer, source = baseline_model(name, run_info, labels, seed)
+                "seconds": time.perf_counter() - started, "source": run.base_model}
+    model, tokenizer, source = baseline_model(name, run, labels, seed)
 
     def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return classify(model, tokenizer, batch, max_length=run_info["max_length"])
+        return classify(model, tokenizer, batch, max_length=run.max_length)
 
     predictions, probabilities = predict(texts)
     return {"predictions": predictions, "probabilities": probabilities, "predict": predict,
             "seconds": time.perf_counter() - started, "source": source}
 
 
-def baseline_model(name: str, run_info: dict[str, Any], labels: list[str], seed: int):
+def baseline_model(name: str, run: RunDir, labels: list[str], seed: int):
     """(model, tokenizer, source) of the base model with a new head, or of a classifier directory."""
     if name != "base":
         return (*load_classifier(name), name)
@@ -108,8 +112,8 @@ def baseline_model(name: str, run_info: dict[str, Any], labels: list[str], seed:
 
     from tunelab.models.load import load_model, load_tokenizer
     torch.manual_seed(seed)  # the untrained head is random: seed it so reruns agree
-    model = load_model(run_info["base"], "classification", labels=labels).eval()
-    return model, load_tokenizer(run_info["base"]), run_info["base"]
+    model = load_model(run.base_model, "classification", labels=labels).eval()
+    return model, load_tokenizer(run.base_model), run.base_model
 
 
 def latency_section(predict, systems: dict[str, dict[str, Any]], texts: list[str], settings) -> dict[str, Any]:
@@ -129,14 +133,12 @@ def latency_section(predict, systems: dict[str, dict[str, Any]], texts: list[str
     return timing
 
 
-def training_examples(config: dict[str, Any], labels: list[str]) -> tuple[list[str], list[int]]:
-    """The same training examples the fine-tune saw (its data, sampled as it was sampled)."""
-    from tunelab.train.data import load_training_data
-    train = config["train"]
-    data = load_training_data(train["data"], None, None, train["seed"]).sample(train.get("max_train_examples"),
-                                                                               train["seed"])
+def training_examples(run: RunDir, labels: list[str]) -> tuple[list[str], list[int]]:
+    """The same training examples the fine-tune saw: its data, stages or mixture, sampled and
+    prefixed as training sampled and prefixed them."""
+    records = run.training_records()
     index = {label: i for i, label in enumerate(labels)}
-    return [r["text"] for r in data.train], [index[r["label"]] for r in data.train]
+    return [r["text"] for r in records], [index[r["label"]] for r in records]
 
 
 def slices_section(records, y_true, predicted, labels) -> dict[str, Any]:
@@ -158,17 +160,18 @@ def fairness_section(records, y_true, predicted, labels, settings) -> dict[str, 
                                    labels, max_gap=settings.max_gap, min_group_size=settings.min_group_size)
 
 
-def robustness_section(predict, texts, y_true, predicted, n_labels, settings) -> dict[str, Any] | None:
+def robustness_section(predict, texts, prefixes, y_true, predicted, n_labels, settings) -> dict[str, Any] | None:
+    """Each perturbation hits the input a user wrote, never the task prefix training put before it."""
     if not settings.perturbations:
         return None
     # a seeded sample, not the first rows: test files are often ordered (by label, by source)
     chosen = robustness.sample_indices(len(texts), settings.max_examples, settings.seed)
-    texts = [texts[i] for i in chosen]
+    texts, prefixes = [texts[i] for i in chosen], [prefixes[i] for i in chosen]
     y_true, predicted = y_true[chosen], predicted[chosen]
     runs = {}
     for kind in settings.perturbations:
         perturbed = robustness.perturb_texts(texts, kind, seed=settings.seed, typo_rate=settings.typo_rate)
-        after, _ = predict(perturbed)
+        after, _ = predict([prefix + text for prefix, text in zip(prefixes, perturbed)])
         runs[kind] = (macro_f1(y_true, after, n_labels), after == y_true)
     return robustness.robustness_report("macro_f1", macro_f1(y_true, predicted, n_labels), predicted == y_true, runs,
                                         len(chosen))

@@ -13,19 +13,23 @@ from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.generate import (corpus_log_likelihood, corpus_perplexity, generate_answers, load_generator, prompt_texts,
                                        reference_log_likelihood)
 from tunelab.evaluate.metrics import exact_match_scores, generative_example_scores, generative_metrics, slice_means
+from tunelab.train.data import with_prefix
+from tunelab.train.run_dir import RunDir
 
 # per-example scores the paired bootstrap resamples (corpus BLEU is reported, not compared)
 COMPARED = ("exact_match", "token_f1", "chrf", "rougeL")
 
 
-def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, baselines: list[str], settings,
+def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str], baselines: list[str], settings,
              data_where: str, progress) -> dict[str, Any]:
-    """The task-specific part of report.json for a chat model."""
-    conversations = [{"messages": r["messages"]} for r in records]
+    """The task-specific part of report.json for a chat model. Each conversation's first user
+    turn carries its task's prefix, as in training."""
+    conversations = [{"messages": with_prefix(r, prefix)["messages"] if prefix else r["messages"]}
+                     for r, prefix in zip(records, prefixes)]
     references = [r["messages"][-1]["content"] for r in records]
     systems = {"tuned": score_system(model, model, conversations, references, settings, progress)}
     for name in baselines:
-        systems[name] = score_system(name, baseline_source(name, run_info), conversations, references, settings,
+        systems[name] = score_system(name, baseline_source(name, run), conversations, references, settings,
                                      progress)
     tuned = systems["tuned"]
     comparisons = {name: {metric: paired_bootstrap(_mean_of_scores, tuned["examples"][metric],
@@ -41,7 +45,7 @@ def evaluate(model: str, records: list[dict], run_info: dict[str, Any], *, basel
     progress("latency")
     timing = latency_section(systems, conversations, settings)
     progress("forgetting")
-    kept = forgetting_section(model_obj, tokenizer, run_info, settings.forgetting)
+    kept = forgetting_section(model_obj, tokenizer, run, settings.forgetting)
     return {
         "metrics": tuned["metrics"],
         "baselines": {name: {**s["metrics"], "source": s["source"]} for name, s in systems.items() if name != "tuned"},
@@ -81,15 +85,15 @@ def _mean_of_scores(_, scores) -> float:
     return float(np.mean(scores))
 
 
-def baseline_source(name: str, run_info: dict[str, Any]) -> str:
+def baseline_source(name: str, run: RunDir) -> str:
     if name == "probe":
         raise TunelabError("baseline 'probe' is a classification baseline",
                            fix="compare a chat model with base or another model directory")
     if name == "base":
-        if not run_info["base"]:
+        if not run.base_model:
             raise TunelabError("baseline 'base' needs a run directory from `tunelab train` (its manifest names "
                                "the base model)")
-        return run_info["base"]
+        return run.base_model
     return name
 
 
@@ -147,16 +151,16 @@ def slices_section(records, example_scores) -> dict[str, Any]:
     return slices
 
 
-def forgetting_section(model, tokenizer, run_info, settings) -> dict[str, Any] | None:
+def forgetting_section(model, tokenizer, run: RunDir, settings) -> dict[str, Any] | None:
     """Perplexity of general text (or of a general task's replies) under the tuned model and its
     base: retention = base / tuned."""
     if not settings.data:
         return None
-    if not run_info["base"]:
+    if not run.base_model:
         raise TunelabError("the forgetting check needs the base model, named by a run directory's manifest",
                            where=settings.data, fix="evaluate a run directory from `tunelab train`")
     general = forgetting.load_general_data(settings.data, settings.max_examples)
-    base, base_tokenizer = load_generator(run_info["base"])
+    base, base_tokenizer = load_generator(run.base_model)
     tuned_ppl = forgetting.general_perplexity(model, tokenizer, general)
     base_ppl = forgetting.general_perplexity(base, base_tokenizer, general)
     return forgetting.forgetting_report("perplexity", tuned_ppl, base_ppl, settings.min_retention, settings.data)

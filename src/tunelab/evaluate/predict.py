@@ -6,16 +6,15 @@ import torch
 
 
 def load_classifier(path: str):
-    """A classifier from a run directory (full model or PEFT adapter) or any HF directory."""
-    from pathlib import Path
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    if (Path(path) / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForSequenceClassification
-        model = AutoPeftModelForSequenceClassification.from_pretrained(path)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
-    return model.eval(), AutoTokenizer.from_pretrained(path)
+    """(model, tokenizer) of a classifier: a run directory (full model, or an adapter merged onto
+    its base with a head of the run's labels) or any Hugging Face classifier directory, through
+    the one model loader every stage uses."""
+    from tunelab.models.load import load_model, load_tokenizer
+    model = load_model(path, "classification")
+    tokenizer = load_tokenizer(path)
+    if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # as in training: decoders find the last token by it
+    return model.eval(), tokenizer
 
 
 @torch.inference_mode()

@@ -6,13 +6,10 @@ forgetting, over-fitting, latency, a KPI/cost summary and an optional deploy gat
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from tunelab.config import EvalConfig
 from tunelab.errors import TunelabError
@@ -24,6 +21,7 @@ from tunelab.evaluate.latency import device_description
 from tunelab.evaluate.overfitting import overfitting_report
 from tunelab.evaluate.report import render_html, render_markdown
 from tunelab.files import read_jsonl, write_json, write_jsonl, write_text
+from tunelab.train.run_dir import RunDir
 
 
 @dataclass
@@ -39,24 +37,24 @@ class EvalResult:
 def run(cfg: EvalConfig, model: str, data: str | None, *, out_dir: str | Path, gate: bool = False,
         progress: Callable[[str], None] = lambda message: None) -> EvalResult:
     out_dir = Path(out_dir)
-    run_info = read_run(model)
-    data = data or training_test_split(model, run_info)
-    records = load_test_records(data)
+    run = RunDir.open(model)
+    data, records = test_records(run, data)
     task = "classification" if "text" in records[0] else "generative"
     evaluator = classification if task == "classification" else generative
-    section = evaluator.evaluate(model, records, run_info, baselines=baseline_names(cfg.baselines),
-                                 settings=cfg, data_where=str(data), progress=progress)
+    section = evaluator.evaluate(model, records, run, prefixes=input_prefixes(run, records),
+                                 baselines=baseline_names(cfg.baselines), settings=cfg, data_where=data,
+                                 progress=progress)
     predictions = section.pop("predictions", None)
     headline = section.pop("headline")
     tokens_per_request = section.pop("tokens_per_request")
     report = {"task": task, "model": model, "data": str(data), "device": device_description(),
               "labels": section.pop("labels", None), **section}
     report.setdefault("forgetting", None)
-    report["overfitting"] = overfitting_report(Path(model) / "metrics.jsonl") if run_info["config"] else None
+    report["overfitting"] = overfitting_report(run.path / "metrics.jsonl") if run.is_run else None
     report["kpi"] = kpi_report(headline=headline, tuned=report["metrics"], baselines=report["baselines"],
                                comparisons=report["comparisons"], latency=report["latency"],
                                baseline_latency=(report["latency"] or {}).get("baseline"),
-                               cost=cfg.cost.model_dump(), training_seconds=run_info["training_seconds"],
+                               cost=cfg.cost.model_dump(), training_seconds=run.training_seconds,
                                measured_tokens_per_request=tokens_per_request)
     report["gate"] = evaluate_gates(report, minimums=cfg.gate.min, maximums=cfg.gate.max,
                                     better_than=cfg.gate.better_than, headline=headline) if gate else None
@@ -70,32 +68,28 @@ def baseline_names(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))  # --baseline base --baseline base compares once
 
 
-def read_run(model: str) -> dict[str, Any]:
-    """What the run directory says about its base model, training data, task prefix and time."""
-    path = Path(model)
-    if not path.exists():
-        raise TunelabError("model not found", where=model, fix="give a run directory from `tunelab train`")
-    manifest_file = path / "manifest.json"
-    if not manifest_file.is_file():
-        return {"base": None, "config": None, "prefix": "", "training_seconds": None, "max_length": 512}
-    manifest = json.loads(manifest_file.read_text())
-    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else None
-    prefixes = manifest.get("task_prefixes") or {}
-    return {"base": manifest.get("base_model", {}).get("path"), "config": config,
-            "prefix": next(iter(prefixes.values())) if len(prefixes) == 1 else "",
-            "training_seconds": manifest.get("wall_time_s"),
-            # inputs are truncated where training truncated them: the model never saw more
-            "max_length": ((config or {}).get("train") or {}).get("max_length") or 512}
-
-
-def training_test_split(model: str, run_info: dict[str, Any]) -> str:
-    """The test split prepared beside the data the run trained on: what `tunelab data prepare`
-    held out for exactly this."""
-    trained_on = ((run_info["config"] or {}).get("train") or {}).get("data")
-    if not trained_on or not (Path(trained_on) / "test.jsonl").is_file():
-        raise TunelabError("no test data given and none found beside the run's training data", where=model,
+def test_records(run: RunDir, data: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """(where, records): the given test data, else the test split(s) `tunelab data prepare` held
+    out beside the run's training data (one per task of a mixture, each record tagged with its
+    task so it gets that task's prefix)."""
+    if data:
+        return str(data), load_test_records(data)
+    sources = run.test_sources()
+    if not sources:
+        raise TunelabError("no test data given and none found beside the run's training data", where=str(run.path),
                            fix="pass --data with a test JSONL or a prepared directory")
-    return trained_on
+    records = []
+    for source in sources:
+        found = load_test_records(source["path"])
+        if source["task"]:
+            found = [{**r, "meta": {**(r.get("meta") or {}), "task": source["task"]}} for r in found]
+        records += found
+    return ", ".join(s["path"] for s in sources), records
+
+
+def input_prefixes(run: RunDir, records: list[dict[str, Any]]) -> list[str]:
+    """The prefix each test input gets: its task's (meta.task), as in training."""
+    return [run.prefix((r.get("meta") or {}).get("task")) for r in records]
 
 
 def load_test_records(data: str) -> list[dict[str, Any]]:

@@ -3,8 +3,6 @@ Hugging Face directory, a previous tunelab run directory, or `default` for the e
 from __future__ import annotations
 
 from contextlib import contextmanager
-
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +13,30 @@ OFFLINE_FIX = "give a local directory, or go online once (HF_HUB_OFFLINE=0) so t
 
 
 def resolve_model_path(name_or_path: str) -> str:
+    """The embedded default's directory, a local path made absolute (so what is recorded from it,
+    in a manifest or PEFT's adapter_config.json, loads from any working directory), or a hub id
+    as given."""
     if name_or_path == DEFAULT:
         from tunelab.examples import default_model_path
         return str(default_model_path())
-    return name_or_path
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
 
 
 def adapter_base(path: str | Path) -> str | None:
     """The base model of a PEFT adapter directory, or None when `path` is not one."""
-    config = Path(path) / "adapter_config.json"
-    if not config.is_file():
-        return None
-    return json.loads(config.read_text())["base_model_name_or_path"]
+    from tunelab.train.run_dir import RunDir
+    return RunDir(path).adapter_base
+
+
+def check_adapter_base(adapter_dir: str | Path, base: str) -> None:
+    """An adapter's base must be where its adapter_config.json says: name the missing path,
+    rather than letting the hub loader report a misleading 'repo id' error."""
+    if Path(base).is_absolute() or base.startswith((".", "~")) or Path(base).exists():
+        if not Path(base).expanduser().exists():
+            raise TunelabError(f"the base model of this adapter is not at {base}", where=str(adapter_dir),
+                               fix="put the base model back at that path, or edit base_model_name_or_path in "
+                                   "adapter_config.json to where it is now")
 
 
 def _why(exc: Exception) -> str:
@@ -48,9 +58,11 @@ def load_model_config(name_or_path: str):
     """The model's config only (no weights): what the pre-flight memory estimate needs."""
     from transformers import AutoConfig
     resolved = resolve_model_path(name_or_path)
-    base = adapter_base(resolved) or resolved
+    base = adapter_base(resolved)
+    if base is not None:
+        check_adapter_base(resolved, base)
     try:
-        return AutoConfig.from_pretrained(base)
+        return AutoConfig.from_pretrained(base or resolved)
     except (OSError, ValueError) as exc:
         raise TunelabError(f"cannot load the config of model '{name_or_path}' ({_why(exc)})", fix=OFFLINE_FIX) from None
 
@@ -92,12 +104,20 @@ def _quiet_new_head(new_head_expected: bool):
 
 def load_model(name_or_path: str, task: str, *, labels: list[str] | None = None,
                quantization_config: Any = None, dtype: Any = None):
-    """A model ready to train for `task` ("sft"/"dpo": causal LM, "classification": a sequence
-    classifier with a head for `labels`). A run directory holding an adapter is loaded onto its
-    base and merged, so a new stage trains on top of the previous one's weights."""
+    """The one model loader of every stage: a model for `task` ("classification": a sequence
+    classifier with a head for `labels`, by default the run's own; anything else a causal LM).
+    A run directory holding an adapter is loaded onto its base and merged, so training goes on
+    from its weights and evaluation sees what serving sees."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from tunelab.train.run_dir import RunDir
     resolved = resolve_model_path(name_or_path)
-    base = adapter_base(resolved)
+    run = RunDir(resolved)
+    base = run.adapter_base
+    if base is not None:
+        check_adapter_base(resolved, base)
+    if task == "classification" and labels is None:
+        labels = run.labels or ["LABEL_0", "LABEL_1"]
     kwargs: dict[str, Any] = {}
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -117,6 +137,11 @@ def load_model(name_or_path: str, task: str, *, labels: list[str] | None = None,
             model = PeftModel.from_pretrained(auto.from_pretrained(base, **kwargs), resolved)
             return model.merge_and_unload()
     except (OSError, ValueError) as exc:
+        if base is not None and not Path(base).exists():
+            raise TunelabError(f"cannot load the adapter's base model '{base}': it is not a directory here, and "
+                               f"loading it as a hub id failed ({_why(exc)})", where=str(resolved),
+                               fix="run from the directory training ran in, or set base_model_name_or_path in "
+                                   "adapter_config.json to the base model's absolute path") from None
         local = Path(resolved).exists()
         fix = "check that the directory holds config.json and model weights" if local else OFFLINE_FIX
         raise TunelabError(f"cannot load model '{name_or_path}' ({_why(exc)})", fix=fix) from None

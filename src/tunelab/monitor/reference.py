@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tunelab.errors import TunelabError
 from tunelab.files import read_jsonl
+from tunelab.train.run_dir import RunDir
 
 HELD_OUT = ("val.jsonl", "test.jsonl")
 
@@ -80,7 +79,7 @@ def served_run_dir(registry: str | Path | None, model_versions: list[str]) -> Pa
     if live and live.get("path"):
         return Path(live["path"])
     for version in model_versions:
-        if version and (Path(version) / "config.yaml").is_file():
+        if version and RunDir(version).config:
             return Path(version)
     return None
 
@@ -95,19 +94,18 @@ def _registry_entries(registry: str | Path | None) -> dict[str, Any]:
 
 
 def training_data_of(run_dir: Path) -> str:
-    """The data a run was trained on, from its resolved config.yaml: train.eval_data when set
-    (a held-out file), else train.data, else the first train.mix entry."""
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
+    """The held-out data of the run (RunDir.held_out_data: train.eval_data when set, else its
+    first training source), as it can be opened from here."""
+    run = RunDir(run_dir)
+    if not run.config:
         raise TunelabError("the served run has no config.yaml to find its training data", where=str(run_dir),
                            fix="pass --reference with a prepared directory or JSONL file")
-    train = (yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}).get("train") or {}
-    data = train.get("eval_data") or train.get("data") or next((m.get("data") for m in train.get("mix") or []), None)
+    data = run.held_out_data()
     if not data:
-        raise TunelabError("the served run's config.yaml names no training data", where=str(config_file),
+        raise TunelabError("the served run's config.yaml names no training data", where=str(run_dir / "config.yaml"),
                            fix="pass --reference with a prepared directory or JSONL file")
     if not Path(data).exists():
-        raise TunelabError(f"the served run's training data {data} is not here", where=str(config_file),
+        raise TunelabError(f"the served run's training data {data} is not here", where=str(run_dir / "config.yaml"),
                            fix="run the monitor from the directory training ran in, or pass --reference")
     return data
 
@@ -133,8 +131,8 @@ def evaluated_confidence(run_dir: Path | None, eval_report: str | Path | None = 
         if not path.is_file():
             raise TunelabError("evaluation report not found", where=str(path),
                                fix="pass the report.json `tunelab eval` wrote, or leave monitor.eval_report unset")
-    elif run_dir is not None and (run_dir / "eval" / "report.json").is_file():
-        path = run_dir / "eval" / "report.json"
+    elif run_dir is not None and RunDir(run_dir).eval_report_path.is_file():
+        path = RunDir(run_dir).eval_report_path
     else:
         return None
     try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.config import MonitorConfig
 from tunelab.data.pii import PiiDetector
 from tunelab.errors import TunelabError
 from tunelab.files import write_json, write_text
@@ -43,37 +44,35 @@ class MonitorResult:
         return self.report["drifted"]
 
 
-def run(prediction_log: str | Path, reference: str | Path | None, *, window: int, psi_threshold: float,
-        p_value: float, min_confidence_drop: float, rollback: bool, registry: str | Path | None,
-        out_dir: str | Path, min_samples: int = 30, max_error_rate: float = 0.05, bins: int = 10,
-        eval_report: str | Path | None = None) -> MonitorResult:
-    out_dir = Path(out_dir)
-    rows = read_log(prediction_log)
-    current, earlier = split_window(rows, window)
-    ref = resolve_reference(reference, registry, [r.get("model_version") for r in current])
-    thresholds = {"psi": psi_threshold, "p_value": p_value, "min_confidence_drop": min_confidence_drop,
-                  "min_samples": min_samples, "max_error_rate": max_error_rate, "bins": bins}
+def run(cfg: MonitorConfig) -> MonitorResult:
+    out_dir = Path(cfg.out_dir)
+    rows = read_log(cfg.prediction_log)
+    current, earlier = split_window(rows, cfg.window)
+    ref = resolve_reference(cfg.reference, cfg.registry, [r.get("model_version") for r in current])
+    thresholds = {"psi": cfg.psi_threshold, "p_value": cfg.p_value, "min_confidence_drop": cfg.min_confidence_drop,
+                  "min_samples": cfg.min_samples, "max_error_rate": cfg.max_error_rate, "bins": cfg.bins}
     detector = PiiDetector()
     sample = ref.records if len(ref.records) <= REFERENCE_SAMPLE else random.Random(0).sample(ref.records,
                                                                                               REFERENCE_SAMPLE)
     features = compare_features(reference_features(sample, detector), log_features(current, detector),
                                 log_features(earlier, detector) if earlier else None,
-                                evaluated_confidence(ref.run_dir, eval_report), thresholds)
+                                evaluated_confidence(ref.run_dir, cfg.eval_report), thresholds)
     features.append(drift.rate_above("error_rate", sum(outcome(r) == "error" for r in current), len(current),
-                                     max_rate=max_error_rate, p_value=p_value) | {"reference_source": "max_error_rate"})
+                                     max_rate=cfg.max_error_rate, p_value=cfg.p_value)
+                    | {"reference_source": "max_error_rate"})
     drifted = any(f["drifted"] for f in features)
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "log": str(prediction_log),
-        "window": window_summary(current, earlier, window),
+        "log": str(cfg.prediction_log),
+        "window": window_summary(current, earlier, cfg.window),
         "reference": {"source": ref.source, "records": len(ref.records), "sampled": len(sample),
                       "run_dir": str(ref.run_dir) if ref.run_dir else None},
         "thresholds": thresholds,
         "features": features,
         "drifted": drifted,
         "alerts": [alert_sentence(f) for f in features if f["drifted"]],
-        "notes": notes(current, min_samples),
-        "rollback": roll_back(registry) if drifted and rollback else None,
+        "notes": notes(current, cfg.min_samples),
+        "rollback": roll_back(cfg.registry) if drifted and cfg.rollback else None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "report.json", report)

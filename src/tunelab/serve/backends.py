@@ -7,7 +7,6 @@ Every method that touches a model runs on the batcher's single model thread.
 """
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from tunelab.errors import TunelabError
 from tunelab.models.load import adapter_base, resolve_model_path
+from tunelab.train.run_dir import RunDir
 
 RUN_ADAPTER = "run"  # PEFT name of the served run's own adapter, when the run is an adapter
 
@@ -60,34 +60,6 @@ class Generation:
     finish_reasons: list[str]  # "stop" (end token or stop string) or "length"
     completion_tokens: list[int]
     prompt_tokens: int
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "manifest.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def run_task(run_dir: str | Path) -> str:
-    """classification or generative, from the manifest, else from the saved configs."""
-    task = read_manifest(run_dir).get("task")
-    if task:
-        return "classification" if task == "classification" else "generative"
-    adapter_config = Path(run_dir) / "adapter_config.json"
-    if adapter_config.is_file():
-        kind = json.loads(adapter_config.read_text()).get("task_type") or ""
-        return "classification" if kind == "SEQ_CLS" else "generative"
-    config = Path(run_dir) / "config.json"
-    if config.is_file():
-        architectures = json.loads(config.read_text()).get("architectures") or []
-        if any(a.endswith("ForSequenceClassification") for a in architectures):
-            return "classification"
-    return "generative"
-
-
-def task_prefix(run_dir: str | Path) -> str:
-    """The prefix training put before every input (a single-task run), which serving must add too."""
-    prefixes = read_manifest(run_dir).get("task_prefixes") or {}
-    return next(iter(prefixes.values())) if len(prefixes) == 1 else ""
 
 
 class StopOnText:
@@ -264,18 +236,11 @@ class TransformersClassifier:
     @classmethod
     def load(cls, run_dir: str | Path) -> "TransformersClassifier":
         from tunelab.evaluate.predict import load_classifier
-        labels = read_manifest(run_dir).get("labels")
-        if adapter_base(run_dir) and labels:
-            # an adapter directory has no config.json to say how big the head is: the manifest does
-            from tunelab.models.load import load_model, load_tokenizer
-            model = load_model(str(run_dir), "classification", labels=labels).eval()
-            tokenizer = load_tokenizer(str(run_dir))
-        else:
-            model, tokenizer = load_classifier(str(run_dir))
+        model, tokenizer = load_classifier(str(run_dir))
         # longer inputs are truncated to what both the tokenizer and the position embeddings allow
         limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
         max_length = min([512] + [int(limit) for limit in limits if limit])
-        return cls(model, tokenizer, prefix=task_prefix(run_dir), max_length=max_length)
+        return cls(model, tokenizer, prefix=RunDir(run_dir).prefix(), max_length=max_length)
 
     def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
         return self.tokenizer(self.prefix + text, add_special_tokens=special_tokens, truncation=True,
@@ -296,7 +261,7 @@ def load_backend(run_dir: str | Path, *, engine: str = "transformers", adapters:
     """The backend for a run directory: a classifier or a generator (transformers or vLLM)."""
     if not Path(run_dir).is_dir():
         raise TunelabError("run directory not found", where=str(run_dir), fix="give a run directory from `tunelab train`")
-    if run_task(run_dir) == "classification":
+    if RunDir(run_dir).is_classifier:
         if adapters:
             raise TunelabError("serve.adapters are for generative runs; a classification run is served alone",
                                where=str(run_dir))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.files import sha256_of, write_json
+from tunelab.files import write_json
 
 
 def now_iso() -> str:
@@ -36,21 +36,10 @@ def empty_registry() -> dict[str, Any]:
 
 
 def run_metadata(run_dir: Path) -> dict[str, Any]:
-    """Task, base model and manifest hash of a run directory, from its manifest.json if any."""
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        return {"task": None, "base_model": None, "manifest_sha256": None}
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TunelabError(f"manifest.json is not readable JSON ({exc})", where=str(manifest_path),
-                           fix="re-run `tunelab train` for this run, or delete the broken manifest") from exc
-    base = manifest.get("base_model") if isinstance(manifest, dict) else None
-    return {
-        "task": manifest.get("task") if isinstance(manifest, dict) else None,
-        "base_model": base.get("id") if isinstance(base, dict) else base,
-        "manifest_sha256": sha256_of(manifest_path),
-    }
+    """Task, base model and manifest hash of a run directory (read through RunDir)."""
+    from tunelab.train.run_dir import RunDir
+    run = RunDir(run_dir)
+    return {"task": run.manifest.get("task"), "base_model": run.base_model_id, "manifest_sha256": run.manifest_sha256}
 
 
 class Registry:

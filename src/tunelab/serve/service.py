@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.files import sha256_of
 from tunelab.serve.backends import load_backend
 from tunelab.serve.batching import DynamicBatcher
 from tunelab.serve.metrics import ServerMetrics
@@ -54,9 +53,8 @@ class LiveModel:
 
 def local_version(run_dir: str | Path) -> str:
     """A version for a run served without a registry: its name and a hash of its manifest."""
-    manifest = Path(run_dir) / "manifest.json"
-    digest = sha256_of(manifest)[:8] if manifest.is_file() else "unversioned"
-    return f"{Path(run_dir).resolve().name}-{digest}"
+    from tunelab.train.run_dir import RunDir
+    return RunDir(run_dir).version
 
 
 def load_live(run_dir: str, version: str, settings: ServeSettings) -> LiveModel:

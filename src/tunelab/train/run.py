@@ -28,7 +28,8 @@ from tunelab.train.arguments import check_supported, training_kwargs
 from tunelab.train.classify import build_classification_trainer, check_class_weights, class_weight_vector
 from tunelab.train.data import KIND_TO_TASK, TrainingData, load_training_data, to_dataset
 from tunelab.train.dpo import build_dpo_trainer, drop_reference_adapter, needs_chat_template
-from tunelab.train.run_dir import configure_tracking, save_weights, tracking_run, write_run_files
+from tunelab.train.run_dir import save_weights, write_run_files
+from tunelab.train.tracking import configure_tracking, tracking_run
 from tunelab.train.sft import build_sft_trainer
 from tunelab.train.stages import (check_stage_kinds, completed_stages, load_weights, planned_stages,
                                   save_snapshot, snapshot_dir)

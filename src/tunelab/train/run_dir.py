@@ -1,62 +1,287 @@
-"""The run directory beside the model: resolved config, manifest, model card; and the
-environment for the experiment tracker."""
+"""The run directory `tunelab train` writes, and RunDir, the one reader of it.
+
+Writing (process 0, at the end of a run): the weights or adapter and tokenizer
+(`save_pretrained`), config.yaml (the resolved config), manifest.json (base model, task,
+labels, task prefixes, data hashes, versions, timings) and the model card README.md.
+
+Reading: every other stage (eval, serve, monitor, export, the registry) asks RunDir, never the
+files: what the task is, its labels and prefixes, the base model an adapter belongs on, the data
+it was trained on and the test split held out beside it, its evaluation report. A directory that
+tunelab did not write (any Hugging Face model directory) answers from its config.json and
+adapter_config.json where it can.
+"""
 from __future__ import annotations
 
-import os
+import json
 import resource
 import subprocess
-from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.files import manifest, sha256_of, write_json, write_text
+from tunelab.train.model_card import model_card
+
+CLASSIFICATION = "classification"
+EVAL_REPORT = Path("eval") / "report.json"
+
+
+class RunDir:
+    """Read-only view of a run directory (or any model directory); files are read once, lazily."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """The run directory at `path`; a one-sentence error when there is none."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise TunelabError("run directory not found", where=str(path),
+                               fix="give the output directory of `tunelab train`")
+        return run
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # the files, as written
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        return _read_json(self.path / "manifest.json") or {}
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The resolved config.yaml of the run ({} for a directory tunelab did not train)."""
+        path = self.path / "config.yaml"
+        if not path.is_file():
+            return {}
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise TunelabError(f"config.yaml is not readable YAML ({exc})", where=str(path),
+                               fix="restore the file `tunelab train` wrote") from None
+        return loaded if isinstance(loaded, dict) else {}
+
+    @cached_property
+    def adapter_config(self) -> dict[str, Any] | None:
+        return _read_json(self.path / "adapter_config.json")
+
+    @cached_property
+    def model_config(self) -> dict[str, Any] | None:
+        return _read_json(self.path / "config.json")
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        return self.config.get("train") or {}
+
+    # what the run is
+
+    @property
+    def is_run(self) -> bool:
+        """Written by `tunelab train` (its manifest names the stage)."""
+        return self.manifest.get("stage") == "train"
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.adapter_config is not None
+
+    @property
+    def task(self) -> str:
+        """The training task (classification, sft, dpo, ...): the manifest's, else what the
+        saved model configs say (a sequence-classification head, or a causal LM)."""
+        if self.manifest.get("task"):
+            return self.manifest["task"]
+        if self.adapter_config is not None:
+            return CLASSIFICATION if self.adapter_config.get("task_type") == "SEQ_CLS" else "sft"
+        architectures = (self.model_config or {}).get("architectures") or []
+        return CLASSIFICATION if any(a.endswith("ForSequenceClassification") for a in architectures) else "sft"
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task == CLASSIFICATION
+
+    @property
+    def labels(self) -> list[str] | None:
+        """A classifier's labels in head order: the manifest's, else config.json's id2label."""
+        if not self.is_classifier:
+            return None
+        if self.manifest.get("labels"):
+            return list(self.manifest["labels"])
+        id2label = (self.model_config or {}).get("id2label") or {}
+        return [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+
+    @property
+    def prefixes(self) -> dict[str, str]:
+        """Task name -> the prefix training put before that task's inputs (multi-task runs)."""
+        return dict(self.manifest.get("task_prefixes") or {})
+
+    @property
+    def tasks(self) -> list[str]:
+        """The named tasks of a multi-task run (train.mix), in order; [] for a single-task run."""
+        named = [s["task"] for s in self.training_sources() if s["task"]]
+        return named or list(self.prefixes)
+
+    def prefix(self, task: str | None = None) -> str:
+        """The prefix training put before the inputs of `task`. Without a task: the run's only
+        prefix (a single-task run was trained with it on every input), else none; a run trained
+        with several prefixes cannot guess, so the input must name its task."""
+        prefixes = self.prefixes
+        if task is None:
+            if len(prefixes) > 1:
+                raise TunelabError(f"this run was trained on several tasks with their own input prefixes "
+                                   f"({', '.join(sorted(prefixes))}), so an input must name its task",
+                                   where=str(self.path), fix="name the task of each input (meta.task in data, "
+                                                             "`task` or `model: RUN:TASK` in a request)")
+            return next(iter(prefixes.values()), "")
+        known = set(self.tasks) | set(prefixes)
+        if known and task not in known:
+            raise TunelabError(f"unknown task {task!r}; this run was trained on {', '.join(sorted(known))}",
+                               where=str(self.path), fix="name one of those tasks")
+        return prefixes.get(task, "")
+
+    @property
+    def adapter_base(self) -> str | None:
+        """The base model an adapter loads onto, as adapter_config.json names it."""
+        return (self.adapter_config or {}).get("base_model_name_or_path")
+
+    @property
+    def base_model(self) -> str | None:
+        """The base model (absolute path or hub id) the run started from: for an adapter the model
+        it loads onto, else the manifest's resolved base."""
+        if self.adapter_base:
+            return self.adapter_base
+        base = self.manifest.get("base_model")
+        return (base.get("path") or base.get("id")) if isinstance(base, dict) else base
+
+    @property
+    def base_model_id(self) -> str | None:
+        """The base model as the user named it (hub id or path as typed)."""
+        base = self.manifest.get("base_model")
+        return base.get("id") if isinstance(base, dict) else (base or self.adapter_base)
+
+    @property
+    def max_length(self) -> int:
+        """Inputs longer than this were truncated in training: later stages truncate alike."""
+        return int(self.train_config.get("max_length") or 512)
+
+    @property
+    def training_seconds(self) -> float | None:
+        return self.manifest.get("wall_time_s")
+
+    @property
+    def manifest_sha256(self) -> str | None:
+        path = self.path / "manifest.json"
+        return sha256_of(path) if path.is_file() else None
+
+    @property
+    def version(self) -> str:
+        """A version for a run served without a registry: its name and a hash of its manifest."""
+        digest = self.manifest_sha256
+        digest = digest[:8] if digest else "unversioned"
+        return f"{self.path.resolve().name}-{digest}"
+
+    # its data
+
+    def data_path(self, recorded: str) -> str:
+        """A data path from config.yaml as it can be opened here: relative paths are relative to
+        the directory training ran in, which may not be this one."""
+        path = Path(recorded)
+        if path.is_absolute() or path.exists() or not self.manifest.get("workdir"):
+            return recorded
+        moved = Path(self.manifest["workdir"]) / path
+        return str(moved) if moved.exists() else recorded
+
+    def training_sources(self) -> list[dict[str, Any]]:
+        """What the run trained on, in order: {"data": path, "task": name or None, "eval_data": ...}
+        for train.data, each of train.stages, or each train.mix entry."""
+        train = self.train_config
+        if train.get("mix"):
+            from tunelab.train.data import mix_task_names
+            entries = [_Entry(m) for m in train["mix"]]
+            return [{"data": self.data_path(e.data), "task": name, "eval_data": None}
+                    for e, name in zip(entries, mix_task_names(entries))]
+        if train.get("stages"):
+            return [{"data": self.data_path(s["data"]), "task": None, "eval_data": None} for s in train["stages"]]
+        if train.get("data"):
+            eval_data = train.get("eval_data")
+            return [{"data": self.data_path(train["data"]), "task": None,
+                     "eval_data": self.data_path(eval_data) if eval_data else None}]
+        return []
+
+    def training_records(self) -> list[dict[str, Any]]:
+        """The training examples exactly as the run saw them (stages concatenated, a mixture
+        mixed and prefixed, each sampled as train.max_train_examples sampled it)."""
+        from tunelab.train.data import load_training_data
+        train = self.train_config
+        seed, limit = train.get("seed", 42), train.get("max_train_examples")
+        sources = self.training_sources()
+        if not sources:
+            raise TunelabError("the run's config.yaml names no training data", where=str(self.path / "config.yaml"),
+                               fix="evaluate a run directory written by `tunelab train`")
+        if train.get("mix"):
+            mix = [_Entry({**m, "data": s["data"]}) for m, s in zip(train["mix"], sources)]
+            return load_training_data(None, None, mix, seed).sample(limit, seed).train
+        records = []
+        for source in sources:
+            records += load_training_data(source["data"], None, None, seed).sample(limit, seed).train
+        return records
+
+    def test_sources(self) -> list[dict[str, Any]]:
+        """The prepared directories whose test.jsonl `tunelab data prepare` held out beside the
+        training data: [{"path": directory, "task": name or None}], one per mixture task (else
+        the first training source's)."""
+        sources = self.training_sources()
+        if not any(s["task"] for s in sources):
+            sources = sources[:1]
+        return [{"path": source["data"], "task": source["task"]} for source in sources
+                if (Path(source["data"]) / "test.jsonl").is_file()]
+
+    def held_out_data(self) -> str | None:
+        """The data a monitor compares traffic with: train.eval_data when set (a held-out file),
+        else the first training source (a prepared directory's val/test splits)."""
+        sources = self.training_sources()
+        if not sources:
+            return None
+        return sources[0]["eval_data"] or sources[0]["data"]
+
+    # what later stages wrote into it
+
+    @property
+    def eval_report_path(self) -> Path:
+        return self.path / EVAL_REPORT
+
+    @cached_property
+    def eval_report(self) -> dict[str, Any] | None:
+        return _read_json(self.eval_report_path)
+
+
+class _Entry:
+    """A train.mix entry from config.yaml, with the attributes train.data's mixing reads."""
+
+    def __init__(self, entry: dict[str, Any]):
+        self.data = entry["data"]
+        self.task = entry.get("task")
+        self.prefix = entry.get("prefix")
+        self.weight = entry.get("weight", 1.0)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file written by tunelab or transformers; None when absent, an error when broken."""
+    if not path.is_file():
+        return None
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TunelabError(f"{path.name} is not readable JSON ({exc})", where=str(path),
+                           fix="restore the file, or re-run the stage that wrote it") from None
+    return loaded if isinstance(loaded, dict) else None
+
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-def configure_tracking(tracking, run_dir: Path) -> str | None:
-    """Point transformers' MLflow/TensorBoard callbacks where the config says; returns the URI.
-
-    Set explicitly on every run, never inherited from an earlier run in the same process: the
-    callbacks read these variables, and mlflow keeps a process-wide tracking URI and experiment
-    that would otherwise send a second run to the first one's store."""
-    if tracking.backend == "mlflow":
-        import mlflow
-        uri = tracking.uri or f"sqlite:///{(Path.cwd() / 'mlruns.db').resolve()}"
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking.experiment
-        mlflow.set_tracking_uri(uri)
-        if int(os.environ.get("RANK", "0")) == 0:  # only the main process logs (and creates the experiment)
-            try:
-                mlflow.set_experiment(tracking.experiment)
-            except Exception as exc:  # noqa: BLE001 (any store error: refuse before training, not after)
-                why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                raise TunelabError(f"cannot open the MLflow tracking store {uri} ({why})",
-                                   fix="check train.tracking.uri, or set train.tracking.backend=none") from None
-        return uri
-    if tracking.backend == "tensorboard":
-        directory = tracking.uri or str(run_dir / "tensorboard")
-        os.environ["TENSORBOARD_LOGGING_DIR"] = directory
-        return directory
-    return None
-
-
-@contextmanager
-def tracking_run(trainer):
-    """One MLflow run open around a stage's training *and* its final evaluation. Left to itself,
-    transformers' MLflowCallback ends its run at train end, and the evaluation after it then
-    logs into a new, unnamed run; with a run already active the callback logs into that one and
-    leaves ending it to us (FINISHED, or FAILED when an exception escapes)."""
-    if "mlflow" not in (trainer.args.report_to or []) or not trainer.is_world_process_zero():
-        yield
-        return
-    import mlflow
-    with mlflow.start_run(run_name=trainer.args.run_name, nested=mlflow.active_run() is not None):
-        yield
 
 
 def model_fingerprint(name_or_path: str) -> str:
@@ -81,6 +306,7 @@ def git_commit() -> str | None:
 
 
 def peak_memory_mb() -> dict[str, float]:
+    import torch
     peak = {"host_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if torch.cuda.is_available():
         peak["gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -100,59 +326,13 @@ def write_run_files(run_dir: Path, *, config: dict[str, Any], base_model: str, r
         "datasets": data_sources, "git_commit": git_commit(), "wall_time_s": round(wall_time_s, 1),
         "peak_memory": peak_memory_mb(), "parameters": {"trainable": trainable[0], "total": trainable[1]},
         "final_metrics": final_metrics, "stages": stages, "interrupted": interrupted,
+        # relative data paths in config.yaml are relative to this directory (RunDir.data_path)
+        "workdir": str(Path.cwd()),
     }
     write_text(run_dir / "README.md", model_card(base_model, task, method, data_sources, final_metrics, trainable,
                                                  labels, prefixes, run_dir))
     write_json(run_dir / "manifest.json", manifest(stage="train", inputs={}, outputs=outputs, config=config,
                                                    extra=extra))
-
-
-def model_card(base_model, task, method, data_sources, metrics, trainable, labels, prefixes, run_dir) -> str:
-    adapter = (run_dir / "adapter_config.json").is_file()
-    auto = "AutoModelForSequenceClassification" if task == "classification" else "AutoModelForCausalLM"
-    if adapter:
-        # an adapter directory has no config.json (one there makes transformers look for full weights),
-        # so the head's size and label names are passed to the base model here
-        head = ""
-        if task == "classification" and labels:
-            ids = dict(enumerate(labels))
-            head = f", num_labels={len(ids)}, id2label={ids!r}, label2id={ {v: k for k, v in ids.items()}!r}"
-        load = (f"from peft import AutoPeftModel{'ForSequenceClassification' if task == 'classification' else 'ForCausalLM'}"
-                f"\nmodel = AutoPeftModel{'ForSequenceClassification' if task == 'classification' else 'ForCausalLM'}"
-                f".from_pretrained(\"{run_dir}\"{head})")
-    else:
-        load = f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{run_dir}\")"
-    metric_lines = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                             for k, v in metrics.items()) or "| (no validation data) | |"
-    data_lines = "\n".join(f"- `{path}` (sha256 `{digest[:16]}…`)" for path, digest in data_sources.items())
-    label_line = f"\nLabels: {', '.join(labels)}\n" if labels else ""
-    prefix_line = ("\nTask prefixes (applied to inputs at serving time): "
-                   + ", ".join(f"{k}: `{v}`" for k, v in prefixes.items()) + "\n") if prefixes else ""
-    return f"""---
-base_model: {base_model}
-library_name: {'peft' if adapter else 'transformers'}
-tags: [tunelab, {task}, {method}]
----
-# Fine-tuned with tunelab
-
-- base model: `{base_model}`
-- task: {task}; method: {method}; trainable parameters: {trainable[0]:,} of {trainable[1]:,}
-{label_line}{prefix_line}
-## Data
-{data_lines}
-
-## Validation metrics (best checkpoint)
-| metric | value |
-|---|---|
-{metric_lines}
-
-## Use
-```python
-{load}
-```
-The full resolved configuration is in `config.yaml`; hashes, versions and timings in `manifest.json`;
-every logged step in `metrics.jsonl`.
-"""
 
 
 def save_weights(trainer, directory: Path, *, merge_adapter: bool) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from tunelab.config import MonitorConfig
+from tunelab.monitor import run as monitor
 from tunelab.serve.predlog import PredictionLog
 
 WORDS = ("the service was quick and friendly staff helped me find what i needed price fair "
@@ -68,3 +70,11 @@ def run_dir(path: Path, data: Path, *, mean_confidence: float | None = None) -> 
         (path / "eval").mkdir(exist_ok=True)
         (path / "eval" / "report.json").write_text(json.dumps({"task": "classification", "calibration": {"bins": bins}}))
     return path
+
+
+def run_monitor(log, reference, **settings):
+    """monitor.run with its whole config section, as the CLI calls it."""
+    values = {"prediction_log": str(log), "reference": None if reference is None else str(reference), **settings}
+    values = {k: str(v) if k in ("out_dir", "registry", "eval_report") and v is not None else v
+              for k, v in values.items()}
+    return monitor.run(MonitorConfig(**values))

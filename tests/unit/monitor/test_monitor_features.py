@@ -6,10 +6,9 @@ import random
 
 import pytest
 
-from monitor_logs import write_jsonl, write_log
+from monitor_logs import run_monitor, write_jsonl, write_log
 from tunelab.data.pii import PiiDetector
 from tunelab.monitor import features
-from tunelab.monitor import run as monitor
 
 
 def chat(user: str, reply: str, system: str | None = None) -> dict:
@@ -73,9 +72,10 @@ def test_generative_traffic_is_compared_on_reply_length(tmp_path):
              "input": json.dumps([{"role": "user", "content": ask()}]), "output": "y" * rng.randint(200, 400),
              "status": 200, "completion_tokens": 50} for _ in range(100)]
     log = write_log(tmp_path / "p.db", rows)
-    result = monitor.run(log, reference, window=100, psi_threshold=0.2, p_value=0.01, min_confidence_drop=0.1,
+    result = run_monitor(log, reference, window=100, psi_threshold=0.2, p_value=0.01, min_confidence_drop=0.1,
                          rollback=False, registry=None, out_dir=tmp_path / "out")
     by_name = {f["feature"]: f for f in result.report["features"]}
     assert by_name["output_chars"]["drifted"] is True and by_name["output_chars"]["reference_source"] == "reference data replies"
     assert by_name["input_words"]["drifted"] is False
     assert "predicted_label" not in by_name and "confidence" not in by_name
+

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from monitor_logs import classification_rows, reference_records, run_dir, write_jsonl, write_log
+from monitor_logs import run_monitor, classification_rows, reference_records, run_dir, write_jsonl, write_log
 from tunelab.errors import TunelabError
 from tunelab.monitor import run as monitor
 from tunelab.serve.registry import Registry
@@ -26,7 +26,7 @@ def reference(tmp_path):
 
 def test_stable_traffic_does_not_drift(tmp_path, reference):
     log = write_log(tmp_path / "p.db", classification_rows(200, seed=1))
-    result = monitor.run(log, reference.parent, out_dir=tmp_path / "out", **SETTINGS)
+    result = run_monitor(log, reference.parent, out_dir=tmp_path / "out", **SETTINGS)
     features = by_name(result.report)
     assert result.drifted is False and result.report["alerts"] == []
     assert {"input_chars", "input_words", "pii", "predicted_label", "error_rate"} <= features.keys()
@@ -43,7 +43,7 @@ def test_shifted_traffic_drifts_feature_by_feature(tmp_path, reference):
     runs = run_dir(tmp_path / "runs" / "sentiment", reference.parent, mean_confidence=0.9)
     log = write_log(tmp_path / "p.db", classification_rows(200, seed=2, words=(30, 60), pos_share=0.1,
                                                            confidence=0.65, version=str(runs)))
-    result = monitor.run(log, None, out_dir=tmp_path / "out", **SETTINGS)
+    result = run_monitor(log, None, out_dir=tmp_path / "out", **SETTINGS)
     features = by_name(result.report)
     assert result.drifted is True
     for name in ("input_chars", "input_words", "predicted_label", "confidence"):
@@ -60,7 +60,7 @@ def test_shifted_traffic_drifts_feature_by_feature(tmp_path, reference):
 def test_earlier_traffic_is_the_reference_for_confidence_and_outcomes(tmp_path, reference):
     log = write_log(tmp_path / "p.db", classification_rows(200, seed=3),
                     classification_rows(200, seed=4, confidence=0.6, blocked_share=0.3))
-    result = monitor.run(log, reference, out_dir=tmp_path / "out", **SETTINGS)
+    result = run_monitor(log, reference, out_dir=tmp_path / "out", **SETTINGS)
     features = by_name(result.report)
     assert result.report["window"]["earlier_predictions"] == 200
     assert features["confidence"]["drifted"] is True and features["confidence"]["reference_source"] == "earlier traffic"
@@ -69,7 +69,7 @@ def test_earlier_traffic_is_the_reference_for_confidence_and_outcomes(tmp_path, 
 
 def test_a_tiny_log_says_so_instead_of_testing(tmp_path, reference):
     log = write_log(tmp_path / "p.db", classification_rows(5, seed=5))
-    result = monitor.run(log, reference, out_dir=tmp_path / "out", **SETTINGS)
+    result = run_monitor(log, reference, out_dir=tmp_path / "out", **SETTINGS)
     assert result.drifted is False
     assert "Only 5 predictions" in result.report["notes"][0]
     assert all(f["p_value"] is None for f in result.report["features"] if f["feature"] != "error_rate")
@@ -78,7 +78,7 @@ def test_a_tiny_log_says_so_instead_of_testing(tmp_path, reference):
 
 def test_errors_are_caught_even_in_a_tiny_log(tmp_path, reference):
     log = write_log(tmp_path / "p.db", classification_rows(5, seed=6, status=500))
-    result = monitor.run(log, reference, out_dir=tmp_path / "out", **SETTINGS)
+    result = run_monitor(log, reference, out_dir=tmp_path / "out", **SETTINGS)
     assert result.drifted is True and by_name(result.report)["error_rate"]["drifted"] is True
     assert result.report["alerts"] == ["Error rate is 100.0% of 5 requests, above the allowed 5.0% (p=3.1e-07)."]
 
@@ -89,7 +89,7 @@ def test_drift_rolls_the_registry_back(tmp_path, reference):
     second = registry.register(run_dir(tmp_path / "runs" / "b", reference.parent))
     registry.promote(second["version"])
     log = write_log(tmp_path / "p.db", classification_rows(200, seed=7, words=(30, 60), version=second["version"]))
-    result = monitor.run(log, None, out_dir=tmp_path / "out", **{**SETTINGS, "rollback": True,
+    result = run_monitor(log, None, out_dir=tmp_path / "out", **{**SETTINGS, "rollback": True,
                                                                  "registry": registry.path})
     assert result.drifted is True
     assert result.report["rollback"] == {"from": second["version"], "to": first["version"], "path": first["path"],
@@ -104,7 +104,7 @@ def test_no_drift_leaves_the_registry_alone(tmp_path, reference):
     second = registry.register(run_dir(tmp_path / "runs" / "b", reference.parent))
     registry.promote(second["version"])
     log = write_log(tmp_path / "p.db", classification_rows(200, seed=8, version=second["version"]))
-    result = monitor.run(log, None, out_dir=tmp_path / "out", **{**SETTINGS, "rollback": True,
+    result = run_monitor(log, None, out_dir=tmp_path / "out", **{**SETTINGS, "rollback": True,
                                                                  "registry": registry.path})
     assert result.drifted is False and result.report["rollback"] is None
     assert registry.live()["version"] == second["version"]
@@ -114,7 +114,7 @@ def test_a_rollback_with_nowhere_to_go_is_reported_not_raised(tmp_path, referenc
     registry = Registry(tmp_path / "registry.json")
     only = registry.register(run_dir(tmp_path / "runs" / "a", reference.parent))
     log = write_log(tmp_path / "p.db", classification_rows(200, seed=9, words=(30, 60), version=only["version"]))
-    result = monitor.run(log, None, out_dir=tmp_path / "out", **{**SETTINGS, "rollback": True,
+    result = run_monitor(log, None, out_dir=tmp_path / "out", **{**SETTINGS, "rollback": True,
                                                                  "registry": registry.path})
     assert result.report["rollback"]["to"] is None and "no earlier live version" in result.report["rollback"]["error"]
     assert registry.live()["version"] == only["version"]
@@ -125,7 +125,7 @@ def test_html_report_escapes_logged_text(tmp_path, reference):
     for row in rows:
         row["label"] = row["output"] = "<script>alert(1)</script>"
     log = write_log(tmp_path / "p.db", rows)
-    monitor.run(log, reference, out_dir=tmp_path / "out", **SETTINGS)
+    run_monitor(log, reference, out_dir=tmp_path / "out", **SETTINGS)
     page = (tmp_path / "out" / "report.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert page.count("<svg") >= 6  # reference and current charts for lengths, PII and labels
@@ -133,31 +133,32 @@ def test_html_report_escapes_logged_text(tmp_path, reference):
 
 def test_unusable_inputs_are_one_sentence_errors(tmp_path, reference):
     with pytest.raises(TunelabError, match="prediction log not found"):
-        monitor.run(tmp_path / "missing.db", reference, out_dir=tmp_path / "out", **SETTINGS)
+        run_monitor(tmp_path / "missing.db", reference, out_dir=tmp_path / "out", **SETTINGS)
     empty = write_log(tmp_path / "empty.db")
     with pytest.raises(TunelabError, match="holds no predictions"):
-        monitor.run(empty, reference, out_dir=tmp_path / "out", **SETTINGS)
+        run_monitor(empty, reference, out_dir=tmp_path / "out", **SETTINGS)
     log = write_log(tmp_path / "p.db", classification_rows(20, seed=11, version="unknown"))
     with pytest.raises(TunelabError, match="no reference data"):
-        monitor.run(log, None, out_dir=tmp_path / "out", **SETTINGS)
+        run_monitor(log, None, out_dir=tmp_path / "out", **SETTINGS)
 
 
 def test_an_eval_report_elsewhere_gives_the_reference_confidence(tmp_path, reference):
     elsewhere = run_dir(tmp_path / "evaluated", reference.parent, mean_confidence=0.95) / "eval" / "report.json"
     log = write_log(tmp_path / "p.db", classification_rows(100, seed=12, confidence=0.9))
-    result = monitor.run(log, reference, out_dir=tmp_path / "out", eval_report=elsewhere, **SETTINGS)
+    result = run_monitor(log, reference, out_dir=tmp_path / "out", eval_report=elsewhere, **SETTINGS)
     confidence = by_name(result.report)["confidence"]
     assert confidence["reference_mean"] == pytest.approx(0.95) and confidence["drifted"] is False
     with pytest.raises(TunelabError, match="evaluation report not found"):
-        monitor.run(log, reference, out_dir=tmp_path / "out", eval_report=tmp_path / "none.json", **SETTINGS)
+        run_monitor(log, reference, out_dir=tmp_path / "out", eval_report=tmp_path / "none.json", **SETTINGS)
 
 
 def test_a_large_reference_is_measured_on_a_seeded_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(monitor, "REFERENCE_SAMPLE", 100)
     reference = write_jsonl(tmp_path / "ref.jsonl", reference_records(250))
     log = write_log(tmp_path / "p.db", classification_rows(60, seed=13))
-    first = monitor.run(log, reference, out_dir=tmp_path / "a", **SETTINGS).report
-    second = monitor.run(log, reference, out_dir=tmp_path / "b", **SETTINGS).report
+    first = run_monitor(log, reference, out_dir=tmp_path / "a", **SETTINGS).report
+    second = run_monitor(log, reference, out_dir=tmp_path / "b", **SETTINGS).report
     assert first["reference"]["records"] == 250 and first["reference"]["sampled"] == 100
     assert by_name(first)["input_chars"]["reference_n"] == 100
     assert first["features"] == second["features"]
+

@@ -5,7 +5,8 @@ run's task prefix through tunelab.evaluate.predict.classify."""
 import torch
 
 from serve_helpers import PREFIX, lora_adapters, tiny_classifier_run, tiny_llama_run  # noqa: F401
-from tunelab.serve.backends import GenerationJob, TransformersClassifier, first_stop, load_backend, run_task
+from tunelab.serve.backends import GenerationJob, TransformersClassifier, first_stop, load_backend
+from tunelab.train.run_dir import RunDir
 from tunelab.serve.streaming import held_back
 
 
@@ -86,7 +87,7 @@ def test_adapters_answer_as_peft_alone_would_and_the_base_stays_the_base(tiny_ll
 
 def test_classifier_applies_the_task_prefix_and_batches_like_single_calls(tiny_classifier_run):
     from tunelab.evaluate.predict import classify
-    assert run_task(tiny_classifier_run) == "classification"
+    assert RunDir(tiny_classifier_run).is_classifier
     backend = load_backend(tiny_classifier_run)
     assert isinstance(backend, TransformersClassifier) and backend.prefix == PREFIX
     texts = ["great stuff", "awful", "it is fine I guess"]

@@ -101,7 +101,7 @@ def test_an_unusable_tracking_uri_is_refused_before_training(tmp_path):
 
     from tunelab.config import TrackingSettings
     from tunelab.errors import TunelabError
-    from tunelab.train.run_dir import configure_tracking
+    from tunelab.train.tracking import configure_tracking
 
     previous = mlflow.get_tracking_uri()
     try:
