@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tunelab import __version__
-from tunelab.config import load_config
+from tunelab.config import TASKS, field_description, load_config
 from tunelab.errors import TunelabError
 from tunelab.progress import quiet_library_output
 
@@ -50,6 +50,13 @@ def split_overrides(args: list[str]) -> tuple[list[str], list[str]]:
     return inputs, overrides
 
 
+def option(field: str, *flags: str, default=None, **kwargs):
+    """A command-line option that sets the config field `field` (e.g. "train.lr"): its help is the
+    field's description, so each option's help lives in one place, the config, which the
+    configuration reference is generated from too."""
+    return typer.Option(default, *flags, help=field_description(field), **kwargs)
+
+
 def flag_overrides(prefix: str, **flags) -> list[str]:
     return [f"{prefix}{key}={value}" for key, value in flags.items() if value is not None]
 
@@ -62,18 +69,16 @@ def data_prepare(
                                           "such as data.pii.mode=drop."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (its data: section)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="chat, sharegpt, alpaca, prompt_completion, "
-                                                             "preference, classification (default: auto)."),
-    pii: Optional[str] = typer.Option(None, "--pii", help="redact (default), drop or keep."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer for token counts and the "
-                                                                      "chat-template audit."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Declared label set, comma-separated."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column (classification)."),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column (classification)."),
-    val_file: Optional[str] = typer.Option(None, "--val-file", help="Use this file as the validation split."),
-    test_file: Optional[str] = typer.Option(None, "--test-file", help="Use this file as the test split."),
-    strip_html: Optional[bool] = typer.Option(None, "--strip-html/--keep-html", help="Strip HTML tags."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Split seed."),
+    fmt: Optional[str] = option("data.format", "--format"),
+    pii: Optional[str] = option("data.pii.mode", "--pii"),
+    tokenizer: Optional[str] = option("data.tokenizer", "--tokenizer"),
+    labels: Optional[str] = option("data.labels", "--labels", metavar="A,B,..."),
+    text_column: Optional[str] = option("data.text_column", "--text-column"),
+    label_column: Optional[str] = option("data.label_column", "--label-column"),
+    val_file: Optional[str] = option("data.split.val_file", "--val-file"),
+    test_file: Optional[str] = option("data.split.test_file", "--test-file"),
+    strip_html: Optional[bool] = option("data.clean.strip_html", "--strip-html/--keep-html"),
+    seed: Optional[int] = option("data.split.seed", "--seed"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Prepare raw files for training.
@@ -110,14 +115,14 @@ def _print_prepare_summary(report: dict, out_dir: Path) -> None:
 def train(
     args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
                                      help="A YAML config (its train: section) and overrides such as train.lr=1e-4."),
-    model: Optional[str] = typer.Option(None, "--model", help="Hub id, local directory, run directory, or default."),
-    data: Optional[str] = typer.Option(None, "--data", help="Prepared directory or canonical JSONL."),
-    task: Optional[str] = typer.Option(None, "--task", help="sft, classification or dpo (default: from the data)."),
-    method: Optional[str] = typer.Option(None, "--method", help="full, lora, dora, qlora or freeze."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last complete checkpoint."),
+    model: Optional[str] = option("train.model", "--model"),
+    data: Optional[str] = option("train.data", "--data"),
+    task: Optional[str] = option("train.task", "--task"),
+    method: Optional[str] = option("train.method", "--method"),
+    epochs: Optional[float] = option("train.epochs", "--epochs"),
+    lr: Optional[float] = option("train.lr", "--lr"),
+    output: Optional[str] = option("train.output_dir", "--output", "-o"),
+    resume: bool = option("train.resume", "--resume", default=False),
 ) -> None:
     """Fine-tune a model and write its run directory.
 
@@ -154,14 +159,11 @@ def evaluate(
     args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
                                      help="A YAML config (its eval: section) and overrides such as "
                                           "eval.calibration_bins=10."),
-    data: Optional[str] = typer.Option(None, "--data", help="Test JSONL, or a prepared directory (its "
-                                       "test.jsonl); default: the test split of the data the run trained on."),
-    baseline: list[str] = typer.Option([], "--baseline", metavar="NAME_OR_DIR",
-                                       help="probe (logistic regression on frozen base embeddings), base (the "
-                                            "base model), or a model/run directory; repeatable."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory (default: RUN/eval)."),
-    gate: bool = typer.Option(False, "--gate", help="Exit 1 when a threshold in eval.gate fails (for CI/CD)."),
-    resamples: Optional[int] = typer.Option(None, "--resamples", help="Paired bootstrap resamples."),
+    data: Optional[str] = option("eval.data", "--data"),
+    baseline: list[str] = option("eval.baselines", "--baseline", default=[], metavar="NAME_OR_DIR"),
+    out_dir: Optional[Path] = option("eval.out_dir", "--out", "-o"),
+    gate: bool = option("eval.gate.enforce", "--gate", default=False),
+    resamples: Optional[int] = option("eval.resamples", "--resamples"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Compare the tuned model with baselines on held-out data.
@@ -172,8 +174,10 @@ def evaluate(
     if len(inputs) > 1:
         raise TunelabError(f"expected one config file, got {', '.join(inputs)}",
                            fix="pass one YAML file, then key=value overrides")
-    cfg = load_config(inputs[0] if inputs else None, overrides + flag_overrides("eval.", resamples=resamples))
-    cfg.eval.baselines = cfg.eval.baselines + baseline
+    overrides += flag_overrides("eval.", model=model, data=data, out_dir=out_dir, resamples=resamples)
+    overrides += flag_overrides("eval.gate.", enforce="true" if gate else None)
+    cfg = load_config(inputs[0] if inputs else None, overrides).eval
+    cfg.baselines = cfg.baselines + baseline
     from tunelab.evaluate import run as eval_run  # torch/transformers: after the config is known good
 
     quiet_library_output()
@@ -182,14 +186,13 @@ def evaluate(
         if not quiet:
             err.print(f"[dim]eval: {message}[/dim]", highlight=False)
 
-    result = eval_run.run(cfg.eval, model, data, out_dir=out_dir or Path(model) / "eval", gate=gate,
-                          progress=progress)
+    result = eval_run.run(cfg, progress=progress)
     out.print(result.report["verdict"], highlight=False, soft_wrap=True)
     for flag in result.report["flags"]:
         out.print(f"[yellow]flag:[/yellow] {flag}", highlight=False, soft_wrap=True)
     out.print(f"report: {result.out_dir / 'report.html'} (also report.json, report.md)", highlight=False,
               soft_wrap=True)
-    if gate:
+    if cfg.gate.enforce:
         out.print("gate: passed" if not result.gate_failed else "gate: FAILED", highlight=False)
         if result.gate_failed:
             raise typer.Exit(1)
@@ -218,7 +221,7 @@ def export(
 
 @app.command("recommend")
 def recommend(
-    task: str = typer.Option("sft", "--task", help="sft, classification or dpo."),
+    task: str = typer.Option("sft", "--task", help=f"{', '.join(TASKS)}."),
     examples: int = typer.Option(..., "--examples", help="Number of training examples."),
     avg_tokens: int = typer.Option(256, "--avg-tokens", help="Tokens in a typical example."),
     epochs: float = typer.Option(3, "--epochs", help="Training epochs."),
@@ -255,13 +258,10 @@ def serve(
     args: list[str] = typer.Argument(None, metavar="[RUN_DIR] [CONFIG.yaml] [KEY=VALUE]...",
                                      help="Run directory to serve (default: the registry's live version), a YAML "
                                           "config (its serve: section) and overrides such as serve.max_batch_size=16."),
-    host: Optional[str] = typer.Option(None, "--host",
-                                       help="Address to bind (default: 127.0.0.1; others need API keys)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port (default: 8000)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="transformers (default) or vllm (GPU)."),
-    adapter: list[str] = typer.Option([], "--adapter", metavar="NAME=DIR",
-                                      help="Another LoRA adapter of the same base, which requests select with "
-                                           "`model: NAME`; repeatable."),
+    host: Optional[str] = option("serve.host", "--host"),
+    port: Optional[int] = option("serve.port", "--port"),
+    backend: Optional[str] = option("serve.backend", "--backend"),
+    adapter: list[str] = option("serve.adapters", "--adapter", default=[], metavar="NAME=DIR"),
 ) -> None:
     """Serve a run behind an OpenAI-compatible API.
 
@@ -291,14 +291,12 @@ def serve(
 def monitor(
     args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
                                      help="A YAML config (its monitor: section) and overrides such as monitor.window=200."),
-    log: Optional[str] = typer.Option(None, "--log", help="Prediction log (default: monitor.prediction_log, predictions.db)."),
-    reference: Optional[str] = typer.Option(None, "--reference", help="Prepared directory or canonical JSONL "
-                                            "(default: the served run's training data)."),
-    window: Optional[int] = typer.Option(None, "--window", help="Most recent predictions to compare."),
-    rollback: Optional[bool] = typer.Option(None, "--rollback/--no-rollback", help="Roll the served version back "
-                                            "when drift is found."),
-    registry: Optional[str] = typer.Option(None, "--registry", help="Model registry (default: registry.json)."),
-    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Report directory (default: monitor)."),
+    log: Optional[str] = option("monitor.prediction_log", "--log"),
+    reference: Optional[str] = option("monitor.reference", "--reference"),
+    window: Optional[int] = option("monitor.window", "--window"),
+    rollback: Optional[bool] = option("monitor.rollback", "--rollback/--no-rollback"),
+    registry: Optional[str] = option("monitor.registry", "--registry"),
+    out_dir: Optional[str] = option("monitor.out_dir", "--out", "-o"),
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Exit 1 when drift is found (for cron/CI alerts)."),
 ) -> None:
     """Check recent predictions for drift from the reference data.

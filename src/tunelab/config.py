@@ -74,7 +74,7 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
-    format: DataFormat = Field("auto", description="Input format; auto detects it per file from the keys.")
+    format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference or classification.")
     text_column: str = Field("text", description="Column with the text, for classification data.")
     label_column: str = Field("label", description="Column with the label, for classification data.")
     group_column: str | None = Field(
@@ -102,8 +102,13 @@ class DataConfig(Section):
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
 
 
-TrainTask = Literal["auto", "sft", "classification", "dpo"]
-TrainMethod = Literal["full", "lora", "dora", "qlora", "freeze"]
+# the training tasks and methods, declared once: the config types, the CLI's help and the
+# memory estimator all read these
+TASKS = ("sft", "classification", "dpo")
+METHODS = ("full", "lora", "dora", "qlora", "freeze")
+ADAPTER_METHODS = ("lora", "dora", "qlora")
+TrainTask = Literal[("auto", *TASKS)]
+TrainMethod = Literal[METHODS]
 
 
 class LoraSettings(Section):
@@ -160,7 +165,7 @@ class TrainConfig(Section):
     eval_data: str | None = Field(None, description="Validation JSONL when data is a single file.")
     max_train_examples: int | None = Field(
         None, ge=1, description="Train on at most this many examples (a seeded sample), for a quick first run.")
-    task: TrainTask = Field("auto", description="sft, classification or dpo; auto follows the data's kind.")
+    task: TrainTask = Field("auto", description=f"{', '.join(TASKS)}; auto follows the data's kind.")
     method: TrainMethod = Field("lora", description="full, lora, dora, qlora (4-bit, GPU only) or freeze (train the last freeze_last_n blocks).")
     output_dir: str = Field("runs/latest", description="Run directory written by training.")
     epochs: float = Field(3, gt=0, description="Training epochs.")
@@ -247,10 +252,14 @@ class GateSettings(Section):
     min: dict[str, float] = Field(default_factory=dict, description="Metric floors, e.g. {macro_f1: 0.7, retention: 0.9}; `--gate` fails below them.")
     max: dict[str, float] = Field(default_factory=dict, description="Metric ceilings, e.g. {ece: 0.1, p99_latency_ms: 50}; `--gate` fails above them.")
     better_than: list[str] = Field(default_factory=list, description="Baselines the tuned model must beat with a significant difference on the headline metric.")
+    enforce: bool = Field(False, description="Exit 1 when a threshold fails (for CI/CD before a deploy); --gate sets it.")
 
 
 class EvalConfig(Section):
-    baselines: list[str] = Field(default_factory=list, description="probe, base, or model/run directories to compare with (the CLI's --baseline adds to these).")
+    model: str | None = Field(None, description="Run directory from `tunelab train` (or a model directory) to evaluate; the CLI argument sets it.")
+    data: str | None = Field(None, description="Test JSONL, or a prepared directory (its test.jsonl); None: the test split beside the data the run trained on.")
+    out_dir: str | None = Field(None, description="Report directory (default: RUN/eval).")
+    baselines: list[str] = Field(default_factory=list, description="Baselines to compare with: probe (logistic regression on frozen base-model embeddings), base (the base model), or model/run directories; --baseline (repeatable) adds to these.")
     resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples behind each interval.")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
     seed: int = Field(0, description="Seed for bootstrap, perturbations and baselines.")
@@ -277,7 +286,7 @@ class GuardSettings(Section):
 class ServeConfig(Section):
     model: str | None = Field(None, description="Run directory to serve (the CLI argument overrides it).")
     model_name: str | None = Field(None, description="Model id clients pass in `model` (default: the run directory's name).")
-    adapters: dict[str, str] = Field(default_factory=dict, description="Extra LoRA adapters of the same base, by the model name clients pass.")
+    adapters: dict[str, str] = Field(default_factory=dict, description="Extra LoRA adapters of the same base, by the model name clients pass (NAME=ADAPTER_DIR on the command line, repeatable).")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation engine; vllm needs a GPU and the vllm package.")
     host: str | None = Field(None, description="Address to bind (default: 127.0.0.1; 0.0.0.0 only with API keys).")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
@@ -398,6 +407,16 @@ def _field_names_at(loc: list[str]) -> list[str]:
             return []
         model = annotation
     return list(model.model_fields)
+
+
+def field_description(dotted: str) -> str:
+    """The description of a config field such as `train.lr`: the one text a CLI option's help
+    and the configuration reference both show."""
+    model: type[BaseModel] = RunConfig
+    *sections, name = dotted.split(".")
+    for part in sections:
+        model = model.model_fields[part].annotation
+    return model.model_fields[name].description
 
 
 def config_to_dict(cfg: BaseModel) -> dict[str, Any]:

@@ -60,9 +60,10 @@ def evaluated(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:  # a model of a few kB: no free-memory pre-flight
         patch.setattr(train_run, "preflight_memory", lambda *args, **kwargs: None)
         train_run.run(load_config(None, [f"train.{key}={value}" for key, value in settings.items()]))
-    cfg = EvalConfig(baselines=["probe", "base"], resamples=200, latency={"batch_sizes": [1, 8], "requests": 16},
-                     gate={"min": {"macro_f1": 0.5}, "max": {"ece": 0.05}})
-    evaluate(cfg, str(root / "run"), str(data / "test.jsonl"), out_dir=root / "eval", gate=True)
+    cfg = EvalConfig(model=str(root / "run"), data=str(data / "test.jsonl"), out_dir=str(root / "eval"),
+                     baselines=["probe", "base"], resamples=200, latency={"batch_sizes": [1, 8], "requests": 16},
+                     gate={"min": {"macro_f1": 0.5}, "max": {"ece": 0.05}, "enforce": True})
+    evaluate(cfg)
     return root / "eval"
 
 

@@ -42,7 +42,9 @@ def test_full_fine_tune_learns_word_reversal_to_over_90_percent_exact_match(tmp_
     settings = load_config(None, ["eval.baselines=[base]", "eval.resamples=200", "eval.robustness.max_examples=100",
                                   "eval.latency.batch_sizes=[1,8]", "eval.latency.requests=8",
                                   "eval.generation.max_new_tokens=12"]).eval
-    report = eval_run.run(settings, str(tmp_path / "run"), str(test), out_dir=tmp_path / "eval").report
+    settings = settings.model_copy(update={"model": str(tmp_path / "run"), "data": str(test),
+                                           "out_dir": str(tmp_path / "eval")})
+    report = eval_run.run(settings).report
     assert report["task"] == "generative"
     assert report["metrics"]["exact_match"] == after  # eval's batched generation agrees with the plain loop
     assert report["baselines"]["base"]["exact_match"] == 0.0

@@ -34,11 +34,13 @@ class EvalResult:
         return bool(self.report["gate"]) and not self.report["gate"]["passed"]
 
 
-def run(cfg: EvalConfig, model: str, data: str | None, *, out_dir: str | Path, gate: bool = False,
-        progress: Callable[[str], None] = lambda message: None) -> EvalResult:
-    out_dir = Path(out_dir)
+def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: None) -> EvalResult:
+    if not cfg.model:
+        raise TunelabError("no model to evaluate", fix="pass a run directory: `tunelab eval RUN_DIR`")
+    model = cfg.model
     run = RunDir.open(model)
-    data, records = test_records(run, data)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else run.path / "eval"
+    data, records = test_records(run, cfg.data)
     task = "classification" if "text" in records[0] else "generative"
     evaluator = classification if task == "classification" else generative
     section = evaluator.evaluate(model, records, run, prefixes=input_prefixes(run, records),
@@ -57,7 +59,7 @@ def run(cfg: EvalConfig, model: str, data: str | None, *, out_dir: str | Path, g
                                cost=cfg.cost.model_dump(), training_seconds=run.training_seconds,
                                measured_tokens_per_request=tokens_per_request)
     report["gate"] = evaluate_gates(report, minimums=cfg.gate.min, maximums=cfg.gate.max,
-                                    better_than=cfg.gate.better_than, headline=headline) if gate else None
+                                    better_than=cfg.gate.better_than, headline=headline) if cfg.gate.enforce else None
     report["flags"] = flags(report)
     report["verdict"] = verdict_line(report, headline)
     write_reports(out_dir, report, records, predictions)

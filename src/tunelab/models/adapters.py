@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from tunelab.config import ADAPTER_METHODS
 from tunelab.errors import TunelabError
 
 HEAD_NAMES = ("classifier", "score", "lm_head", "pooler")
@@ -46,7 +47,7 @@ def check_method(model: nn.Module, method: str, *, task: str, lora=None, freeze_
     will do), so a misspelt LoRA target or too many blocks to train is found before loading weights."""
     if method == "freeze":
         _last_blocks(model, freeze_last_n)
-    elif method in ("lora", "dora", "qlora"):
+    elif method in ADAPTER_METHODS:
         lora_targets(model, lora.target_modules, task)
 
 

@@ -11,14 +11,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from tunelab.config import ADAPTER_METHODS, METHODS, TASKS
 from tunelab.errors import TunelabError
 
 GB = 1e9
 # Fit only below 90% of what is free: the allocator fragments, and kernels take workspace.
 HEADROOM = 0.9
-TASKS = ("sft", "dpo", "classification")
-METHODS = ("full", "lora", "dora", "qlora", "freeze")
-ADAPTER_METHODS = ("lora", "dora", "qlora")
 # NF4 with double quantisation: 4 bits per weight plus 0.127 bits of block constants
 # (Dettmers et al. 2023, QLoRA, section 3).
 QLORA_BYTES_PER_PARAM = 0.5 + 0.127 / 8

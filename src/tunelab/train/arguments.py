@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 
+from tunelab.config import ADAPTER_METHODS
 from tunelab.errors import TunelabError
 
 
 def default_lr(task: str, method: str) -> float:
-    if method in ("lora", "dora", "qlora"):
+    if method in ADAPTER_METHODS:
         return 2e-4  # adapters start from zero and need a larger step than the weights they adapt
     if task == "classification":
         return 5e-5
