@@ -2,17 +2,17 @@
 person opens in a browser; self-contained inline SVG, no network needed to view it)."""
 from __future__ import annotations
 
-import html
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tunelab import __version__
+from tunelab import __version__, report_shell
 from tunelab.charts import bar_chart, histogram
 from tunelab.data.split import SPLITS
 from tunelab.files import write_json, write_text
+from tunelab.report_shell import Bullets, Chart, Note, Section, Status, Table
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -136,6 +136,33 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
     return paths
 
 
+# Rendering: report.md and report.html say the same thing through the same sections, on the page
+# every tunelab report shares (tunelab.report_shell escapes every string from the data).
+
+def render_markdown(report: dict[str, Any]) -> str:
+    return report_shell.render_markdown(_title(report), build_sections(report))
+
+
+def render_html(report: dict[str, Any]) -> str:
+    return report_shell.render_html(_title(report), build_sections(report))
+
+
+def _title(report: dict[str, Any]) -> str:
+    return f"Data preparation report ({report['kind']})"
+
+
+def build_sections(report: dict[str, Any]) -> list[Section]:
+    sections = [_counts_section(report), _warnings_section(report),
+                _counted_section("rejects", "Rejects by reason", ["reason", "records"], report["rejects_by_reason"],
+                                 "rejects by reason"),
+                _counted_section("duplicates", "Duplicates", ["kind", "records"], report["duplicates_by_kind"], None),
+                _counted_section("pii", "PII found (by type)", ["type", "found"], report["pii"]["by_type"],
+                                 "PII found by type"),
+                _lengths_section(report), _labels_section(report), _leakage_section(report),
+                _audit_section(report)]
+    return [section for section in sections if section]
+
+
 def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     c = report["counts"]
     return [("input records", c["input"]), ("kept", c["kept"]), ("rejected", c["rejected"]),
@@ -143,80 +170,66 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
             *((f"{s} split", n) for s, n in report["splits"].items())]
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Data preparation report ({report['kind']})", "", "| | count |", "|---|---:|"]
-    lines += [f"| {name} | {value:,} |" for name, value in _summary_rows(report)]
-    lines += ["", "`input = kept + rejected + duplicates` holds.", ""]
-    if report["warnings"]:
-        lines += ["## Warnings", "", *[f"- {w}" for w in report["warnings"]], ""]
-    sections = [("Rejects by reason", report["rejects_by_reason"]), ("Duplicates", report["duplicates_by_kind"]),
-                ("PII found (by type)", report["pii"]["by_type"])]
-    for title, table in sections:
-        lines += [f"## {title}", ""] + ([f"- {k}: {v:,}" for k, v in table.items()] or ["- none"]) + [""]
-    lines += [f"## Lengths ({report['lengths']['unit']})", "", "| split | count | mean | p50 | p90 | p95 | p99 | max |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+def _counts_section(report: dict[str, Any]) -> Section:
+    return Section("counts", "Counts", [Table(["records", "count"], [list(row) for row in _summary_rows(report)]),
+                                        Note("input = kept + rejected + duplicates holds.", "muted")])
+
+
+def _warnings_section(report: dict[str, Any]) -> Section:
+    warnings = report["warnings"]
+    return Section("warnings", "Warnings", [Bullets(list(warnings), "flags") if warnings
+                                            else Note("No warnings.", "muted")])
+
+
+def _counted_section(key: str, title: str, headers: list[str], counts: dict[str, int], chart: str | None) -> Section:
+    if not counts:
+        return Section(key, title, [Note("none", "muted")])
+    blocks: list = [Table(headers, [[name, n] for name, n in counts.items()])]
+    if chart:
+        blocks.append(Chart(bar_chart(chart, counts, chart_id=key)))
+    return Section(key, title, blocks)
+
+
+def _lengths_section(report: dict[str, Any]) -> Section:
+    unit, rows, charts = report["lengths"]["unit"], [], []
     for split in SPLITS:
         s = report["lengths"][split]
         if s["count"]:
-            lines.append(f"| {split} | {s['count']:,} | {s['mean']} | {s['p50']} | {s['p90']} | {s['p95']} | "
-                         f"{s['p99']} | {s['max']} |")
-    if report["labels"]:
-        dist = report["labels"]["distribution"]
-        lines += ["", "## Labels", "", "| label | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
-        for label in report["labels"]["found"]:
-            lines.append(f"| {label} | " + " | ".join(f"{dist[s].get(label, 0):,}" for s in SPLITS) + " |")
+            # the mean as report.json holds it (one decimal), not rounded further for display
+            rows.append([split, s["count"], str(s["mean"]), *(s[f"p{p}"] for p in PERCENTILES), s["max"]])
+            charts.append(Chart(histogram(f"{split}: length in {unit}", s["histogram"]["edges"], s["histogram"]["counts"],
+                                          chart_id=f"lengths-{split}")))
+    return Section("lengths", f"Lengths ({unit})",
+                   [Table(["split", "count", "mean", *(f"p{p}" for p in PERCENTILES), "max"], rows), *charts])
+
+
+def _labels_section(report: dict[str, Any]) -> Section | None:
+    labels = report["labels"]
+    if not labels:
+        return None
+    dist = labels["distribution"]
+    rows = [[label, *(dist[s].get(label, 0) for s in SPLITS)] for label in labels["found"]]
+    charts = [Chart(bar_chart(f"{split}: labels", dist[split], chart_id=f"labels-{split}")) for split in SPLITS
+              if dist[split]]
+    return Section("labels", "Labels", [Table(["label", *SPLITS], rows), *charts])
+
+
+def _leakage_section(report: dict[str, Any]) -> Section:
     leak = report["leakage"]
-    lines += ["", "## Leakage", "", f"- val records near-duplicating train: {leak['val_vs_train']}",
-              f"- test records near-duplicating train: {leak['test_vs_train']}"]
-    if report["template_audit"]:
-        audit = report["template_audit"]
-        lines += ["", "## Chat-template audit", "", f"- tokenizer: {audit['tokenizer']}",
-                  f"- conversations checked: {audit['checked']}", f"- verdict: {'ok' if audit['ok'] else 'problems found'}"]
-        lines += [f"- {p}" for p in audit["problems"]]
-    return "\n".join(lines) + "\n"
+    return Section("leakage", "Leakage", [
+        Table(["held-out records near-duplicating train", "records"],
+              [["val", leak["val_vs_train"]], ["test", leak["test_vs_train"]]]),
+        Note(f"A near duplicate has a Jaccard similarity of at least {leak['threshold']} with a train record.",
+             "muted")])
 
 
-def render_html(report: dict[str, Any]) -> str:
-    esc = html.escape
-    rows = "".join(f"<tr><th>{esc(name)}</th><td>{value:,}</td></tr>" for name, value in _summary_rows(report))
-    warnings = "".join(f"<li>{esc(w)}</li>" for w in report["warnings"]) or "<li>none</li>"
-    charts = []
-    unit = report["lengths"]["unit"]
-    for split in SPLITS:
-        stats = report["lengths"][split]
-        if stats["count"]:
-            charts.append(histogram(f"{split}: length in {unit}", stats["histogram"]["edges"],
-                                    stats["histogram"]["counts"], chart_id=f"lengths-{split}"))
-    if report["labels"]:
-        for split in SPLITS:
-            dist = report["labels"]["distribution"][split]
-            if dist:
-                charts.append(bar_chart(f"{split}: labels", dist, chart_id=f"labels-{split}"))
-    if report["rejects_by_reason"]:
-        charts.append(bar_chart("rejects by reason", report["rejects_by_reason"], chart_id="rejects"))
-    if report["pii"]["by_type"]:
-        charts.append(bar_chart("PII found by type", report["pii"]["by_type"], chart_id="pii"))
+def _audit_section(report: dict[str, Any]) -> Section | None:
     audit = report["template_audit"]
-    audit_html = ""
-    if audit:
-        items = "".join(f"<li>{esc(p)}</li>" for p in audit["problems"]) or "<li>no problems found</li>"
-        audit_html = (f"<h2>Chat-template audit</h2><p>{esc(audit['tokenizer'])}: {audit['checked']} conversations "
-                      f"checked</p><ul id='audit'>{items}</ul>")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tunelab data report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }}
-table {{ border-collapse: collapse; }} th, td {{ padding: .25rem .75rem; border-bottom: 1px solid #ddd; text-align: left; }}
-td {{ text-align: right; }} .charts {{ display: flex; flex-wrap: wrap; gap: 1.5rem; }}
-figure {{ margin: 0; }} figcaption {{ font-weight: 600; margin-bottom: .25rem; }}
-</style></head><body>
-<h1>Data preparation report <small>({esc(report['kind'])})</small></h1>
-<table id="counts">{rows}</table>
-<p>input = kept + rejected + duplicates holds.</p>
-<h2>Warnings</h2><ul id="warnings">{warnings}</ul>
-<h2>Charts</h2><div class="charts">{''.join(charts)}</div>
-{audit_html}
-<h2>Leakage</h2><p id="leakage">{report['leakage']['val_vs_train']} val and {report['leakage']['test_vs_train']}
-test records are near duplicates of train records (Jaccard &ge; {report['leakage']['threshold']}).</p>
-</body></html>
-"""
+    if not audit:
+        return None
+    blocks: list = [Table(["figure", "value"], [
+        ["tokenizer", audit["tokenizer"]], ["conversations checked", audit["checked"]],
+        ["verdict", Status(audit["ok"], "ok" if audit["ok"] else "problems found")]])]
+    blocks.append(Bullets(list(audit["problems"]), "flags") if audit["problems"]
+                  else Note("No problems found.", "muted"))
+    return Section("audit", "Chat-template audit", blocks)

@@ -4,16 +4,15 @@
 Each builder reads its part of the report.json dict and returns tables, notes and charts, or
 None when the run has no such part (a generative run has no confusion matrix; robustness,
 fairness, latency ... are null when not measured), so the two formats always say the same
-thing. Strings stay raw here: the renderers escape them."""
+thing. The section model and both renderers are tunelab.report_shell's; strings stay raw here:
+the renderers escape them."""
 from __future__ import annotations
 
-import json
 import math
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab import charts
+from tunelab.report_shell import Bullets, Chart, Note, Section, Status, Table, anchor, format_value
 
 METRIC_ORDER = ("accuracy", "macro_f1", "mcc", "ece", "brier", "exact_match", "token_f1", "bleu", "chrf", "rouge1",
                 "rouge2", "rougeL", "log_likelihood", "perplexity")
@@ -26,43 +25,6 @@ OPTIONAL_PARTS = {"baselines": "baselines", "calibration": "calibration", "slice
                   "robustness": "robustness", "fairness": "fairness (no meta.group in the data)",
                   "forgetting": "forgetting (no general data given)", "overfitting": "over-fitting",
                   "latency": "latency", "kpi": "KPI and cost", "gate": "deploy gate (run with --gate)"}
-
-@dataclass
-class Status:
-    """A result a reader should see at a glance: ok True (pass), False (fail) or None (neutral)."""
-    ok: bool | None
-    text: str
-
-
-@dataclass
-class Note:
-    text: str | Status
-    style: str = ""  # verdict, muted
-
-
-@dataclass
-class Bullets:
-    items: list[str]
-    style: str = ""  # flags
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[Any]]
-    markdown_only: bool = False  # the HTML page shows the same numbers as a chart
-
-
-@dataclass
-class Chart:
-    svg: str
-
-
-@dataclass
-class Section:
-    key: str
-    title: str
-    blocks: list = field(default_factory=list)
 
 
 def build_sections(report: dict[str, Any]) -> list[Section]:
@@ -121,7 +83,7 @@ def comparisons_section(r: dict[str, Any]) -> Section | None:
     # metrics on a 0-1 scale share one plot; any other (perplexity, BLEU in points) gets its own
     plots = [Chart(charts.interval_plot("Difference tuned minus baseline, with its interval" +
                                         ("" if scale == "unit" else f": {_pretty(scale)}"), rows,
-                                        chart_id=f"chart-comparisons-{_anchor(scale)}"))
+                                        chart_id=f"chart-comparisons-{anchor(scale)}"))
              for scale, rows in intervals.items()]
     return Section("comparisons", "Comparisons with intervals", plots + blocks)
 
@@ -179,7 +141,7 @@ def slices_section(r: dict[str, Any]) -> Section | None:
             bars = {"all examples": {_pretty(main): (r.get("metrics") or {}).get(main)},
                     **{str(value): {_pretty(main): m.get(main)} for value, m in values.items()}}
             blocks.append(Chart(charts.grouped_bars(f"{_pretty(main)} by {kind}", bars,
-                                                    chart_id=f"chart-slices-{_anchor(kind)}")))
+                                                    chart_id=f"chart-slices-{anchor(kind)}")))
     return Section("slices", "Slices", blocks)
 
 
@@ -342,25 +304,6 @@ def _metric_columns(systems, exclude=("examples", "source")) -> list[str]:
     return [m for m in METRIC_ORDER if m in present] + [m for m in present if m not in METRIC_ORDER]
 
 
-def format_value(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        size = abs(value)
-        if not math.isfinite(value):
-            return str(value)
-        # scores (0 to 1) keep four decimals so columns line up; larger figures four significant digits
-        return (f"{value:,.0f}" if size >= 9_999.5 else f"{value:.4g}" if size > 1
-                else f"{value:.4f}" if size >= 0.001 or size == 0 else f"{value:.3g}")
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
 def _signed(value) -> str:
     return f"{value:+.4f}" if _is_number(value) else "n/a"
 
@@ -387,7 +330,3 @@ def _pretty(metric) -> str:
 
 def _sort_key(size: str):
     return (0, int(size), "") if str(size).isdigit() else (1, 0, str(size))
-
-
-def _anchor(text) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-") or "x"
