@@ -6,21 +6,15 @@ that needs the network; the screenshot must show the drawn charts, not a blank p
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from tunelab.config import EvalConfig, load_config
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tiny-chat-tokenizer"
 WORDS = {"negative": "bad awful poor", "neutral": "table chair door", "positive": "good great fine"}
 CHART_BLUE = (0x4C, 0x78, 0xA8)  # charts.PALETTE[0]: legend squares are drawn in it, opaque
-
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (Debian: apt install chromium)")
 
 
 def records(n: int, start: int) -> list[dict]:
@@ -67,49 +61,14 @@ def evaluated(tmp_path_factory) -> Path:
     return root / "eval"
 
 
-def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    # a profile of its own: no shared lock with another Chromium, nothing written to $HOME
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--user-data-dir={cwd / 'profile'}", *args], capture_output=True, text=True, timeout=60,
-                          check=True, cwd=cwd)
-
-
-class PageOutline(HTMLParser):
-    """What the rendered DOM holds: text, the shapes inside each figure's <svg>, every <img>
-    source and every attribute that points at a URL."""
-
-    def __init__(self):
-        super().__init__()
-        self.text, self.figure, self.shapes, self.images, self.links = [], None, {}, [], []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "figure":
-            self.figure = attrs.get("id")
-            self.shapes[self.figure] = {"svg": 0, "rect": 0, "path": 0, "circle": 0, "line": 0}
-        elif self.figure and tag in self.shapes[self.figure]:
-            self.shapes[self.figure][tag] += 1
-        if tag == "img":
-            self.images.append(attrs.get("src"))
-        self.links += [value for name, value in attrs.items() if name in ("src", "href") and value]
-
-    def handle_endtag(self, tag):
-        if tag == "figure":
-            self.figure = None
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def test_report_html_renders_in_chromium_with_its_charts(evaluated, tmp_path):
+def test_report_html_renders_in_chromium_with_its_charts(browser, evaluated):
+    # `browser` (tests/stages/conftest.py) is session-scoped: without Chromium this skips before training
     page = evaluated / "report.html"
     report = json.loads((evaluated / "report.json").read_text())
     assert page.is_file(), "run() writes report.html beside report.json"
 
-    dom = chromium("--dump-dom", page.as_uri(), cwd=tmp_path).stdout
-    outline = PageOutline()
-    outline.feed(dom)
-    text = " ".join("".join(outline.text).split())
+    outline = browser.open(page)
+    text = outline.page_text
     assert report["verdict"] in text and "Deploy gate FAILED" in text  # ece 0.05 is out of reach of 8 steps
     for heading in ("Headline: tuned vs baselines", "Comparisons with intervals", "Calibration", "Confusion matrix",
                     "Per class", "Slices", "Robustness", "Fairness", "Latency", "KPI and cost", "Deploy gate"):
@@ -119,22 +78,12 @@ def test_report_html_renders_in_chromium_with_its_charts(evaluated, tmp_path):
                 "chart-latency": "rect"}
     if (report["overfitting"] or {}).get("curves"):
         expected["chart-loss"] = "path"
-    for chart, shape in expected.items():
-        assert outline.shapes.get(chart, {}).get("svg") == 1, f"{chart} missing from the DOM"
-        assert outline.shapes[chart][shape] >= 1, f"{chart} has no <{shape}>"
+    outline.assert_charts(expected)
     assert outline.shapes["chart-confusion"]["rect"] == 9  # 3 x 3 cells
     assert outline.shapes["chart-comparisons-unit"]["circle"] == 6  # 3 headline metrics x 2 baselines
     assert outline.shapes["chart-latency"]["rect"] == 2  # one box per batch size
-    assert all(src and src.startswith("data:") for src in outline.images)  # no image that could break
-    assert [link for link in outline.links if not link.startswith(("#", "data:"))] == []  # self-contained
-
-    screenshot = tmp_path / "report.png"
-    chromium(f"--screenshot={screenshot}", "--window-size=1280,4000", page.as_uri(), cwd=tmp_path)
-    Image = pytest.importorskip("PIL.Image", reason="Pillow decodes the screenshot")
-    with Image.open(screenshot) as image:
-        pixels = image.convert("RGB")
-        assert pixels.size == (1280, 4000)
-        colours = pixels.getcolors(maxcolors=1 << 20)
-    not_white = sum(count for count, colour in colours if colour != (255, 255, 255))
-    assert len(colours) > 50 and not_white > 0.03 * 1280 * 4000, "the screenshot is (nearly) blank"
-    assert dict((colour, count) for count, colour in colours).get(CHART_BLUE, 0) > 100  # SVG fills painted
+    per_class = outline.table("per-class")
+    assert per_class[0] == ["label", "precision", "recall", "F1", "support"]
+    assert sorted(row[0] for row in per_class[1:]) == sorted(report["metrics"]["per_class"])
+    outline.assert_self_contained()
+    browser.assert_painted(page, {"chart blue": CHART_BLUE})  # SVG fills painted
