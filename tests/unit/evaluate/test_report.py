@@ -12,7 +12,7 @@ import pytest
 
 from tunelab import charts
 from tunelab.evaluate.report import render_html, render_markdown
-from tunelab.evaluate.report_sections import format_value
+from tunelab.report_shell import format_value
 
 EVIL = "<script>alert(1)</script>"
 LABELS = ["negative", "neutral", EVIL]
