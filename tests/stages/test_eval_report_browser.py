@@ -61,6 +61,7 @@ def evaluated(tmp_path_factory) -> Path:
     return root / "eval"
 
 
+@pytest.mark.slow
 def test_report_html_renders_in_chromium_with_its_charts(browser, evaluated):
     # `browser` (tests/stages/conftest.py) is session-scoped: without Chromium this skips before training
     page = evaluated / "report.html"
