@@ -293,10 +293,12 @@ def monitor(
                                      help="A YAML config (its monitor: section) and overrides such as monitor.window=200."),
     log: Optional[str] = option("monitor.prediction_log", "--log"),
     reference: Optional[str] = option("monitor.reference", "--reference"),
-    window: Optional[int] = option("monitor.window", "--window"),
+    window: Optional[str] = option("monitor.window", "--window", metavar="N|SPAN"),
     rollback: Optional[bool] = option("monitor.rollback", "--rollback/--no-rollback"),
     registry: Optional[str] = option("monitor.registry", "--registry"),
     out_dir: Optional[str] = option("monitor.out_dir", "--out", "-o"),
+    watch: Optional[str] = option("monitor.watch", "--watch", metavar="INTERVAL"),
+    watch_count: Optional[int] = option("monitor.watch_count", "--watch-count"),
     fail_on_drift: bool = typer.Option(False, "--fail-on-drift", help="Exit 1 when drift is found (for cron/CI alerts)."),
 ) -> None:
     """Check recent predictions for drift from the reference data.
@@ -308,13 +310,28 @@ def monitor(
                            fix="pass one YAML file, then key=value overrides")
     overrides += flag_overrides("monitor.", prediction_log=log, reference=reference, window=window,
                                 rollback=None if rollback is None else str(rollback).lower(), registry=registry,
-                                out_dir=out_dir)
+                                out_dir=out_dir, watch=watch, watch_count=watch_count)
     cfg = load_config(inputs[0] if inputs else None, overrides).monitor
     from tunelab.monitor import run as monitor_run
 
-    result = monitor_run.run(cfg)
+    if not cfg.watch:
+        result = monitor_run.run(cfg)
+        _print_monitor_summary(result)
+        if fail_on_drift and result.drifted:
+            raise typer.Exit(1)
+        return
+    try:
+        result = monitor_run.watch(cfg, _print_monitor_summary)
+    except KeyboardInterrupt:
+        out.print("stopped watching", highlight=False)
+        return
+    if fail_on_drift and result.drifted:
+        raise typer.Exit(1)
+
+
+def _print_monitor_summary(result) -> None:
     report = result.report
-    tested = sum(f["p_value"] is not None for f in report["features"])
+    tested = sum(f["p_value"] is not None or f["statistic"] is not None for f in report["features"])
     out.print(f"monitor: {report['window']['predictions']:,} predictions against {report['reference']['source']}; "
               f"{tested} of {len(report['features'])} features tested", highlight=False, soft_wrap=True)
     drifted = [f["feature"] for f in report["features"] if f["drifted"]]
@@ -327,9 +344,12 @@ def monitor(
         done = report["rollback"]
         out.print(f"rollback: {done['from']} -> {done['to']}" if not done["error"] else
                   f"rollback: not done ({done['error']})", highlight=False, soft_wrap=True)
+    hook = report.get("webhook")
+    if hook:
+        out.print(f"webhook: delivered to {hook['url']} (HTTP {hook['status']})" if hook["delivered"] else
+                  f"webhook: NOT delivered to {hook['url']} after {hook['attempts']} attempts ({hook['error']})",
+                  highlight=False, soft_wrap=True)
     out.print(f"report: {result.out_dir / 'report.html'} (also report.json, report.md)", highlight=False, soft_wrap=True)
-    if fail_on_drift and result.drifted:
-        raise typer.Exit(1)
 
 
 models_app = typer.Typer(help="Manage the versions `tunelab serve` may serve.\n\n"

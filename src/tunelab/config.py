@@ -6,11 +6,12 @@ Every field carries a one-line description: the configuration reference is gener
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunelab.errors import TunelabError
 
@@ -302,11 +303,31 @@ class ServeConfig(Section):
     registry: str = Field("registry.json", description="Model registry file: served versions and which is live.")
 
 
+WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+class ContentDriftSettings(Section):
+    enabled: bool = Field(True, description="Test whether the inputs' content moved (a new topic of the same length): a classifier on sentence embeddings tries to tell current inputs from reference ones.")
+    encoder: str = Field("default", description="Sentence encoder for the embeddings (default: the embedded MiniLM).")
+    auc_threshold: float = Field(0.7, gt=0.5, le=1, description="Cross-validated ROC AUC above which the content has drifted (0.5: the classifier cannot tell the two apart).")
+    folds: int = Field(5, ge=2, description="Cross-validation folds of the domain classifier.")
+    max_reference: int = Field(2000, ge=10, description="Reference inputs embedded at most (a seeded sample).")
+    farthest: int = Field(10, ge=0, description="Current inputs farthest from the reference listed in the report.")
+
+
+class WebhookSettings(Section):
+    url: str | None = Field(None, description="URL that gets a JSON POST of the alerts when drift is found (None: no webhook).")
+    retries: int = Field(3, ge=0, description="Further attempts after a failed POST (connection error or 5xx).")
+    timeout_s: float = Field(10.0, gt=0, description="Seconds to wait for each attempt.")
+    backoff_s: float = Field(1.0, ge=0, description="Seconds before the first retry; doubled for each further one.")
+
+
 class MonitorConfig(Section):
     prediction_log: str = Field("predictions.db", description="Prediction log written by `tunelab serve`.")
     reference: str | None = Field(None, description="Reference data: a prepared directory (its val.jsonl and test.jsonl) or a canonical JSONL (default: the served run's data, from its config.yaml).")
-    window: int = Field(500, ge=10, description="Most recent predictions compared with the reference.")
-    psi_threshold: float = Field(0.2, gt=0, description="Population stability index above which a feature has drifted (with a significant test).")
+    window: int | str = Field(500, description="Predictions compared with the reference: the most recent N (500), or those of the last time span (30m, 48h, 7d).")
+    psi_threshold: float = Field(0.2, gt=0, description="Population stability index above which an input feature has drifted (with a significant test).")
+    kl_threshold: float = Field(0.08, gt=0, description="KL divergence (current against reference) above which the predicted-label or output-length distribution has drifted (with a significant test).")
     p_value: float = Field(0.01, gt=0, lt=1, description="Significance of the KS / chi-square / t / binomial drift tests.")
     min_confidence_drop: float = Field(0.1, gt=0, le=1, description="Alert when mean confidence falls this much below the reference.")
     min_samples: int = Field(30, ge=5, description="Fewest values on each side for a drift test; smaller windows are reported as not tested.")
@@ -316,6 +337,30 @@ class MonitorConfig(Section):
     rollback: bool = Field(False, description="Roll the served version back to the previous one when drift is found.")
     registry: str | None = Field("registry.json", description="Model registry the rollback acts on and the served runs are found in (None: none).")
     out_dir: str = Field("monitor", description="Directory the drift report is written to.")
+    content: ContentDriftSettings = Field(default_factory=ContentDriftSettings, description="Content drift of the inputs.")
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings, description="Alerts sent to a webhook.")
+    watch: str | None = Field(None, description="Check again every interval (30s, 5m, 1h) until stopped, instead of once.")
+    watch_count: int | None = Field(None, ge=1, description="With watch: stop after this many checks (None: until Ctrl-C).")
+
+    @field_validator("window")
+    @classmethod
+    def _count_or_span(cls, value):
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int):
+            if value < 10:
+                raise ValueError("a window of predictions must hold at least 10")
+            return value
+        if not WINDOW.match(value):
+            raise ValueError("give a number of predictions (500) or a time span (30m, 48h, 7d)")
+        return value.strip()
+
+    @field_validator("watch")
+    @classmethod
+    def _interval(cls, value):
+        if value is not None and not WINDOW.match(value):
+            raise ValueError("give an interval such as 30s, 5m or 1h")
+        return value
 
 
 class RunConfig(Section):

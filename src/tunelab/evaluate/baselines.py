@@ -6,14 +6,24 @@
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
-def embed(model_path: str, texts: list[str], batch_size: int = 64, max_length: int | None = None) -> np.ndarray:
+@lru_cache(maxsize=2)
+def sentence_encoder(model_path: str, max_length: int | None = None):
+    """A sentence-transformers encoder, loaded once per process (a monitor under --watch and the
+    tests embed with the same encoder many times)."""
     from sentence_transformers import SentenceTransformer
     encoder = SentenceTransformer(model_path, device="cpu")
     if max_length:  # the probe reads as much of each text as the fine-tune did
         encoder.max_seq_length = max_length
+    return encoder
+
+
+def embed(model_path: str, texts: list[str], batch_size: int = 64, max_length: int | None = None) -> np.ndarray:
+    encoder = sentence_encoder(model_path, max_length)
     return encoder.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                           show_progress_bar=False)
 

@@ -11,6 +11,12 @@ PSI = sum over bins of (current share - reference share) * ln(current share / re
 An empty bin has a share of 0 and would make the logarithm infinite, so shares of 0 are
 replaced by EMPTY_BIN_SHARE (1e-4) before the sum: a bin that is empty on one side then adds a
 large but finite amount (about 0.09 for a bin holding 10% of the other side).
+
+KL divergence, D_KL(current || reference) = sum of current share * ln(current share / reference
+share), in nats, is the default measure for the model's *outputs* (predicted labels, output
+length), with the threshold 0.08 our source material uses. It is computed over the same bins as
+PSI (categories; or the reference's quantile bins for numbers) with the same smoothing: shares of
+0 become EMPTY_BIN_SHARE and each side is renormalised to sum to 1.
 """
 from __future__ import annotations
 
@@ -49,6 +55,32 @@ def psi_from_shares(reference_shares: Sequence[float], current_shares: Sequence[
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
+def kl_from_shares(reference_shares: Sequence[float], current_shares: Sequence[float]) -> float:
+    """D_KL(current || reference) over bins (see the module docstring for the smoothing)."""
+    ref = np.where(np.asarray(reference_shares, dtype=float) == 0, EMPTY_BIN_SHARE, reference_shares)
+    cur = np.where(np.asarray(current_shares, dtype=float) == 0, EMPTY_BIN_SHARE, current_shares)
+    ref, cur = ref / ref.sum(), cur / cur.sum()
+    return float(np.sum(cur * np.log(cur / ref)))
+
+
+def kl_divergence(reference: Sequence[float], current: Sequence[float], bins: int = 10) -> float:
+    """KL divergence of a numeric feature over quantile bins of the reference."""
+    edges = quantile_edges(reference, bins)
+    return kl_from_shares(binned_shares(reference, edges), binned_shares(current, edges))
+
+
+def categorical_kl(ref_counts: Mapping[Hashable, int], cur_counts: Mapping[Hashable, int]) -> float:
+    """KL divergence over the union of categories."""
+    ref, cur = _count_vectors(ref_counts, cur_counts)
+    return kl_from_shares(ref / max(ref.sum(), 1), cur / max(cur.sum(), 1))
+
+
+def _count_vectors(ref_counts: Mapping[Hashable, int], cur_counts: Mapping[Hashable, int]):
+    categories = sorted(set(ref_counts) | set(cur_counts), key=str)
+    return (np.array([ref_counts.get(c, 0) for c in categories], dtype=float),
+            np.array([cur_counts.get(c, 0) for c in categories], dtype=float))
+
+
 def population_stability_index(reference: Sequence[float], current: Sequence[float], bins: int = 10) -> float:
     """PSI of a numeric feature over quantile bins of the reference (see the module docstring)."""
     edges = quantile_edges(reference, bins)
@@ -58,9 +90,7 @@ def population_stability_index(reference: Sequence[float], current: Sequence[flo
 def categorical_psi(ref_counts: Mapping[Hashable, int], cur_counts: Mapping[Hashable, int]) -> float:
     """PSI over the union of categories; a category seen on one side only counts as an empty bin
     on the other."""
-    categories = sorted(set(ref_counts) | set(cur_counts), key=str)
-    ref = np.array([ref_counts.get(c, 0) for c in categories], dtype=float)
-    cur = np.array([cur_counts.get(c, 0) for c in categories], dtype=float)
+    ref, cur = _count_vectors(ref_counts, cur_counts)
     return psi_from_shares(ref / max(ref.sum(), 1), cur / max(cur.sum(), 1))
 
 
@@ -85,14 +115,18 @@ def chi_square_test(ref_counts: Mapping[Hashable, int], cur_counts: Mapping[Hash
 
 def feature_drift(feature: str, reference: Sequence[Any], current: Sequence[Any], *, kind: str,
                   psi_threshold: float = 0.2, p_value: float = 0.01, min_samples: int = 30,
-                  bins: int = 10) -> dict[str, Any]:
+                  bins: int = 10, measure: str = "psi", kl_threshold: float = 0.08) -> dict[str, Any]:
     """Compare one feature's reference and current values.
 
-    kind "numeric": PSI over reference quantile bins + KS test; kind "categorical": PSI over
-    categories + chi-square test. With fewer than `min_samples` values on either side no test is
-    run (drifted False, psi/statistic/p_value None) and the reason says so."""
+    kind "numeric": PSI and KL over reference quantile bins + KS test; kind "categorical": PSI
+    and KL over categories + chi-square test. Both distances are reported; `measure` (psi or kl)
+    says which one must pass its threshold, together with a significant test, to call drift.
+    With fewer than `min_samples` values on either side no test is run (drifted False,
+    psi/kl/statistic/p_value None) and the reason says so."""
+    if measure not in ("psi", "kl"):
+        raise ValueError(f"measure must be psi or kl, not {measure!r}")
     base = {"feature": feature, "kind": kind, "reference_n": len(reference), "current_n": len(current),
-            "psi": None, "statistic": None, "p_value": None, "drifted": False}
+            "psi": None, "kl": None, "measure": measure, "statistic": None, "p_value": None, "drifted": False}
     if kind not in ("numeric", "categorical"):
         raise ValueError(f"kind must be numeric or categorical, not {kind!r}")
     if min(len(reference), len(current)) < min_samples:
@@ -101,6 +135,7 @@ def feature_drift(feature: str, reference: Sequence[Any], current: Sequence[Any]
                                   f"at least {min_samples} are needed for a meaningful test"}
     if kind == "numeric":
         psi = population_stability_index(reference, current, bins)
+        kl = kl_divergence(reference, current, bins)
         statistic, p = ks_test(reference, current)
         test = "KS"
         summary = {"reference_mean": float(np.mean(reference)), "current_mean": float(np.mean(current)),
@@ -108,15 +143,17 @@ def feature_drift(feature: str, reference: Sequence[Any], current: Sequence[Any]
     else:
         ref_counts, cur_counts = Counter(reference), Counter(current)
         psi = categorical_psi(ref_counts, cur_counts)
+        kl = categorical_kl(ref_counts, cur_counts)
         statistic, p = chi_square_test(ref_counts, cur_counts)
         test = "chi-square"
         summary = {"reference_shares": shares(ref_counts), "current_shares": shares(cur_counts)}
-    drifted = psi > psi_threshold and p < p_value
+    distance, threshold, name = (psi, psi_threshold, "PSI") if measure == "psi" else (kl, kl_threshold, "KL")
+    drifted = distance > threshold and p < p_value
     verdict = "drifted" if drifted else "stable"
-    reason = (f"{verdict}: PSI {psi:.3f} {'above' if psi > psi_threshold else 'within'} {psi_threshold:g}, "
+    reason = (f"{verdict}: {name} {distance:.3f} {'above' if distance > threshold else 'within'} {threshold:g}, "
               f"{test} p={p:.2g} {'below' if p < p_value else 'not below'} {p_value:g}")
-    return {**base, "psi": psi, "statistic": statistic, "p_value": p, "drifted": drifted, "reason": reason,
-            "test": test, **summary}
+    return {**base, "psi": psi, "kl": kl, "statistic": statistic, "p_value": p, "drifted": drifted,
+            "reason": reason, "test": test, **summary}
 
 
 def mean_drop(reference: Sequence[float] | float, current: Sequence[float], *, min_drop: float,
@@ -127,7 +164,7 @@ def mean_drop(reference: Sequence[float] | float, current: Sequence[float], *, m
     known_mean = isinstance(reference, (int, float))
     ref_n = None if known_mean else len(reference)
     base = {"feature": feature, "kind": "mean", "reference_n": ref_n, "current_n": len(current), "psi": None,
-            "statistic": None, "p_value": None, "drifted": False}
+            "kl": None, "statistic": None, "p_value": None, "drifted": False}
     if len(current) < min_samples or (ref_n is not None and ref_n < min_samples):
         side = "current window" if len(current) < min_samples else "reference"
         count = len(current) if side == "current window" else ref_n
@@ -154,7 +191,7 @@ def rate_above(feature: str, events: int, total: int, *, max_rate: float, p_valu
     """Is the rate of an event (errors) above `max_rate`? Exact one-sided binomial test, which is
     valid at any sample size: three errors in three requests is already significant at 5% max."""
     base = {"feature": feature, "kind": "rate", "reference_n": None, "current_n": total, "psi": None,
-            "statistic": None, "p_value": None, "drifted": False}
+            "kl": None, "statistic": None, "p_value": None, "drifted": False}
     if total == 0:
         return {**base, "reason": "not tested: no requests in the window"}
     rate = events / total

@@ -29,6 +29,17 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
     if report["notes"]:
         sections.append(Section("notes", "Notes", [Bullets(list(report["notes"]))]))
     sections.append(_features_section(report))
+    content = next((f for f in report["features"] if f["feature"] == "content"), None)
+    if content and content.get("farthest"):
+        sections.append(Section("content", "Inputs farthest from the reference", [
+            Note(content["reason"]),
+            Table(["cosine distance to the nearest reference input", "input"],
+                  [[_figure(item["distance"]), item["text"]] for item in content["farthest"]])]))
+    if report.get("webhook"):
+        hook = report["webhook"]
+        done = (f"delivered (HTTP {hook['status']}, {hook['attempts']} attempt(s))" if hook["delivered"]
+                else f"NOT delivered after {hook['attempts']} attempt(s): {hook['error']}")
+        sections.append(Section("webhook", "Webhook", [Note(Status(hook["delivered"], f"{hook['url']}: {done}"))]))
     charts = [Chart(svg) for feature in report["features"] for svg in _charts(feature)]
     if charts:
         sections.append(Section("distributions", "Reference and current distributions", charts))
@@ -37,22 +48,25 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
 
 def _meta(report: dict[str, Any]) -> list[tuple[str, str]]:
     w, ref = report["window"], report["reference"]
-    return [("window", f"the last {w['predictions']:,} predictions (of {w['size']:,} asked for) in {report['log']}"),
+    asked = f"the last {w['size']}" if isinstance(w["size"], str) else f"{w['size']:,} asked for"
+    return [("window", f"the last {w['predictions']:,} predictions ({asked}) in {report['log']}"),
             ("reference", f"{ref['source']} ({ref['records']:,} records)"),
             ("traffic before the window used as a reference", f"{w['earlier_predictions']:,} predictions")]
 
 
 def _features_section(report: dict[str, Any]) -> Section:
     # figures pre-formatted as the drift sentences print them: PSI and statistic to 3 decimals, p to 2 digits
-    rows = [[f["feature"], f.get("reference_source") or "-", _figure(f["psi"]), _figure(f["statistic"]),
-             _p(f["p_value"]), Status(False, "yes") if f["drifted"] else Status(True, "no"), f["reason"]]
+    rows = [[f["feature"], f.get("reference_source") or "-", _figure(f["psi"]), _figure(f.get("kl")),
+             _figure(f["statistic"]), _p(f["p_value"]), Status(False, "yes") if f["drifted"] else Status(True, "no"),
+             f["reason"]]
             for f in report["features"]]
     t = report["thresholds"]
+    content = f"; content ROC AUC > {t['content_auc']:g}" if t.get("content_auc") else ""
     return Section("features", "Features", [
-        Table(["feature", "compared with", "PSI", "statistic", "p", "drifted", "why"], rows),
-        Note(f"Thresholds: PSI > {t['psi']:g} and p < {t['p_value']:g}; confidence drop >= "
-             f"{t['min_confidence_drop']:g}; error rate > {t['max_error_rate']:.1%}; at least "
-             f"{t['min_samples']} values per side.", "muted")])
+        Table(["feature", "compared with", "PSI", "KL", "statistic", "p", "drifted", "why"], rows),
+        Note(f"Thresholds: inputs PSI > {t['psi']:g}, outputs (predicted label, output length) KL > {t['kl']:g}, "
+             f"each with p < {t['p_value']:g}; confidence drop >= {t['min_confidence_drop']:g}; error rate > "
+             f"{t['max_error_rate']:.1%}{content}; at least {t['min_samples']} values per side.", "muted")])
 
 
 def _figure(value: float | None, digits: int = 3) -> str:

@@ -14,8 +14,10 @@ Reference traffic from the log is only used when the log holds more than one win
 """
 from __future__ import annotations
 
+import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,17 @@ from tunelab.data.pii import PiiDetector
 from tunelab.errors import TunelabError
 from tunelab.files import write_json, write_text
 from tunelab.monitor import drift
-from tunelab.monitor.features import log_features, outcome, reference_features
+from tunelab.monitor.alerts import alert_payload, send_webhook
+from tunelab.monitor.content import content_drift
+from tunelab.monitor.features import log_features, logged_input_text, outcome, prompt_text, reference_features
 from tunelab.monitor.reference import evaluated_confidence, resolve_reference
 from tunelab.monitor.report import render_html, render_markdown
+from tunelab.monitor.window import span_seconds, split_window
 
 # Reference records measured at most: PSI and the tests are as sharp at ten thousand as at a
 # million, and the PII detector's cost grows with every record.
 REFERENCE_SAMPLE = 10_000
+OUTPUT_FEATURES = ("predicted_label", "output_chars")
 
 
 @dataclass
@@ -47,16 +53,20 @@ class MonitorResult:
 def run(cfg: MonitorConfig) -> MonitorResult:
     out_dir = Path(cfg.out_dir)
     rows = read_log(cfg.prediction_log)
-    current, earlier = split_window(rows, cfg.window)
+    current, earlier = split_window(rows, cfg.window, where=str(cfg.prediction_log))
     ref = resolve_reference(cfg.reference, cfg.registry, [r.get("model_version") for r in current])
-    thresholds = {"psi": cfg.psi_threshold, "p_value": cfg.p_value, "min_confidence_drop": cfg.min_confidence_drop,
-                  "min_samples": cfg.min_samples, "max_error_rate": cfg.max_error_rate, "bins": cfg.bins}
+    thresholds = {"psi": cfg.psi_threshold, "kl": cfg.kl_threshold, "p_value": cfg.p_value,
+                  "min_confidence_drop": cfg.min_confidence_drop, "min_samples": cfg.min_samples,
+                  "max_error_rate": cfg.max_error_rate, "bins": cfg.bins,
+                  "content_auc": cfg.content.auc_threshold if cfg.content.enabled else None}
     detector = PiiDetector()
     sample = ref.records if len(ref.records) <= REFERENCE_SAMPLE else random.Random(0).sample(ref.records,
                                                                                               REFERENCE_SAMPLE)
     features = compare_features(reference_features(sample, detector), log_features(current, detector),
                                 log_features(earlier, detector) if earlier else None,
                                 evaluated_confidence(ref.run_dir, cfg.eval_report), thresholds)
+    if cfg.content.enabled:
+        features.append(content_feature(sample, current, cfg.content, cfg.min_samples))
     features.append(drift.rate_above("error_rate", sum(outcome(r) == "error" for r in current), len(current),
                                      max_rate=cfg.max_error_rate, p_value=cfg.p_value)
                     | {"reference_source": "max_error_rate"})
@@ -74,11 +84,33 @@ def run(cfg: MonitorConfig) -> MonitorResult:
         "notes": notes(current, cfg.min_samples),
         "rollback": roll_back(cfg.registry) if drifted and cfg.rollback else None,
     }
+    if drifted and cfg.webhook.url:
+        w = cfg.webhook
+        report["webhook"] = send_webhook(w.url, alert_payload(report, str(out_dir / "report.html")),
+                                         retries=w.retries, timeout_s=w.timeout_s, backoff_s=w.backoff_s)
+    else:
+        report["webhook"] = None
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "report.json", report)
     write_text(out_dir / "report.md", render_markdown(report))
     write_text(out_dir / "report.html", render_html(report))
     return MonitorResult(out_dir, report)
+
+
+def watch(cfg: MonitorConfig, on_check: Callable[[MonitorResult], None]) -> MonitorResult:
+    """Check every `cfg.watch` until stopped (Ctrl-C) or `cfg.watch_count` checks are done. Each
+    check rewrites the report, appends a line to OUT/history.jsonl and is passed to `on_check`."""
+    interval, checks = span_seconds(cfg.watch), 0
+    while True:
+        result = run(cfg)
+        record = {key: result.report[key] for key in ("created", "drifted", "alerts", "window", "webhook")}
+        with (result.out_dir / "history.jsonl").open("a", encoding="utf-8") as history:
+            history.write(json.dumps(record, ensure_ascii=False) + "\n")
+        on_check(result)
+        checks += 1
+        if cfg.watch_count and checks >= cfg.watch_count:
+            return result
+        time.sleep(interval)
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -95,18 +127,23 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def split_window(rows: list[dict[str, Any]], window: int) -> tuple[list[dict], list[dict]]:
-    """(the most recent `window` rows, the first rows of the log before them: at most `window`)."""
-    current = rows[-window:]
-    return current, rows[:max(0, min(window, len(rows) - window))]
+def content_feature(reference: list[dict[str, Any]], current: list[dict[str, Any]], settings,
+                    min_samples: int) -> dict[str, Any]:
+    """Content drift of the inputs (monitor.content): reference prompts against logged inputs."""
+    return content_drift([prompt_text(r) for r in reference], [logged_input_text(r.get("input")) for r in current],
+                         encoder=settings.encoder, auc_threshold=settings.auc_threshold, folds=settings.folds,
+                         max_reference=settings.max_reference, farthest=settings.farthest,
+                         min_samples=min_samples) | {"reference_source": "reference data"}
 
 
 def compare_features(ref: dict[str, list], cur: dict[str, list], early: dict[str, list] | None,
                      evaluated: tuple[float, str] | None, t: dict[str, Any]) -> list[dict[str, Any]]:
     def compare(name: str, kind: str, reference: list, current: list, source: str) -> dict[str, Any]:
+        # the model's outputs are judged by KL divergence (the default rule), its inputs by PSI
+        measure = "kl" if name in OUTPUT_FEATURES else "psi"
         return drift.feature_drift(name, reference, current, kind=kind, psi_threshold=t["psi"],
-                                   p_value=t["p_value"], min_samples=t["min_samples"],
-                                   bins=t["bins"]) | {"reference_source": source}
+                                   kl_threshold=t["kl"], measure=measure, p_value=t["p_value"],
+                                   min_samples=t["min_samples"], bins=t["bins"]) | {"reference_source": source}
 
     features = [compare("input_chars", "numeric", ref["input_chars"], cur["input_chars"], "reference data"),
                 compare("input_words", "numeric", ref["input_words"], cur["input_words"], "reference data"),
@@ -148,11 +185,11 @@ def confidence_drift(current: list[float], early: dict[str, list] | None, evalua
 
 
 def not_tested(feature: str, kind: str, reason: str) -> dict[str, Any]:
-    return {"feature": feature, "kind": kind, "reference_n": None, "current_n": None, "psi": None,
+    return {"feature": feature, "kind": kind, "reference_n": None, "current_n": None, "psi": None, "kl": None,
             "statistic": None, "p_value": None, "drifted": False, "reason": reason, "reference_source": None}
 
 
-def window_summary(current: list[dict], earlier: list[dict], window: int) -> dict[str, Any]:
+def window_summary(current: list[dict], earlier: list[dict], window: int | str) -> dict[str, Any]:
     versions: dict[str, int] = {}
     for row in current:
         versions[str(row.get("model_version"))] = versions.get(str(row.get("model_version")), 0) + 1
@@ -160,7 +197,7 @@ def window_summary(current: list[dict], earlier: list[dict], window: int) -> dic
             "from_ts": current[0].get("ts"), "to_ts": current[-1].get("ts"), "model_versions": versions}
 
 
-FEATURE_WORDS = {"input_chars": "input length in characters", "input_words": "input length in words",
+FEATURE_WORDS = {"content": "content of the inputs", "input_chars": "input length in characters", "input_words": "input length in words",
                  "pii": "share of inputs with PII", "predicted_label": "predicted-label distribution",
                  "confidence": "mean confidence", "output_chars": "output length in characters",
                  "outcome": "request outcomes (ok, blocked, rejected, error)", "error_rate": "error rate"}
@@ -174,7 +211,11 @@ def alert_sentence(feature: dict[str, Any]) -> str:
     if feature["kind"] == "rate":
         return (f"Error rate is {feature['current_rate']:.1%} of {feature['current_n']} requests, above the allowed "
                 f"{feature['max_rate']:.1%} (p={feature['p_value']:.2g}).")
-    return (f"The {name} drifted from the {feature['reference_source']}: PSI {feature['psi']:.3f}, "
+    if feature["feature"] == "content":
+        return (f"The content of the inputs drifted from the reference data: a classifier tells them apart with "
+                f"ROC AUC {feature['auc']:.3f} (0.5 = no drift).")
+    distance = f"KL {feature['kl']:.3f}" if feature.get("measure") == "kl" else f"PSI {feature['psi']:.3f}"
+    return (f"The {name} drifted from the {feature['reference_source']}: {distance}, "
             f"{feature['test']} p={feature['p_value']:.2g}.")
 
 

@@ -73,8 +73,10 @@ def run_dir(path: Path, data: Path, *, mean_confidence: float | None = None) -> 
 
 
 def run_monitor(log, reference, **settings):
-    """monitor.run with its whole config section, as the CLI calls it."""
-    values = {"prediction_log": str(log), "reference": None if reference is None else str(reference), **settings}
+    """monitor.run with its whole config section, as the CLI calls it (content drift off unless
+    asked for: it embeds every input, and these tests are about the other features)."""
+    values = {"prediction_log": str(log), "reference": None if reference is None else str(reference),
+              "content": {"enabled": False}, **settings}
     values = {k: str(v) if k in ("out_dir", "registry", "eval_report") and v is not None else v
               for k, v in values.items()}
     return monitor.run(MonitorConfig(**values))
