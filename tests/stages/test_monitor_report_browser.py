@@ -33,8 +33,8 @@ def test_drift_report_renders_in_chromium_with_its_tables_and_charts(browser, tm
     for alert in report["alerts"]:
         assert alert in text
     features = outline.table("features")
-    assert features[0] == ["feature", "compared with", "PSI", "statistic", "p", "drifted", "why"]
-    assert [(row[0], row[5]) for row in features[1:]] == [(f["feature"], "yes" if f["drifted"] else "no")
+    assert features[0] == ["feature", "compared with", "PSI", "KL", "statistic", "p", "drifted", "why"]
+    assert [(row[0], row[6]) for row in features[1:]] == [(f["feature"], "yes" if f["drifted"] else "no")
                                                           for f in report["features"]]
     assert EVIL in text and outline.images == []  # the logged label is text, never parsed as an <img>
     binned = [f["feature"] for f in report["features"] if f.get("bins")]
