@@ -230,6 +230,33 @@ def test_template_with_eos_outside_loss_mask_is_flagged(tmp_path, write_jsonl, t
     assert "outside" in proc.stdout
 
 
+def test_template_without_markers_is_reported_trainable_by_rendered_spans(tmp_path, write_jsonl,
+                                                                          tiny_tokenizer_path):
+    import shutil
+
+    from chat_templates import DROPS_EARLIER_REASONING, UNMARKED
+    rows = [{"messages": [{"role": "user", "content": f"q {i}"},
+                          {"role": "assistant", "content": f"<think>x</think>a {i}"},
+                          {"role": "user", "content": "again"}, {"role": "assistant", "content": f"b {i}"}]}
+            for i in range(5)]
+    data = write_jsonl("c.jsonl", rows)
+    audits = {}
+    for name, template in (("unmarked", UNMARKED), ("inconsistent", DROPS_EARLIER_REASONING)):
+        tok_dir = tmp_path / name
+        shutil.copytree(tiny_tokenizer_path, tok_dir)
+        (tok_dir / "chat_template.jinja").write_text(template)
+        proc = tunelab("data", "prepare", data, "--out", tmp_path / f"out-{name}", "-q", "--tokenizer", tok_dir)
+        audits[name] = (json.loads((tmp_path / f"out-{name}" / "report.json").read_text())["template_audit"], proc)
+    audit, proc = audits["unmarked"]
+    assert audit["ok"] and audit["loss_mask"] == "rendered_spans" and audit["problems"] == []
+    assert "chat template" not in proc.stdout + proc.stderr
+    assert "- assistant-only loss: replies found by rendering each assistant turn" in (
+        tmp_path / "out-unmarked" / "report.md").read_text()
+    audit, proc = audits["inconsistent"]
+    assert not audit["ok"] and audit["inconsistent_spans"] == 5
+    assert "assistant spans the template does not render consistently" in " ".join((proc.stdout + proc.stderr).split())
+
+
 def test_readers_from_every_format_in_one_run(tmp_path):
     import datasets
     import pyarrow as pa

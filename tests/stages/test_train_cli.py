@@ -181,3 +181,36 @@ def test_ctrl_c_saves_a_complete_checkpoint_exits_130_and_resume_finishes(worksp
     steps = [r["step"] for r in rows_of(run_dir / "metrics.jsonl") if "loss" in r]
     assert steps == list(range(1, 17))  # picked up after the checkpoint, no step trained twice
     assert json.loads((run_dir / "manifest.json").read_text())["interrupted"] is False
+
+
+def test_a_chat_template_without_generation_markers_trains_on_rendered_assistant_spans(workspace):
+    """A user's own template without {% generation %} markers (and unknown to TRL) trains with
+    assistant-only loss; one that renders no consistent spans is refused in one sentence."""
+    import shutil
+
+    from chat_templates import DROPS_EARLIER_REASONING, UNMARKED
+    models = {}
+    for name, template in (("unmarked", UNMARKED), ("inconsistent", DROPS_EARLIER_REASONING)):
+        models[name] = workspace / f"base-{name}"
+        shutil.copytree(workspace / "base", models[name])
+        (models[name] / "chat_template.jinja").write_text(template)
+
+    run_dir = workspace / "unmarked-run"
+    done = tunelab("train", "--model", models["unmarked"], "--data", workspace / "data", "--method", "full",
+                   "--output", run_dir, "train.max_steps=2", *TINY, cwd=workspace)
+    assert "trained (sft)" in done.stdout
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["loss_mask"] == "rendered_spans" and manifest["config"]["train"]["assistant_only_loss"] is True
+    assert [r["step"] for r in rows_of(run_dir / "metrics.jsonl") if "loss" in r] == [1, 2]
+    assert (run_dir / "chat_template.jinja").read_text() == UNMARKED  # served as the user gave it
+
+    reasoning = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>add</think>4"},
+                 {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "<think>add</think>6"}]
+    data = write_jsonl(workspace / "reasoning.jsonl", [{"messages": reasoning}])
+    refused = tunelab("train", "--model", models["inconsistent"], "--data", data, "--output",
+                      workspace / "refused-run", *TINY, cwd=workspace, check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert ("assistant-only loss cannot find the assistant tokens of training record 1: the template renders the "
+            "conversation through assistant turn 1 differently once later turns follow") in said
+    assert not (workspace / "refused-run").exists()

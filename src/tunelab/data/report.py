@@ -13,6 +13,7 @@ from tunelab.charts import bar_chart, histogram
 from tunelab.data.split import SPLITS
 from tunelab.files import write_json, write_text
 from tunelab.report_shell import Bullets, Chart, Note, Section, Status, Table
+from tunelab.train.assistant_spans import LOSS_MASK_WAYS
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -229,7 +230,8 @@ def _audit_section(report: dict[str, Any]) -> Section | None:
         return None
     blocks: list = [Table(["figure", "value"], [
         ["tokenizer", audit["tokenizer"]], ["conversations checked", audit["checked"]],
-        ["verdict", Status(audit["ok"], "ok" if audit["ok"] else "problems found")]])]
+        ["verdict", Status(audit["ok"], "ok" if audit["ok"] else "problems found")],
+        *([["assistant-only loss", LOSS_MASK_WAYS[audit["loss_mask"]]]] if audit.get("loss_mask") else [])])]
     blocks.append(Bullets(list(audit["problems"]), "flags") if audit["problems"]
                   else Note("No problems found.", "muted"))
     return Section("audit", "Chat-template audit", blocks)

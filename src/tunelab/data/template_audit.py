@@ -3,18 +3,22 @@ learns what they think it learns?
 
 For a sample of conversations it checks that the template renders, that the rendered text
 survives tokenize/decode unchanged, that every message's content appears verbatim, that every
-assistant turn is followed by the end-of-turn token, and, where the template marks assistant
-spans with {% generation %} (what TRL's assistant_only_loss uses for the loss mask), that the
-end-of-turn token lies inside that span: a model that is never trained on it never learns to stop.
+assistant turn is followed by the end-of-turn token, and that assistant-only loss trains each
+reply with its end-of-turn token: where the template marks assistant spans with
+{% generation %} (what TRL's assistant_only_loss uses for the loss mask), that the end-of-turn
+token lies inside that span, since a model that is never trained on it never learns to stop;
+where it has no markers (and TRL has no marked copy of it), that `tunelab train` finds the spans
+by rendering each turn (tunelab.train.assistant_spans), and that each decodes to the reply plus
+the end token.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from tunelab.train.assistant_spans import (GENERATION_MARKERS, RENDERED_SPANS, NoConsistentSpans,
+                                           has_generation_markers, loss_mask_source, tokenize_with_spans)
+
 MAX_EXAMPLES = 5
-# the test transformers applies before building assistant masks (whitespace control allowed)
-GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 def make_token_counter(tokenizer, kind: str):
@@ -44,11 +48,15 @@ def audit_chat_template(tokenizer, conversations: list[list[dict[str, str]]], *,
                         end_token: str | None = None, name: str = "") -> dict[str, Any]:
     end_token = end_token or tokenizer.eos_token
     template = getattr(tokenizer, "chat_template", None) or ""
-    has_markers = bool(GENERATION_MARKER.search(template))
+    has_markers = has_generation_markers(template)
     report: dict[str, Any] = {
         "tokenizer": name, "has_template": bool(template), "has_generation_markers": has_markers,
+        # how `tunelab train` finds the assistant tokens: the template's markers, TRL's marked copy of
+        # it, or spans found by rendering each turn (assistant_spans)
+        "loss_mask": loss_mask_source(tokenizer) if template else None,
         "end_token": end_token, "checked": 0, "render_failures": 0, "roundtrip_failures": 0,
         "content_missing": 0, "end_token_missing": 0, "end_token_outside_mask": 0,
+        "inconsistent_spans": 0, "spans_not_reply_and_end": 0,
         "problems": [], "examples": [],
     }
     if not template:
@@ -59,14 +67,14 @@ def audit_chat_template(tokenizer, conversations: list[list[dict[str, str]]], *,
     end_id = tokenizer.convert_tokens_to_ids(end_token) if end_token else None
     for index, messages in enumerate(conversations):
         report["checked"] += 1
-        for problem in _conversation_problems(tokenizer, messages, end_token, end_id, has_markers, report):
+        for problem in _conversation_problems(tokenizer, messages, end_token, end_id, report):
             if len(report["examples"]) < MAX_EXAMPLES:
                 report["examples"].append({"conversation": index, "problem": problem})
     _summarise(report)
     return report
 
 
-def _conversation_problems(tokenizer, messages, end_token, end_id, has_markers, counts) -> list[str]:
+def _conversation_problems(tokenizer, messages, end_token, end_id, counts) -> list[str]:
     try:
         rendered = tokenizer.apply_chat_template(messages, tokenize=False)
     except Exception as exc:  # jinja raises many types; each is a finding, not a crash
@@ -88,13 +96,48 @@ def _conversation_problems(tokenizer, messages, end_token, end_id, has_markers, 
         if message["role"] == "assistant" and end_token and not rendered[cursor:].lstrip(" ").startswith(end_token):
             counts["end_token_missing"] += 1
             problems.append(f"an assistant turn is not followed by the end token {end_token!r}")
-    if has_markers and end_id is not None:
+    if counts["loss_mask"] == GENERATION_MARKERS and end_id is not None:
         outside = _end_tokens_outside_mask(tokenizer, messages, end_id)
         if outside:
             counts["end_token_outside_mask"] += outside
             problems.append(f"the end token {end_token!r} falls outside the assistant loss mask "
                             f"({outside} turn{'s' if outside > 1 else ''})")
+    if counts["loss_mask"] == RENDERED_SPANS:
+        # a span cannot be the reply plus its end token when either is already missing: said once, above
+        problems += _rendered_span_problems(tokenizer, messages, end_token, counts, check_text=not problems)
     return problems
+
+
+def _rendered_span_problems(tokenizer, messages, end_token, counts, check_text: bool) -> list[str]:
+    """The spans `tunelab train` would find by rendering: consistent, and each the reply plus its end token."""
+    try:
+        encoded = tokenize_with_spans(tokenizer, messages)
+    except NoConsistentSpans as exc:
+        counts["inconsistent_spans"] += 1
+        return [f"no consistent assistant spans: {exc}"]
+    if not check_text:
+        return []
+    def words(text: str) -> str:  # whitespace aside: a first token may carry the newline before the reply
+        return "".join(text.split())
+
+    spans = [words(tokenizer.decode(run)) for run in _masked_runs(encoded["input_ids"], encoded["assistant_masks"])]
+    expected = [words(m["content"] + (end_token or "")) for m in messages if m["role"] == "assistant"]
+    wrong = sum(found != wanted for found, wanted in zip(spans, expected)) + abs(len(spans) - len(expected))
+    if not wrong:
+        return []
+    counts["spans_not_reply_and_end"] += wrong
+    return [f"{wrong} assistant span{'s' if wrong > 1 else ''} found by rendering "
+            f"{'are' if wrong > 1 else 'is'} not the reply plus the end token {end_token!r}"]
+
+
+def _masked_runs(ids: list[int], mask: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for i, (token, bit) in enumerate(zip(ids, mask)):
+        if bit and (i == 0 or not mask[i - 1]):
+            runs.append([])
+        if bit:
+            runs[-1].append(token)
+    return runs
 
 
 def _end_tokens_outside_mask(tokenizer, messages, end_id: int) -> int:
@@ -124,12 +167,15 @@ def _summarise(report: dict[str, Any]) -> None:
         "end_token_outside_mask": f"assistant turns whose end token {report['end_token']!r} is outside the "
                                   "{% generation %} span, so it gets no loss (the model would not learn to stop); "
                                   "move it inside {% endgeneration %}",
+        "inconsistent_spans": "conversations whose assistant spans the template does not render consistently "
+                              "(a turn rendered differently once later turns follow, or otherwise than its "
+                              "generation prompt), so `tunelab train` refuses assistant-only loss on them; use a "
+                              "prefix-consistent template, mark each reply and its end token with "
+                              "{% generation %}...{% endgeneration %}, or set train.assistant_only_loss=false",
+        "spans_not_reply_and_end": f"assistant spans found by rendering that are not the reply plus the end token "
+                                   f"{report['end_token']!r}",
     }
     for key, sentence in sentences.items():
         if report[key]:
             report["problems"].append(f"{report[key]} {sentence}")
-    if not report["has_generation_markers"]:
-        report["problems"].append("the template has no {% generation %} markers, so assistant-only loss "
-                                  "(TRL assistant_only_loss) cannot find the assistant tokens; wrap each "
-                                  "assistant reply and its end token in {% generation %}...{% endgeneration %}")
     report["ok"] = not report["problems"]

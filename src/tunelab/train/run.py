@@ -7,7 +7,6 @@ the data, the task, the labels, the method on this hardware, the chat template, 
 from __future__ import annotations
 
 import importlib.util
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ from tunelab.models.load import (adapter_base, load_model, load_model_config, lo
                                  resolve_model_path)
 from tunelab.train import callbacks as cb
 from tunelab.train.arguments import check_supported, training_kwargs
+from tunelab.train.assistant_spans import (ALL_TOKENS, RENDERED_SPANS, TRL_TRAINING_TEMPLATE, check_conversations,
+                                           known_training_template, loss_mask_source)
 from tunelab.train.classify import build_classification_trainer, check_class_weights, class_weight_vector
 from tunelab.train.data import KIND_TO_TASK, TrainingData, load_training_data, to_dataset
 from tunelab.train.dpo import build_dpo_trainer, drop_reference_adapter, needs_chat_template
@@ -33,8 +34,6 @@ from tunelab.train.tracking import configure_tracking, tracking_run
 from tunelab.train.sft import build_sft_trainer
 from tunelab.train.stages import (check_stage_kinds, completed_stages, load_weights, planned_stages,
                                   save_snapshot, snapshot_dir)
-
-GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass
@@ -64,8 +63,13 @@ def run(cfg: RunConfig) -> TrainResult:
     if labels:
         check_class_weights(tc.class_weights, labels)
     check_hardware(tc)
-    tokenizer = prepare_tokenizer(load_tokenizer(tc.model), task, tc.assistant_only_loss,
-                                  chat=task != "dpo" or needs_chat_template(every.train + every.eval))
+    tokenizer, loss_mask = prepare_tokenizer(load_tokenizer(tc.model), task, tc.assistant_only_loss,
+                                             chat=task != "dpo" or needs_chat_template(every.train + every.eval))
+    if loss_mask == RENDERED_SPANS:  # every conversation's assistant spans found, or refused, before weights load
+        for stage, stage_records in zip(stages, stage_data):
+            check_conversations(tokenizer, stage_records.train, where=stage.data or "train.mix")
+            check_conversations(tokenizer, stage_records.eval, where=tc.eval_data or stage.data or "train.mix",
+                                split="validation")
     # LoRA targets and blocks to train are checked on the structure alone (meta device, no weights)
     adapters.check_method(load_model_skeleton(tc.model, task, labels=labels), tc.method, task=task, lora=tc.lora,
                           freeze_last_n=tc.freeze_last_n)
@@ -113,7 +117,8 @@ def run(cfg: RunConfig) -> TrainResult:
                         resolved_base=resolve_model_path(adapter_base(resolve_model_path(tc.model)) or tc.model),
                         task=task, method=tc.method, data_sources=every.sources, seed=tc.seed,
                         wall_time_s=time.time() - started, trainable=trainable, final_metrics=final,
-                        stages=results, prefixes=every.prefixes, labels=labels, interrupted=interrupted)
+                        stages=results, prefixes=every.prefixes, labels=labels, interrupted=interrupted,
+                        loss_mask=loss_mask)
     # under accelerate launch / torchrun no process returns (and exits) before process 0 has
     # finished the run directory, so whatever runs next on any of them finds it complete
     trainer.accelerator.wait_for_everyone()
@@ -186,32 +191,21 @@ def preflight_memory(tc, task: str, labels: list[str] | None) -> None:
 
 
 def prepare_tokenizer(tokenizer, task: str, assistant_only_loss: bool, chat: bool = True):
-    """chat: the data is rendered with the chat template (SFT; DPO with conversational prompts)."""
+    """(tokenizer, how an SFT loss mask is found: assistant_spans.ALL_TOKENS, ...; None for other
+    tasks). chat: the data is rendered with the chat template (SFT; DPO with conversational prompts)."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # batches need padding; masked out of the loss
     if task in ("sft", "dpo") and chat and not getattr(tokenizer, "chat_template", None):
         raise TunelabError("the tokenizer has no chat template, so chat data cannot be rendered",
                            fix="use a tokenizer with one (an instruct model's), or set tokenizer.chat_template")
-    if task == "sft" and assistant_only_loss and not GENERATION_MARKER.search(tokenizer.chat_template):
-        training_template = known_training_template(tokenizer)
-        if training_template:  # TRL ships marked copies of popular templates (Qwen, Llama, Gemma, ...)
-            tokenizer.chat_template = training_template
-            return tokenizer
-        raise TunelabError("assistant-only loss needs a chat template that marks assistant replies with "
-                           "{% generation %}...{% endgeneration %}, and this tokenizer's does not",
-                           fix="add the markers around each assistant reply and its end token (`tunelab data "
-                               "prepare --tokenizer` audits it), or set train.assistant_only_loss=false")
-    return tokenizer
-
-
-def known_training_template(tokenizer) -> str | None:
-    """TRL's copy of this tokenizer's chat template with {% generation %} markers, when TRL knows
-    the template; it renders the same text, so the run saves it for serving unchanged."""
-    from trl.chat_template_utils import get_training_chat_template
-    try:
-        return get_training_chat_template(tokenizer)
-    except ValueError:  # a template TRL does not know
-        return None
+    if task != "sft":
+        return tokenizer, None
+    if not assistant_only_loss:
+        return tokenizer, ALL_TOKENS
+    source = loss_mask_source(tokenizer)
+    if source == TRL_TRAINING_TEMPLATE:  # TRL ships marked copies of popular templates (Qwen, Llama, Gemma, ...)
+        tokenizer.chat_template = known_training_template(tokenizer)
+    return tokenizer, source
 
 
 def build_trainer(model, tokenizer, data: TrainingData, task: str, labels, tc, stage: StageSettings, run_dir: Path,

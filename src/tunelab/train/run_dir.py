@@ -316,7 +316,9 @@ def peak_memory_mb() -> dict[str, float]:
 def write_run_files(run_dir: Path, *, config: dict[str, Any], base_model: str, resolved_base: str, task: str,
                     method: str, data_sources: dict[str, str], seed: int, wall_time_s: float,
                     trainable: tuple[int, int], final_metrics: dict[str, Any], stages: list[dict[str, Any]],
-                    prefixes: dict[str, str], labels: list[str] | None, interrupted: bool) -> None:
+                    prefixes: dict[str, str], labels: list[str] | None, interrupted: bool,
+                    loss_mask: str | None) -> None:
+    """loss_mask: how an SFT run's loss mask was found (assistant_spans.RENDERED_SPANS, ...); None otherwise."""
     write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     outputs = {p.name: p for p in run_dir.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json")
                and p.name != "manifest.json"}
@@ -325,7 +327,7 @@ def write_run_files(run_dir: Path, *, config: dict[str, Any], base_model: str, r
         "task": task, "method": method, "seed": seed, "labels": labels, "task_prefixes": prefixes,
         "datasets": data_sources, "git_commit": git_commit(), "wall_time_s": round(wall_time_s, 1),
         "peak_memory": peak_memory_mb(), "parameters": {"trainable": trainable[0], "total": trainable[1]},
-        "final_metrics": final_metrics, "stages": stages, "interrupted": interrupted,
+        "final_metrics": final_metrics, "stages": stages, "interrupted": interrupted, "loss_mask": loss_mask,
         # relative data paths in config.yaml are relative to this directory (RunDir.data_path)
         "workdir": str(Path.cwd()),
     }

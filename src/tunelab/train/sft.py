@@ -1,12 +1,23 @@
-"""Supervised fine-tuning of causal LMs with TRL's SFTTrainer: assistant-only loss (the chat
-template's {% generation %} span, which covers the end-of-turn token) and optional packing."""
+"""Supervised fine-tuning of causal LMs with TRL's SFTTrainer: assistant-only loss (each reply
+and its end-of-turn token) and optional packing.
+
+With `{% generation %}` markers in the chat template (the tokenizer's own, or TRL's marked copy)
+TRL finds the assistant tokens itself; without them the conversations reach TRL tokenized, with
+the assistant masks found by rendering each turn (assistant_spans), and TRL builds the labels,
+truncates and packs those rows just the same."""
 from __future__ import annotations
 
 from trl import SFTConfig, SFTTrainer
 
+from tunelab.train.assistant_spans import has_generation_markers, tokenized_conversations
+
 
 def build_sft_trainer(model, tokenizer, train_dataset, eval_dataset, *, common: dict, max_length: int,
                       assistant_only_loss: bool, packing: bool, callbacks: list):
+    if assistant_only_loss and not has_generation_markers(tokenizer.chat_template):
+        train_dataset = tokenized_conversations(tokenizer, train_dataset)
+        eval_dataset = tokenized_conversations(tokenizer, eval_dataset) if eval_dataset is not None else None
+        assistant_only_loss = False  # TRL's flag means "find the markers"; the rows carry their masks
     args = SFTConfig(**common, max_length=max_length, assistant_only_loss=assistant_only_loss, packing=packing,
                      eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token)
     return SFTTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,

@@ -1,8 +1,11 @@
-"""Chat-template audit on the tiny tokenizer: a good template passes; templates that drop the end
-token from the loss mask, never emit it, lack generation markers or drop content are caught."""
+"""Chat-template audit on the tiny tokenizer: a good template passes, with or without generation
+markers (spans found by rendering); templates that drop the end token from the loss mask, never
+emit it, render no consistent assistant spans or drop content are caught."""
 import pytest
+from chat_templates import DROPS_EARLIER_REASONING, PROMPT_UNLIKE_THE_TURN, UNMARKED
 from transformers import AutoTokenizer
 
+from tunelab.data import template_audit
 from tunelab.data.template_audit import MAX_EXAMPLES, audit_chat_template, make_token_counter
 
 GOOD_SPAN = "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
@@ -18,7 +21,7 @@ CONVERSATIONS = [
 ]
 ASSISTANT_TURNS = 3
 COUNTS = ("render_failures", "roundtrip_failures", "content_missing", "end_token_missing",
-          "end_token_outside_mask")
+          "end_token_outside_mask", "inconsistent_spans", "spans_not_reply_and_end")
 
 
 @pytest.fixture
@@ -38,6 +41,7 @@ def test_good_template_passes(tokenizer):
     assert report["ok"] is True
     assert report["tokenizer"] == "tiny"
     assert report["has_template"] and report["has_generation_markers"]
+    assert report["loss_mask"] == "generation_markers"
     assert report["end_token"] == "<|end|>"
     assert report["checked"] == len(CONVERSATIONS)
     assert {k: report[k] for k in COUNTS} == dict.fromkeys(COUNTS, 0)
@@ -79,15 +83,63 @@ def test_template_without_end_token_after_assistant(tokenizer):
         "(the model would not learn to stop)"]
 
 
-def test_template_without_generation_markers(tokenizer):
-    with_span(tokenizer, "{{ message['content'] + '<|end|>' }}")
+def test_template_without_generation_markers_is_trainable_by_rendered_spans(tokenizer):
+    tokenizer.chat_template = UNMARKED
     report = audit_chat_template(tokenizer, CONVERSATIONS)
     assert report["has_generation_markers"] is False
+    assert report["loss_mask"] == "rendered_spans"
     assert {k: report[k] for k in COUNTS} == dict.fromkeys(COUNTS, 0)
+    assert report["ok"] is True and report["problems"] == []
+
+
+REASONING = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>add</think>4"},
+             {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "<think>add</think>6"}]
+
+
+def test_template_that_drops_earlier_reasoning_has_no_consistent_spans(tokenizer):
+    tokenizer.chat_template = DROPS_EARLIER_REASONING
+    report = audit_chat_template(tokenizer, [REASONING, REASONING[:2], CONVERSATIONS[1]])
+    # only the conversation whose earlier reply carries reasoning renders it differently later on
+    assert report["inconsistent_spans"] == 1 and report["content_missing"] == 1
     assert report["ok"] is False
-    assert len(report["problems"]) == 1
-    assert report["problems"][0].startswith("the template has no {% generation %} markers")
-    assert "assistant_only_loss" in report["problems"][0]
+    assert any(p.startswith("1 conversations whose assistant spans the template does not render consistently")
+               and "train.assistant_only_loss=false" in p for p in report["problems"])
+    assert {"conversation": 0, "problem": "no consistent assistant spans: the template renders the conversation "
+            "through assistant turn 1 differently once later turns follow (it may drop earlier reasoning or render "
+            "the last assistant turn apart), so that reply has no span in the whole conversation"} in report["examples"]
+
+
+def test_template_whose_generation_prompt_is_not_the_turn_is_flagged(tokenizer):
+    tokenizer.chat_template = PROMPT_UNLIKE_THE_TURN
+    report = audit_chat_template(tokenizer, CONVERSATIONS)
+    assert report["inconsistent_spans"] == len(CONVERSATIONS) and report["ok"] is False
+    assert "otherwise than after its own generation prompt" in report["examples"][0]["problem"]
+
+
+def test_rendered_spans_that_are_not_reply_and_end_token_are_caught(tokenizer, monkeypatch):
+    """The audit decodes each span: a mask one token short is found (the check itself can fail)."""
+    tokenizer.chat_template = UNMARKED
+    real = template_audit.tokenize_with_spans
+
+    def one_short(tok, messages):
+        encoded = real(tok, messages)
+        mask = encoded["assistant_masks"]
+        last = max(i for i, bit in enumerate(mask) if bit)
+        return {**encoded, "assistant_masks": mask[:last] + [0] + mask[last + 1:]}
+
+    monkeypatch.setattr(template_audit, "tokenize_with_spans", one_short)
+    report = audit_chat_template(tokenizer, CONVERSATIONS)
+    assert report["spans_not_reply_and_end"] == len(CONVERSATIONS) and report["ok"] is False
+    assert report["problems"] == [f"{len(CONVERSATIONS)} assistant spans found by rendering that are not the reply "
+                                  "plus the end token '<|end|>'"]
+
+
+def test_a_template_trl_knows_uses_its_marked_copy(tokenizer):
+    from trl.chat_template_utils import qwen2_5_chat_template
+    tokenizer.chat_template = qwen2_5_chat_template
+    report = audit_chat_template(tokenizer, CONVERSATIONS, end_token="<|end|>")
+    assert report["loss_mask"] == "trl_training_template"
+    assert report["inconsistent_spans"] == 0 and report["spans_not_reply_and_end"] == 0
 
 
 def test_generation_markers_with_whitespace_control_are_recognised(tokenizer):

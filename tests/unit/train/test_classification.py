@@ -31,7 +31,7 @@ def classification_trainer(model_dir, tmp_path, records=IMBALANCED, **settings):
     cfg = train_config(model=model_dir, data="unused.jsonl", method="full", output_dir=tmp_path / "run", **settings)
     data = TrainingData("classification", records, [])
     labels = train_run.resolve_labels(cfg.train.labels, data)
-    tokenizer = train_run.prepare_tokenizer(load_tokenizer(str(model_dir)), "classification", True)
+    tokenizer, _ = train_run.prepare_tokenizer(load_tokenizer(str(model_dir)), "classification", True)
     model = load_model(str(model_dir), "classification", labels=labels)
     return train_run.build_trainer(model, tokenizer, data, "classification", labels, cfg.train,
                                    StageSettings(data="unused.jsonl", name="train"), tmp_path / "run", 0, 1)

@@ -140,7 +140,7 @@ def test_string_prompts_need_no_chat_template(tiny_llama):
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     tokenizer.chat_template = None
-    assert run_module.prepare_tokenizer(tokenizer, "dpo", True, chat=False) is tokenizer
+    assert run_module.prepare_tokenizer(tokenizer, "dpo", True, chat=False) == (tokenizer, None)
     with pytest.raises(TunelabError, match="no chat template"):
         run_module.prepare_tokenizer(tokenizer, "dpo", True, chat=True)
 

@@ -1,17 +1,16 @@
 """Assistant-only loss as tunelab configures TRL: the labels cover each assistant reply and its
-end-of-turn token, and nothing of the system or user turns or the role headers; a chat template
-without {% generation %} markers is refused before any weights load."""
+end-of-turn token, and nothing of the system or user turns or the role headers; a template TRL
+knows gets its marked copy (templates without markers: test_rendered_spans.py)."""
 from __future__ import annotations
 
+import json
 import re
-from pathlib import Path
 
-import pytest
+from chat_templates import UNMARKED
 from train_helpers import (chat_jsonl, copy_model, no_memory_preflight, tiny_llama_dir,  # noqa: F401 (fixtures)
                            train_config)
 
 from tunelab.config import StageSettings
-from tunelab.errors import TunelabError
 from tunelab.models.load import load_model, load_tokenizer
 from tunelab.train import run as train_run
 from tunelab.train.data import TrainingData
@@ -31,7 +30,7 @@ def collated_batch(model_dir: Path, tmp_path: Path, **settings):
     """The first training batch exactly as the trainer tunelab builds would see it."""
     cfg = train_config(model=model_dir, data="unused.jsonl", method="full", output_dir=tmp_path / "run", **settings)
     tc = cfg.train
-    tokenizer = train_run.prepare_tokenizer(load_tokenizer(str(model_dir)), "sft", tc.assistant_only_loss)
+    tokenizer, _ = train_run.prepare_tokenizer(load_tokenizer(str(model_dir)), "sft", tc.assistant_only_loss)
     data = TrainingData("generative", [{"messages": m} for m in CONVERSATIONS], [])
     trainer = train_run.build_trainer(load_model(str(model_dir), "sft"), tokenizer, data, "sft", None, tc,
                                       StageSettings(data="unused.jsonl", name="train"), tmp_path / "run", 0, 1)
@@ -86,34 +85,14 @@ def test_without_assistant_only_loss_every_token_is_labelled(tiny_llama_dir, tmp
         assert (labels[~real] == -100).all()
 
 
-UNMARKED_TEMPLATE = (Path(__file__).resolve().parents[2] / "assets" / "tiny-chat-tokenizer" / "chat_template.jinja"
-                     ).read_text().replace("{% generation %}", "").replace("{% endgeneration %}", "")
-
-
-def test_template_without_generation_markers_fails_before_loading_weights(tiny_llama_dir, chat_jsonl, tmp_path,
-                                                                          monkeypatch):
-    assert "{% generation %}" not in UNMARKED_TEMPLATE and "endgeneration" not in UNMARKED_TEMPLATE
-    model_dir = copy_model(tiny_llama_dir, tmp_path / "model", chat_template=UNMARKED_TEMPLATE)
-
-    def no_weights(*args, **kwargs):
-        raise AssertionError("weights were loaded before the chat template was checked")
-
-    monkeypatch.setattr(train_run, "load_model", no_weights)
-    with pytest.raises(TunelabError) as caught:
-        train_run.run(train_config(model=model_dir, data=chat_jsonl, output_dir=tmp_path / "run"))
-    message = str(caught.value)
-    assert "{% generation %}" in message and "train.assistant_only_loss=false" in message
-    assert "\n" not in message and message.endswith(".")  # one sentence
-    assert not (tmp_path / "run").exists()
-
-
 def test_template_without_generation_markers_trains_without_assistant_only_loss(tiny_llama_dir, chat_jsonl,
                                                                                 tmp_path):
-    model_dir = copy_model(tiny_llama_dir, tmp_path / "model", chat_template=UNMARKED_TEMPLATE)
+    model_dir = copy_model(tiny_llama_dir, tmp_path / "model", chat_template=UNMARKED)
     result = train_run.run(train_config(model=model_dir, data=chat_jsonl, output_dir=tmp_path / "run",
                                         method="full", assistant_only_loss="false", max_steps=1))
     assert result.stages[-1]["steps"] == 1
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["loss_mask"] == "all_tokens"
 
 
 def test_a_known_template_without_markers_gets_trls_marked_copy(tiny_llama_dir):
@@ -125,6 +104,7 @@ def test_a_known_template_without_markers_gets_trls_marked_copy(tiny_llama_dir):
     tokenizer = load_tokenizer(str(tiny_llama_dir))
     tokenizer.chat_template = qwen2_5_chat_template
     plain = tokenizer.apply_chat_template(CONVERSATIONS[0], tokenize=False)
-    prepared = train_run.prepare_tokenizer(tokenizer, "sft", True)
+    prepared, loss_mask = train_run.prepare_tokenizer(tokenizer, "sft", True)
+    assert loss_mask == "trl_training_template"
     assert prepared.chat_template == qwen2_5_training_chat_template
     assert prepared.apply_chat_template(CONVERSATIONS[0], tokenize=False) == plain
