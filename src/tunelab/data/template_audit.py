@@ -56,7 +56,7 @@ def audit_chat_template(tokenizer, conversations: list[list[dict[str, str]]], *,
         "loss_mask": loss_mask_source(tokenizer) if template else None,
         "end_token": end_token, "checked": 0, "render_failures": 0, "roundtrip_failures": 0,
         "content_missing": 0, "end_token_missing": 0, "end_token_outside_mask": 0,
-        "inconsistent_spans": 0, "spans_not_reply_and_end": 0,
+        "inconsistent_spans": 0, "spans_missing_reply_or_end": 0,
         "problems": [], "examples": [],
     }
     if not template:
@@ -109,7 +109,8 @@ def _conversation_problems(tokenizer, messages, end_token, end_id, counts) -> li
 
 
 def _rendered_span_problems(tokenizer, messages, end_token, counts, check_text: bool) -> list[str]:
-    """The spans `tunelab train` would find by rendering: consistent, and each the reply plus its end token."""
+    """The spans `tunelab train` would find by rendering: consistent, and each holding the reply and
+    ending with the end token (text the template writes before the reply is generated, so trained)."""
     try:
         encoded = tokenize_with_spans(tokenizer, messages)
     except NoConsistentSpans as exc:
@@ -117,17 +118,19 @@ def _rendered_span_problems(tokenizer, messages, end_token, counts, check_text: 
         return [f"no consistent assistant spans: {exc}"]
     if not check_text:
         return []
+
     def words(text: str) -> str:  # whitespace aside: a first token may carry the newline before the reply
         return "".join(text.split())
 
     spans = [words(tokenizer.decode(run)) for run in _masked_runs(encoded["input_ids"], encoded["assistant_masks"])]
-    expected = [words(m["content"] + (end_token or "")) for m in messages if m["role"] == "assistant"]
-    wrong = sum(found != wanted for found, wanted in zip(spans, expected)) + abs(len(spans) - len(expected))
+    replies = [words(m["content"]) for m in messages if m["role"] == "assistant"]
+    wrong = abs(len(spans) - len(replies)) + sum(
+        reply not in span or not span.endswith(words(end_token or "")) for span, reply in zip(spans, replies))
     if not wrong:
         return []
-    counts["spans_not_reply_and_end"] += wrong
+    counts["spans_missing_reply_or_end"] += wrong
     return [f"{wrong} assistant span{'s' if wrong > 1 else ''} found by rendering "
-            f"{'are' if wrong > 1 else 'is'} not the reply plus the end token {end_token!r}"]
+            f"{'do' if wrong > 1 else 'does'} not hold the reply and end with the end token {end_token!r}"]
 
 
 def _masked_runs(ids: list[int], mask: list[int]) -> list[list[int]]:
@@ -172,8 +175,8 @@ def _summarise(report: dict[str, Any]) -> None:
                               "generation prompt), so `tunelab train` refuses assistant-only loss on them; use a "
                               "prefix-consistent template, mark each reply and its end token with "
                               "{% generation %}...{% endgeneration %}, or set train.assistant_only_loss=false",
-        "spans_not_reply_and_end": f"assistant spans found by rendering that are not the reply plus the end token "
-                                   f"{report['end_token']!r}",
+        "spans_missing_reply_or_end": f"assistant spans found by rendering that do not hold the reply and end with "
+                                   f"the end token {report['end_token']!r}",
     }
     for key, sentence in sentences.items():
         if report[key]:

@@ -4,24 +4,27 @@ TRL's `assistant_only_loss` reads the assistant tokens from `{% generation %}` m
 chat template, and ships marked copies of a few popular templates; most users' own templates
 have neither. For those, the spans are found by rendering, the way the model meets a reply at
 inference: for each assistant turn the template renders the conversation before it with its
-generation prompt, and the conversation through that turn; the difference is what the model
-has to generate. Of it, the reply and its end-of-turn token (the first special token the
-template writes after the reply: `<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, ...) are trained;
-what follows that token up to the next turn (a newline) and any text before the reply are
-context, as in TRL's marked templates. A turn whose closing text holds no special token is
-trained through that text, trailing whitespace left out.
+generation prompt, and the conversation through that turn; the difference is what the model has
+to generate. It is trained from its start (the reply, and anything the template puts before it
+after the prompt, such as a channel header or an empty thinking block) through the end-of-turn
+token: the last special token the template writes after the reply before the next turn
+(`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, Cohere's `<|END_RESPONSE|><|END_OF_TURN_TOKEN|>`;
+for the last turn, through the end of the conversation). Whitespace after it (the newline
+before the next turn) is context: the model stops at the end token and never generates it. A
+turn closed by no special token is trained through its closing text, trailing whitespace left out.
 
-The spans are character spans of the whole conversation's rendering, so each rendering up to a
-turn must be a prefix of the whole one (prefix-consistent). A template that renders a turn
-differently once later turns follow (one that drops earlier reasoning, or treats the last
-assistant turn apart), or whose generation prompt is not how it renders the turn, has no
-consistent spans: it is refused, naming the turn and why.
+The spans are character spans of the whole conversation's rendering, so the whole conversation
+must hold each turn as the template renders it after its generation prompt (prefix-consistent).
+A template that renders a turn differently once later turns follow (one that drops earlier
+reasoning, or treats the last assistant turn apart), whose generation prompt is not how it
+renders the turn, or that alters the reply, has no consistent spans: it is refused, naming the
+turn and why.
 
 The whole conversation is tokenized as transformers' `apply_chat_template` tokenizes it, and a
 token is trained when it overlaps a span, the rule transformers applies to `{% generation %}`
-spans: a marked copy of the same template gives the same `input_ids` and `assistant_masks`.
-TRL's SFTTrainer takes such pre-tokenized rows as they are: labels from `assistant_masks`, then
-its own truncation (`max_length`) and packing.
+spans: a copy of the template with markers around the same text gives the same `input_ids` and
+`assistant_masks`. TRL's SFTTrainer takes such pre-tokenized rows as they are: labels from
+`assistant_masks`, then its own truncation (`max_length`) and packing.
 """
 from __future__ import annotations
 
@@ -61,6 +64,8 @@ def known_training_template(tokenizer) -> str | None:
         return get_training_chat_template(tokenizer)
     except ValueError:  # a template TRL does not know
         return None
+    except Exception:  # noqa: BLE001 (TRL first probes the template with a tool call, which some raise on)
+        return None
 
 
 def loss_mask_source(tokenizer) -> str:
@@ -71,10 +76,10 @@ def loss_mask_source(tokenizer) -> str:
 
 
 def assistant_char_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
-    """(the conversation as rendered, [(start, end) of each assistant reply and its end-of-turn
-    token in that text]). Raises NoConsistentSpans."""
+    """(the conversation as rendered, [(start, end) in that text of what the model generates for
+    each assistant turn, through its end-of-turn token]). Raises NoConsistentSpans."""
     full = _render(tokenizer, messages, len(messages), False)
-    end_of_turn = _special_tokens_pattern(tokenizer)
+    special = _special_tokens_pattern(tokenizer)
     spans = []
     for turn, index in enumerate((i for i, m in enumerate(messages) if m["role"] == "assistant"), start=1):
         prompt = _render(tokenizer, messages, index, True, turn)
@@ -83,23 +88,26 @@ def assistant_char_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str
             raise NoConsistentSpans(f"the template renders assistant turn {turn} otherwise than after its own "
                                     "generation prompt, so the model would be trained on a context it never sees "
                                     "at inference")
-        if not full.startswith(through):
+        reply = messages[index]["content"]
+        found = through.find(reply, len(prompt))
+        if found < 0 and reply.strip():  # templates that trim replies (Llama 3, Gemma)
+            reply = reply.strip()
+            found = through.find(reply, len(prompt))
+        if found < 0:
+            raise NoConsistentSpans(f"the template does not render the reply of assistant turn {turn} verbatim")
+        # the whole conversation must hold this turn as rendered through its reply; what the template
+        # writes after the reply counts up to where the next turn begins (the end of the conversation
+        # for the last turn)
+        same = _common_prefix_length(through, full)
+        reply_end = found + len(reply)
+        if same < reply_end:
             raise NoConsistentSpans(f"the template renders the conversation through assistant turn {turn} "
                                     "differently once later turns follow (it may drop earlier reasoning or render "
                                     "the last assistant turn apart), so that reply has no span in the whole "
                                     "conversation")
-        generated = through[len(prompt):]
-        reply = messages[index]["content"]
-        start = generated.find(reply)
-        if start < 0 and reply.strip():  # templates that trim replies (Llama 3, Gemma)
-            reply = reply.strip()
-            start = generated.find(reply)
-        if start < 0:
-            raise NoConsistentSpans(f"the template does not render the reply of assistant turn {turn} verbatim")
-        closing = generated[start + len(reply):]
-        found = end_of_turn.search(closing) if end_of_turn else None
-        length = len(reply) + (found.end() if found else len(closing.rstrip()))
-        spans.append((len(prompt) + start, len(prompt) + start + length))
+        closing = through[reply_end:same]
+        ends = [m.end() for m in special.finditer(closing)] if special else []
+        spans.append((len(prompt), reply_end + (ends[-1] if ends else len(closing.rstrip()))))
     return full, spans
 
 
@@ -147,6 +155,13 @@ def _render(tokenizer, messages, upto: int, generation_prompt: bool, turn: int |
         what = f"the conversation up to assistant turn {turn}" if turn else "the whole conversation"
         raise NoConsistentSpans(f"the template fails to render {what} "
                                 f"({str(exc).strip() or type(exc).__name__})") from None
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    if b.startswith(a):  # the usual case, at C speed
+        return len(a)
+    length = min(len(a), len(b))
+    return next((i for i in range(length) if a[i] != b[i]), length)
 
 
 def _special_tokens_pattern(tokenizer) -> re.Pattern | None:

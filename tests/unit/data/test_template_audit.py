@@ -2,7 +2,8 @@
 markers (spans found by rendering); templates that drop the end token from the loss mask, never
 emit it, render no consistent assistant spans or drop content are caught."""
 import pytest
-from chat_templates import DROPS_EARLIER_REASONING, PROMPT_UNLIKE_THE_TURN, UNMARKED
+from chat_templates import (CHANNEL_BEFORE_THE_REPLY, DROPS_EARLIER_REASONING, EOS_AT_THE_END,
+                            PROMPT_UNLIKE_THE_TURN, UNMARKED)
 from transformers import AutoTokenizer
 
 from tunelab.data import template_audit
@@ -21,7 +22,7 @@ CONVERSATIONS = [
 ]
 ASSISTANT_TURNS = 3
 COUNTS = ("render_failures", "roundtrip_failures", "content_missing", "end_token_missing",
-          "end_token_outside_mask", "inconsistent_spans", "spans_not_reply_and_end")
+          "end_token_outside_mask", "inconsistent_spans", "spans_missing_reply_or_end")
 
 
 @pytest.fixture
@@ -83,8 +84,10 @@ def test_template_without_end_token_after_assistant(tokenizer):
         "(the model would not learn to stop)"]
 
 
-def test_template_without_generation_markers_is_trainable_by_rendered_spans(tokenizer):
-    tokenizer.chat_template = UNMARKED
+@pytest.mark.parametrize("template", [UNMARKED, EOS_AT_THE_END, CHANNEL_BEFORE_THE_REPLY],
+                         ids=["unmarked", "eos-at-the-end", "channel-before-the-reply"])
+def test_template_without_generation_markers_is_trainable_by_rendered_spans(tokenizer, template):
+    tokenizer.chat_template = template
     report = audit_chat_template(tokenizer, CONVERSATIONS)
     assert report["has_generation_markers"] is False
     assert report["loss_mask"] == "rendered_spans"
@@ -129,9 +132,9 @@ def test_rendered_spans_that_are_not_reply_and_end_token_are_caught(tokenizer, m
 
     monkeypatch.setattr(template_audit, "tokenize_with_spans", one_short)
     report = audit_chat_template(tokenizer, CONVERSATIONS)
-    assert report["spans_not_reply_and_end"] == len(CONVERSATIONS) and report["ok"] is False
-    assert report["problems"] == [f"{len(CONVERSATIONS)} assistant spans found by rendering that are not the reply "
-                                  "plus the end token '<|end|>'"]
+    assert report["spans_missing_reply_or_end"] == len(CONVERSATIONS) and report["ok"] is False
+    assert report["problems"] == [f"{len(CONVERSATIONS)} assistant spans found by rendering that do not hold the "
+                                  "reply and end with the end token '<|end|>'"]
 
 
 def test_a_template_trl_knows_uses_its_marked_copy(tokenizer):
@@ -139,7 +142,7 @@ def test_a_template_trl_knows_uses_its_marked_copy(tokenizer):
     tokenizer.chat_template = qwen2_5_chat_template
     report = audit_chat_template(tokenizer, CONVERSATIONS, end_token="<|end|>")
     assert report["loss_mask"] == "trl_training_template"
-    assert report["inconsistent_spans"] == 0 and report["spans_not_reply_and_end"] == 0
+    assert report["inconsistent_spans"] == 0 and report["spans_missing_reply_or_end"] == 0
 
 
 def test_generation_markers_with_whitespace_control_are_recognised(tokenizer):

@@ -9,7 +9,8 @@ import json
 
 import pytest
 import torch
-from chat_templates import DROPS_EARLIER_REASONING, MARKED, PROMPT_UNLIKE_THE_TURN, UNMARKED
+from chat_templates import (CHANNEL_BEFORE_THE_REPLY, DROPS_EARLIER_REASONING, EOS_AT_THE_END, MARKED,
+                            PROMPT_UNLIKE_THE_TURN, UNMARKED)
 from train_helpers import (copy_model, no_memory_preflight, tiny_llama_dir, train_config,  # noqa: F401 (fixtures)
                            write_records)
 
@@ -134,3 +135,46 @@ def test_a_template_without_consistent_spans_is_refused_before_loading_weights(t
     assert "train.assistant_only_loss=false" in message
     assert "\n" not in message and message.endswith(".")  # one sentence
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("family", ["llama3", "cohere", "cohere2"])
+def test_rendered_spans_equal_trls_own_marked_copies_of_real_templates(family, tiny_tokenizer_path):
+    """TRL ships hand-marked copies of these families' templates (Cohere 2 ends a turn with two
+    special tokens); the spans found by rendering the stock template mask the same tokens."""
+    import re
+
+    import trl.chat_template_utils as trl_templates
+    from transformers import AutoTokenizer
+
+    from tunelab.train.assistant_spans import tokenize_with_spans
+    stock = getattr(trl_templates, f"{family}_chat_template")
+    marked = getattr(trl_templates, f"{family}_training_chat_template")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_path)
+    tokenizer.add_special_tokens({"additional_special_tokens": sorted(set(re.findall(r"<\|[A-Za-z_]+\|>", stock)))})
+    tokenizer.chat_template = stock
+    for conversation in (SINGLE_TURN, MULTI_TURN):
+        expected = tokenizer.apply_chat_template(conversation, chat_template=marked, tokenize=True, return_dict=True,
+                                                 return_assistant_tokens_mask=True)
+        found = tokenize_with_spans(tokenizer, conversation)
+        assert found["input_ids"] == expected["input_ids"]
+        assert found["assistant_masks"] == expected["assistant_masks"] and 1 in found["assistant_masks"]
+
+
+
+@pytest.mark.parametrize("template, trained", [
+    (UNMARKED, ["beta alpha<|end|>", "HELLO WORLD<|end|>", " HELLO <|end|>"]),
+    # Phi-3 writes EOS after the last turn only: the last turn is trained through it
+    (EOS_AT_THE_END, ["beta alpha<|end|>", "HELLO WORLD<|end|>", " HELLO <|end|>\n<|end|>"]),
+    # what the template writes after the generation prompt, before the reply, the model generates too
+    (CHANNEL_BEFORE_THE_REPLY, ["[final] beta alpha<|end|>", "[final] HELLO WORLD<|end|>", "[final]  HELLO <|end|>"]),
+], ids=["plain", "eos-at-the-end", "channel-before-the-reply"])
+def test_what_is_trained_is_what_the_model_generates_after_the_prompt_through_its_end_token(
+        template, trained, tiny_tokenizer_path):
+    from transformers import AutoTokenizer
+
+    from tunelab.train.assistant_spans import assistant_char_spans
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_path)
+    tokenizer.chat_template = template
+    text, spans = assistant_char_spans(tokenizer, MULTI_TURN)
+    assert text == tokenizer.apply_chat_template(MULTI_TURN, tokenize=False)
+    assert [text[start:end] for start, end in spans] == trained
