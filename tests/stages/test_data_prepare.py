@@ -250,7 +250,7 @@ def test_template_without_markers_is_reported_trainable_by_rendered_spans(tmp_pa
     audit, proc = audits["unmarked"]
     assert audit["ok"] and audit["loss_mask"] == "rendered_spans" and audit["problems"] == []
     assert "chat template" not in proc.stdout + proc.stderr
-    assert "- assistant-only loss: replies found by rendering each assistant turn" in (
+    assert "| assistant-only loss | replies found by rendering each assistant turn" in (
         tmp_path / "out-unmarked" / "report.md").read_text()
     audit, proc = audits["inconsistent"]
     assert not audit["ok"] and audit["inconsistent_spans"] == 5
