@@ -17,7 +17,6 @@ import asyncio
 import os
 import platform
 import random
-import socket
 import string
 import subprocess
 import sys
@@ -29,19 +28,14 @@ import httpx2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # tests/tiny_models.py
+sys.path.insert(0, str(ROOT / "tests"))  # tests/tiny_models.py, tests/serve_helpers.py
+from serve_helpers import free_port, wait_ready  # noqa: E402
 
 
 def build_model(out: Path) -> Path:
     from tiny_models import build_task_tokenizer, build_tiny_llama
     return build_tiny_llama(out, build_task_tokenizer(out), hidden=64, layers=2, heads=4, max_positions=256,
                             seed=0, tied=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model: Path, work: Path, overrides: list[str]) -> tuple[subprocess.Popen, str]:
@@ -54,18 +48,11 @@ def start_server(model: Path, work: Path, overrides: list[str]) -> tuple[subproc
         # gains nothing from a second thread (both servers alike)
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with code {server.returncode}")
-        try:
-            if httpx2.get(f"{base}/ready", timeout=2).status_code == 200:
-                return server, base
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.kill()
-    raise SystemExit("the server did not become ready")
+    try:
+        return server, wait_ready(base, server, timeout=180)
+    except AssertionError as exc:
+        server.kill()
+        raise SystemExit(str(exc)) from None
 
 
 def body(prompt: str, max_tokens: int) -> dict:

@@ -298,9 +298,11 @@ class ServeConfig(Section):
     cache_size: int = Field(1024, ge=0, description="Responses kept for identical deterministic requests (0: no cache).")
     default_max_tokens: int = Field(128, ge=1, description="max_tokens when a request gives none.")
     guard: GuardSettings = Field(default_factory=GuardSettings, description="Input guard in front of the model.")
-    prediction_log: str = Field("predictions.db", description="SQLite prediction log (WAL) the monitor reads.")
+    prediction_log: str | None = Field("predictions.db", description="SQLite prediction log (WAL) the monitor reads (None: no log).")
     retention_days: float | None = Field(30, gt=0, description="Prediction log records older than this are deleted (None: keep all).")
-    registry: str = Field("registry.json", description="Model registry file: served versions and which is live.")
+    registry: str | None = Field("registry.json", description="Model registry file: served versions and which is live; it belongs to one served model (None: no registry, no hot swap).")
+    registry_poll_s: float = Field(1.0, gt=0, description="Seconds between checks of the registry for a new live version.")
+    promote: bool = Field(False, description="Make the run given to `tunelab serve` live even while another server serves the registry's live version (that server then swaps to it too).")
 
 
 WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")

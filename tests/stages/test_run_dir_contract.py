@@ -92,7 +92,7 @@ def test_five_label_lora_run_evaluates_with_both_baselines(lora_run, workspace, 
 
 
 def test_five_label_lora_run_serves_and_exports(lora_run, workspace, tmp_path):
-    from tunelab.serve.backends import load_backend
+    from tunelab.serve.service import load_backend
     test = [json.loads(line) for line in (workspace / "tickets" / "test.jsonl").read_text().splitlines()]
     answers = load_backend(lora_run).classify([r["text"] for r in test])
     assert all(sorted(probabilities) == LABELS for _, probabilities in answers)

@@ -7,33 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx2
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "serve"))
-from serve_helpers import free_port, tiny_llama_run  # noqa: E402,F401
-
-from tunelab.serve.predlog import read_predictions  # noqa: E402
+from serve_helpers import free_port, tiny_llama_run, wait_ready  # noqa: F401
+from tunelab.serve.predlog import read_predictions
 
 
 def tunelab(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "tunelab.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, **kwargs)
-
-
-def wait_ready(base: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, server.stdout.read()
-        try:
-            if httpx2.get(f"{base}/ready", timeout=2).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("not ready in time")
 
 
 def test_serve_registers_answers_and_drains_on_sigterm(tiny_llama_run, tmp_path):

@@ -3,17 +3,13 @@ that fit the schema and bodies that break it, odd strings and numbers, on every 
 never produce a 5xx, and every response must match what the schema documents (status codes,
 content types, bodies). The cases are drawn from schemathesis' Hypothesis strategies directly
 (its pytest plugin does not run under this pytest)."""
-import sys
-from pathlib import Path
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "serve"))
-from serve_helpers import live_server, serve_settings, tiny_classifier_run, tiny_llama_run  # noqa: E402,F401
+from serve_helpers import live_server, serve_config, tiny_classifier_run, tiny_llama_run  # noqa: F401
 
 EXAMPLES = 60  # per operation and mode
 # a schema-valid request may still be refused for what no schema can say: its prompt is longer
@@ -25,8 +21,8 @@ UNSCHEMABLE = {"context_length_exceeded", "content_blocked"}
 def served(request, tmp_path_factory):
     run = request.getfixturevalue("tiny_llama_run" if request.param == "generative" else "tiny_classifier_run")
     # small limits keep each generated request cheap: fuzzing is about the edges, not the model
-    config = serve_settings(run, tmp_path_factory.mktemp("fuzz"), model_name="tiny", max_tokens_limit=4,
-                            default_max_tokens=4, max_request_bytes=8192, max_wait_ms=1)
+    config = serve_config(run, tmp_path_factory.mktemp("fuzz"), model_name="tiny", default_max_tokens=4,
+                          max_wait_ms=1, guard={"max_tokens": 4, "max_request_bytes": 8192})
     with live_server(config) as live:
         yield live
 

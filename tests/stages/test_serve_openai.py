@@ -3,30 +3,28 @@ server on 127.0.0.1 (tiny Llama with two LoRA adapters): chat, streaming, comple
 listing, adapter selection, error shapes; 200 requests from 32 concurrent clients answered
 exactly as one-at-a-time generation answers them, every one in the prediction log; 429 with
 Retry-After when the queue is full."""
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx2
 import openai
 import pytest
 from openai import OpenAI
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "serve"))
-from serve_helpers import lora_adapters, live_server, serve_settings, tiny_llama_run  # noqa: E402,F401
+from serve_helpers import lora_adapters, live_server, serve_config, tiny_llama_run  # noqa: F401
 
-from tunelab.serve.backends import GenerationJob, load_backend  # noqa: E402
-from tunelab.serve.predlog import read_predictions  # noqa: E402
+from tunelab.serve.backend import GenerationJob
+from tunelab.serve.predlog import read_predictions
+from tunelab.serve.service import load_backend
 
 MODEL = "tiny"
 
 
 @pytest.fixture(scope="module")
 def server(tiny_llama_run, lora_adapters, tmp_path_factory):
-    settings = serve_settings(tiny_llama_run, tmp_path_factory.mktemp("serve"), model_name=MODEL, cache_size=0,
-                              adapters={name: str(path) for name, path in lora_adapters.items()},
-                              max_batch_size=8, max_wait_ms=10, max_tokens_limit=64)
+    settings = serve_config(tiny_llama_run, tmp_path_factory.mktemp("serve"), model_name=MODEL, cache_size=0,
+                            adapters={name: str(path) for name, path in lora_adapters.items()},
+                            max_batch_size=8, max_wait_ms=10, guard={"max_tokens": 64})
     with live_server(settings) as live:
         live.settings = settings
         yield live
@@ -84,7 +82,7 @@ def test_model_listing_and_adapter_selection(client, server):
     support = ask(client, "which adapter", model="support")
     legal = ask(client, "which adapter", model="legal").choices[0].message.content
     assert support.model == "support" and len({base, support.choices[0].message.content, legal}) == 3
-    server.app.state.handlers.prediction_log.flush()
+    server.flush_log()
     logged = next(r for r in read_predictions(server.settings.prediction_log) if r["request_id"] == support.id)
     assert logged["adapter"] == "support"
 
@@ -114,7 +112,7 @@ def test_200_requests_from_32_concurrent_clients_equal_their_sequential_answers(
         (expected,) = alone.generate([GenerationJob(prompt_ids=ids, max_tokens=limit)])
         assert reply.choices[0].message.content == expected.texts[0]
         assert reply.usage.completion_tokens == expected.completion_tokens[0]
-    server.app.state.handlers.prediction_log.flush()
+    server.flush_log()
     logged = {r["request_id"] for r in read_predictions(server.settings.prediction_log)}
     assert {r.id for r in replies} <= logged
     metrics = httpx2.get(f"{server.base_url}/metrics").text
@@ -124,8 +122,8 @@ def test_200_requests_from_32_concurrent_clients_equal_their_sequential_answers(
 
 
 def test_a_full_queue_answers_429_with_retry_after(tiny_llama_run, tmp_path):
-    settings = serve_settings(tiny_llama_run, tmp_path, max_queue=1, max_batch_size=1, cache_size=0,
-                              prediction_log=str(tmp_path / "p.db"))
+    settings = serve_config(tiny_llama_run, tmp_path, max_queue=1, max_batch_size=1, cache_size=0,
+                            prediction_log=str(tmp_path / "p.db"))
     with live_server(settings) as live:
         body = {"model": tiny_llama_run.name, "messages": [{"role": "user", "content": "busy"}], "max_tokens": 64,
                 "temperature": 0}
@@ -141,5 +139,5 @@ def test_a_full_queue_answers_429_with_retry_after(tiny_llama_run, tmp_path):
         assert set(statuses) == {200, 429} and statuses.count(200) >= 2
         refused = next(r for r in responses if r.status_code == 429)
         assert refused.headers["retry-after"] == "1" and refused.json()["error"]["type"] == "rate_limit_error"
-        live.app.state.handlers.prediction_log.flush()
+        live.flush_log()
         assert sorted(r["status"] for r in read_predictions(settings.prediction_log)) == sorted(statuses)

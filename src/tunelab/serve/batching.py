@@ -3,7 +3,8 @@
 A job waits until `max_batch_size` compatible jobs are queued or `max_wait_ms` have passed since
 the oldest one arrived, whichever comes first; jobs that queued up while the model was busy are
 already past their wait and go at once. Only jobs with the same key share a batch (same adapter,
-same kind of work); a job that cannot share (sampling, streaming) runs alone without waiting.
+same kind of work); a job that cannot share (sampling, streaming) runs alone without waiting. A
+job whose future is cancelled (its client went away) is dropped from the queue unrun.
 
 Every model call runs on one worker thread: the model (and PEFT's active adapter, which is
 global state) is only ever touched by that thread, and the event loop never blocks on it.
@@ -51,8 +52,9 @@ class DynamicBatcher:
 
     @property
     def depth(self) -> int:
-        """Jobs waiting for the model (not counting the batch it is working on)."""
-        return len(self._pending)
+        """Jobs waiting for the model (not counting the batch it is working on, nor jobs whose
+        client went away: they are skipped)."""
+        return sum(not job.future.done() for job in self._pending)
 
     def start(self) -> None:
         self._wake = asyncio.Event()
@@ -62,8 +64,10 @@ class DynamicBatcher:
         """Queue a job now (QueueFull when the queue is full); the future gets its result."""
         if self._worker is None or self._stopping:
             raise RuntimeError("the batcher is not running")
-        if len(self._pending) >= self.max_queue:
-            raise QueueFull
+        if len(self._pending) >= self.max_queue:  # make room of the abandoned jobs first
+            self._pending = deque(job for job in self._pending if not job.future.done())
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull
         job = Job(key, payload, batchable, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._wake.set()

@@ -1,35 +1,48 @@
-"""What each model endpoint does with a validated request: pick the model or adapter, enforce
-the limits, answer from the cache, pass the input guard, queue the work for the batcher, shape
-the OpenAI response, and log the request (redacted) with its outcome."""
+"""What each model endpoint does with a validated request. One prologue for all of them
+(`begin`): pick the model or adapter and the task, enforce the limits, settle the temperature,
+answer from the cache; then the input guard, the work queued for the batcher (dropped when the
+client leaves), the OpenAI response, and the request's record for the prediction log (written
+by tunelab.serve.recording whatever the outcome)."""
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+
+from tunelab.config import ServeConfig
 from tunelab.serve import streaming
-from tunelab.serve.backends import GenerationJob
+from tunelab.serve.backend import CLASSIFICATION, Generation, GenerationJob
 from tunelab.serve.batching import QueueFull
 from tunelab.serve.cache import ResponseCache, request_key
+from tunelab.serve.errors import ApiError, ClientLeft, queue_full
+from tunelab.serve.guard import Guard
+from tunelab.serve.logprobs import chat_logprobs, completion_logprobs, label_logprobs
+from tunelab.serve.metrics import ServerMetrics
+from tunelab.serve.recording import CHAT, COMPLETIONS, RequestRecord, record_of
 from tunelab.serve.schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, Classification,
                                    ClassifyRequest, Completion, CompletionChoice, CompletionRequest, Usage)
-from tunelab.serve.service import LiveModel, ModelService, ServeSettings
+from tunelab.serve.service import LiveModel, ModelService
 
 GREEDY_BELOW = 1e-5
-CHAT, COMPLETIONS, CLASSIFY, PREDICT = "/v1/chat/completions", "/v1/completions", "/v1/classify", "/predict"
 
 
-class ApiError(Exception):
-    """An answer in the OpenAI error shape with a 4xx/5xx status."""
-
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
-        self.headers = headers or {}
+@dataclass
+class Call:
+    """One request on its way through a handler: what `begin` settled about it."""
+    endpoint: str
+    request: Any
+    http: Request
+    record: RequestRecord
+    live: LiveModel
+    adapter: str | None  # engine adapter name
+    adapter_id: str | None  # the id the client named it by
+    prefix: str  # the task's input prefix
+    temperature: float = 0.0
+    cache_key: str | None = None
 
 
 @dataclass
@@ -44,266 +57,312 @@ class Outcome:
 
 
 class Handlers:
-    def __init__(self, service: ModelService, settings: ServeSettings, metrics, guard, prediction_log,
+    def __init__(self, service: ModelService, cfg: ServeConfig, metrics: ServerMetrics, guard: Guard,
                  cache: ResponseCache):
-        self.service, self.settings, self.metrics = service, settings, metrics
-        self.guard, self.prediction_log, self.cache = guard, prediction_log, cache
+        self.service, self.cfg, self.metrics, self.guard, self.cache = service, cfg, metrics, guard, cache
 
-    # the shared steps
+    # the prologue every model endpoint shares
 
-    def resolve(self, model: str | None) -> tuple[LiveModel, str | None, str | None]:
-        """(live model, PEFT adapter name, adapter id) for the model id a request names."""
+    def begin(self, endpoint: str, request, http: Request, *, cacheable: bool) -> tuple[Call, Any]:
+        """(the call, the cached answer or None): model, adapter and task resolved, limits
+        checked, temperature settled, the cache asked."""
+        record = record_of(http.scope)
+        live, adapter, adapter_id, task = self.resolve(request.model, getattr(request, "task", None))
+        record.update(model_version=live.version, adapter=adapter_id, task=task)
+        call = Call(endpoint, request, http, record, live, adapter, adapter_id, self.task_prefix(live, task))
+        for field, value in getattr(request, "max_tokens_fields", dict)().items():
+            self.check_max_tokens(field, value)
+        if hasattr(request, "temperature"):
+            value = request.temperature if request.temperature is not None else live.backend.default_temperature
+            # logits divided by a near-zero temperature overflow to inf/nan; that close to 0 is greedy
+            # anyway (vLLM draws the same line)
+            call.temperature = 0.0 if value < GREEDY_BELOW else value
+        if cacheable and call.temperature == 0 and not getattr(request, "stream", False) and self.cache.enabled:
+            call.cache_key = request_key(endpoint, live.version, request.model_dump(mode="json"))
+            hit = self.cache.get(call.cache_key)
+            self.metrics.cache_hits.inc() if hit is not None else self.metrics.cache_misses.inc()
+            if hit is not None:
+                response, fields = hit
+                record.update(**{**fields, "cached": 1})
+                return call, response.model_copy(update={"id": record.request_id, "created": int(time.time())})
+        return call, None
+
+    def resolve(self, model: str | None, task: str | None) -> tuple[LiveModel, str | None, str | None, str | None]:
+        """(live model, engine adapter name, adapter id, task) for the model id a request names;
+        `ID:TASK` names the task of a multi-task run."""
         live = self.service.live
         if not self.service.ready or live is None:
-            why = f"the model failed to load ({self.service.load_error})" if self.service.load_error else \
-                "the model is still loading"
+            why = "the model failed to load" if self.service.load_error else "the model is still loading"
             raise ApiError(503, f"{why}; retry shortly", type="server_error", code="model_not_ready",
                            headers={"Retry-After": "1"})
-        if model in (None, "", self.service.served_name):
-            return live, None, None
-        adapters = getattr(live.backend, "adapters", {})
-        if model in adapters:
-            return live, adapters[model], model
-        known = ", ".join([self.service.served_name, *adapters])
-        raise ApiError(404, f"the model '{model}' does not exist; served here: {known}", code="model_not_found",
-                       param="model")
+        adapters = live.backend.adapters
+        known = [self.service.served_name, *adapters]
+        name = model
+        if model and model not in known and ":" in model and model.rsplit(":", 1)[0] in known:
+            name, named_task = model.rsplit(":", 1)
+            if task is not None and task != named_task:
+                raise ApiError(400, f"the model names task '{named_task}' and the request task '{task}'; name one",
+                               code="invalid_request", param="task")
+            task = named_task
+        if name in (None, "", self.service.served_name):
+            return live, None, None, task
+        if name in adapters:
+            return live, adapters[name], name, task
+        raise ApiError(404, f"the model '{model}' does not exist; served here: {', '.join(known)}",
+                       code="model_not_found", param="model")
 
-    def check_max_tokens(self, requested: int | None) -> None:
-        """The server's ceiling on max_tokens, for every request (a classifier's too: the schema
-        states the ceiling, so the answer must not depend on the model behind it)."""
-        limit = self.settings.max_tokens_limit
+    def task_prefix(self, live: LiveModel, task: str | None) -> str:
+        """The input prefix training put before `task`'s inputs (a run trained with one prefix
+        has it on every input; one trained with several cannot guess: the request names one)."""
+        prefixes, tasks = live.run.prefixes, sorted(set(live.run.tasks) | set(live.run.prefixes))
+        if task is None:
+            if len(prefixes) > 1:
+                raise ApiError(400, f"this model was trained on several tasks with their own input prefixes "
+                                    f"({', '.join(sorted(prefixes))}): name one with `task` or `model: "
+                                    f"{self.service.served_name}:TASK`", code="task_required", param="task")
+            return next(iter(prefixes.values()), "")
+        if task not in tasks:
+            trained = f"this model was trained on {', '.join(tasks)}" if tasks else "this model has no named tasks"
+            raise ApiError(400, f"unknown task '{task}'; {trained}", code="unknown_task", param="task")
+        return prefixes.get(task, "")
+
+    def check_max_tokens(self, field: str, requested: int | None) -> None:
+        """The server's ceiling on max_tokens and max_completion_tokens alike, for every request
+        (a classifier's too: the schema states it, so the answer must not depend on the model)."""
+        limit = self.cfg.guard.max_tokens
         if requested is not None and requested > limit:
             self.metrics.guard_blocks.labels("max_tokens").inc()
-            raise ApiError(400, f"max_tokens is {requested}, above this server's limit of {limit}",
-                           code="max_tokens_exceeded", param="max_tokens")
+            raise ApiError(400, f"{field} is {requested}, above this server's limit of {limit}",
+                           code="max_tokens_exceeded", param=field)
 
-    def max_new_tokens(self, requested: int | None, prompt_tokens: int, context: int | None) -> int:
-        limit = self.settings.max_tokens_limit
-        if context is not None:
-            room = context - prompt_tokens
-            if room <= 0 or (requested is not None and requested > room):
-                raise ApiError(400, f"the prompt has {prompt_tokens} tokens and max_tokens asks for "
-                                    f"{requested or 1} more, beyond the model's context of {context} tokens",
-                               code="context_length_exceeded", param="messages")
-            if requested is None:
-                return min(self.settings.default_max_tokens, limit, room)
-        return requested if requested is not None else min(self.settings.default_max_tokens, limit)
-
-    def temperature(self, live: LiveModel, requested: float | None) -> float:
-        value = requested if requested is not None else getattr(live.backend, "default_temperature", 0.0)
-        # logits divided by a near-zero temperature overflow to inf/nan; that close to 0 is greedy
-        # anyway (vLLM draws the same line)
-        return 0.0 if value < GREEDY_BELOW else value
-
-    def record(self, endpoint: str, live: LiveModel, adapter_id: str | None, redacted_input: Any) -> dict[str, Any]:
-        return {"ts": time.time(), "request_id": new_id(endpoint), "endpoint": endpoint,
-                "model_version": live.version, "adapter": adapter_id, "input": redacted_input, "cached": 0}
-
-    def log(self, record: dict[str, Any], status: int, started: float, outcome: Outcome | None = None,
-            blocked: str | None = None) -> None:
-        if self.prediction_log is None:
-            return
-        record = {**record, "status": status, "latency_ms": (time.perf_counter() - started) * 1000,
-                  "blocked_reason": blocked}
-        if outcome is not None:
-            record.update(output=outcome.output, prompt_tokens=outcome.prompt_tokens,
-                          completion_tokens=outcome.completion_tokens, label=outcome.label,
-                          confidence=outcome.confidence, probabilities=outcome.probabilities)
-        self.prediction_log.log(record)
-
-    def redact_output(self, text: str) -> str:
-        return self.guard.detector.redact(text)[0] if self.guard.redact_pii else text
-
-    def refuse(self, record: dict[str, Any], started: float, verdict) -> None:
-        reason = verdict.category or "flagged"
-        self.metrics.guard_blocks.labels(reason).inc()
-        self.log(record, 400, started, blocked=reason)
-        raise ApiError(400, verdict.reason or "the input guard refused this request", code="content_blocked")
-
-    def cached(self, endpoint: str, live: LiveModel, body: dict[str, Any], started: float):
-        """The stored answer to an identical deterministic request, with a fresh id, or None."""
-        key = request_key(endpoint, live.version, body)
-        hit = self.cache.get(key)
-        if hit is None:
-            self.metrics.cache_misses.inc()
-            return key, None
-        self.metrics.cache_hits.inc()
-        response, record, outcome = hit
-        record = {**record, "ts": time.time(), "request_id": new_id(endpoint), "cached": 1}
-        self.log(record, 200, started, outcome)
-        return key, response.model_copy(update={"id": record["request_id"], "created": int(time.time())})
-
-    async def run_jobs(self, live: LiveModel, jobs: list[GenerationJob], record: dict[str, Any], started: float):
-        try:
-            futures = [self.service.enqueue_generation(live, job, batchable=job.greedy) for job in jobs]
-        except QueueFull:
-            self.log(record, 429, started)
-            raise ApiError(429, "the server is at capacity; retry shortly", type="rate_limit_error",
-                           code="queue_full", headers={"Retry-After": "1"}) from None
-        results = await asyncio.gather(*futures)
-        self.metrics.generated_tokens.inc(sum(sum(r.completion_tokens) for r in results))
-        self.metrics.first_token.observe(time.perf_counter() - started)
-        return results
+    def screened(self, call: Call, verdict, logged_input: str) -> None:
+        """Record the redacted input; refuse what the guard flagged."""
+        call.record.update(input=logged_input)
+        if not verdict.allowed:
+            reason = verdict.category or "flagged"
+            self.metrics.guard_blocks.labels(reason).inc()
+            call.record.update(blocked_reason=reason)
+            raise ApiError(400, verdict.reason or "the input guard refused this request", code="content_blocked")
 
     # endpoints
 
-    async def chat(self, request: ChatCompletionRequest):
-        started = time.perf_counter()
-        live, adapter, adapter_id = self.resolve(request.model)
-        requested = request.requested_max_tokens()
-        self.check_max_tokens(requested)
-        temperature = self.temperature(live, request.temperature)
-        body = request.model_dump(mode="json")
-        key = None
-        if temperature == 0 and not request.stream and self.cache.enabled:
-            key, hit = self.cached(CHAT, live, body, started)
-            if hit is not None:
-                return hit
+    async def chat(self, request: ChatCompletionRequest, http: Request):
+        call, hit = self.begin(CHAT, request, http, cacheable=True)
+        if hit is not None:
+            return hit
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in request.messages]
         verdict, redacted = self.guard.check_messages(messages)
-        record = self.record(CHAT, live, adapter_id, json.dumps(redacted, ensure_ascii=False))
-        if not verdict.allowed:
-            self.refuse(record, started, verdict)
-        make = streaming.chat_chunk(record["request_id"], request.model, live.version)
-        if live.backend.task == "classification":
+        self.screened(call, verdict, json.dumps(redacted, ensure_ascii=False))
+        top = request.top_logprobs_wanted()
+        if call.live.backend.task == CLASSIFICATION:
             user_turns = [m["content"] for m in redacted if m["role"] == "user"]
-            outcome = await self.classified(live, user_turns[-1] if user_turns else redacted[-1]["content"], record,
-                                            started)
-            choices = [ChatChoice(index=i, message=AssistantMessage(content=outcome.label), finish_reason="stop")
-                       for i in range(request.n)]
+            (outcome,) = await self.classified(call, [user_turns[-1] if user_turns else redacted[-1]["content"]])
             texts, reasons = [outcome.label] * request.n, ["stop"] * request.n
+            scores = [chat_logprobs(label_logprobs(outcome.label, outcome.probabilities, top),
+                                    list(outcome.probabilities).__getitem__)] * request.n if top is not None else None
         else:
+            from tunelab.train.data import with_prefix  # as training put it: before the first user turn
+            if call.prefix and any(m["role"] == "user" for m in redacted):
+                redacted = with_prefix({"messages": redacted}, call.prefix)["messages"]
             try:
-                prompt = live.backend.render_chat(redacted)
+                prompt = call.live.backend.render_chat(redacted)
             except Exception as exc:  # noqa: BLE001 (the chat template refused these messages: a client error)
-                self.log(record, 400, started)
                 raise ApiError(400, f"the model's chat template cannot render these messages ({exc})",
                                param="messages") from None
-            job = self.generation_job(live, prompt, False, requested, temperature, request, adapter, record, started)
-            if request.stream and request.n == 1 and live.backend.streams:
-                return await self.stream(live, job, record, started, make, request)
-            (result,) = await self.run_jobs(live, [job], record, started)
+            job = self.job(call, call.live.backend.encode(prompt, special_tokens=False), "messages", top)
+            if request.stream and request.n == 1 and call.live.backend.streams and top is None:
+                return self.stream(call, job, streaming.chat_chunk)
+            (result,) = await self.generated(call, [job])
             texts, reasons = result.texts, result.finish_reasons
             outcome = Outcome(self.joined(texts), result.prompt_tokens, sum(result.completion_tokens))
-            choices = [ChatChoice(index=i, message=AssistantMessage(content=t), finish_reason=r)
-                       for i, (t, r) in enumerate(zip(texts, reasons))]
-        response = ChatCompletion(id=record["request_id"], created=int(time.time()), model=request.model,
-                                  system_fingerprint=live.version, choices=choices, usage=usage(outcome))
-        return self.answered(response, record, started, outcome, key, make, texts, reasons, request)
+            scores = [chat_logprobs(tokens, call.live.backend.token_text) for tokens in result.logprobs] \
+                if top is not None else None
+        choices = [ChatChoice(index=i, message=AssistantMessage(content=t), finish_reason=r,
+                              logprobs=scores[i] if scores else None) for i, (t, r) in enumerate(zip(texts, reasons))]
+        response = ChatCompletion(id=call.record.request_id, created=int(time.time()), model=request.model,
+                                  system_fingerprint=call.live.version, choices=choices, usage=usage(outcome))
+        return self.answered(call, response, outcome, streaming.chat_chunk, texts, reasons, scores)
 
-    async def completion(self, request: CompletionRequest):
-        started = time.perf_counter()
-        live, adapter, adapter_id = self.resolve(request.model)
-        self.check_max_tokens(request.max_tokens)
-        temperature = self.temperature(live, request.temperature)
-        body = request.model_dump(mode="json")
-        key = None
-        if temperature == 0 and not request.stream and self.cache.enabled:
-            key, hit = self.cached(COMPLETIONS, live, body, started)
-            if hit is not None:
-                return hit
-        verdicts = [self.guard.check(prompt) for prompt in request.prompts()]
-        prompts = [v.text for v in verdicts]
-        record = self.record(COMPLETIONS, live, adapter_id,
-                             prompts[0] if isinstance(request.prompt, str) else json.dumps(prompts, ensure_ascii=False))
-        for verdict in verdicts:
-            if not verdict.allowed:
-                self.refuse(record, started, verdict)
-        make = streaming.completion_chunk(record["request_id"], request.model, live.version)
-        if live.backend.task == "classification":
-            outcomes = [await self.classified(live, p, record, started) for p in prompts]
-            texts = [o.label for o in outcomes for _ in range(request.n)]
+    async def completion(self, request: CompletionRequest, http: Request):
+        call, hit = self.begin(COMPLETIONS, request, http, cacheable=True)
+        if hit is not None:
+            return hit
+        backend, top = call.live.backend, request.top_logprobs_wanted()
+        prompts = request.prompts()
+        for ids in (p for p in prompts if not isinstance(p, str)):
+            if max(ids) >= backend.vocab_size:
+                raise ApiError(400, f"prompt token id {max(ids)} is outside the model's vocabulary of "
+                                    f"{backend.vocab_size} tokens", code="invalid_token_id", param="prompt")
+        verdicts = [self.guard.check(p if isinstance(p, str) else backend.decode(p)) for p in prompts]
+        logged = [v.text for v in verdicts]
+        self.screened(call, next((v for v in verdicts if not v.allowed), verdicts[0]),
+                      logged[0] if len(logged) == 1 else json.dumps(logged, ensure_ascii=False))
+        # text prompts reach the model redacted and with the task's prefix; token ids as sent
+        inputs = [call.prefix + v.text if isinstance(p, str) else p for p, v in zip(prompts, verdicts)]
+        if backend.task == CLASSIFICATION:  # a classifier reads text: token ids as their text
+            outcomes = await self.classified(call, [call.prefix + text for text in logged])
+            echoed = logged if request.echo else [""] * len(logged)
+            texts = [echoed[i] + o.label for i, o in enumerate(outcomes) for _ in range(request.n)]
             reasons = ["stop"] * len(texts)
-            outcome = Outcome(self.joined(texts), sum(o.prompt_tokens for o in outcomes), 0)
+            outcome = Outcome(self.joined([o.label for o in outcomes]), sum(o.prompt_tokens for o in outcomes), 0)
+            scores = [completion_logprobs(label_logprobs(o.label, o.probabilities, top),
+                                          list(o.probabilities).__getitem__, list(o.probabilities).__getitem__,
+                                          len(logged[i])) for i, o in enumerate(outcomes) for _ in range(request.n)] \
+                if top is not None else None
         else:
-            jobs = [self.generation_job(live, p, True, request.max_tokens, temperature, request, adapter, record,
-                                        started) for p in prompts]
-            if request.stream and request.n == 1 and len(jobs) == 1 and live.backend.streams:
-                return await self.stream(live, jobs[0], record, started, make, request)
-            results = await self.run_jobs(live, jobs, record, started)
-            texts = [t for r in results for t in r.texts]
-            reasons = [f for r in results for f in r.finish_reasons]
-            outcome = Outcome(self.joined(texts), sum(r.prompt_tokens for r in results),
+            ids = [backend.encode(p, special_tokens=True) if isinstance(p, str) else p for p in inputs]
+            jobs = [self.job(call, prompt_ids, "prompt", top, echo=request.echo) for prompt_ids in ids]
+            if request.stream and request.n == 1 and len(jobs) == 1 and backend.streams and top is None \
+                    and not request.echo:
+                return self.stream(call, jobs[0], streaming.completion_chunk)
+            results = await self.generated(call, jobs)
+            texts, reasons, scores = [], [], [] if top is not None else None
+            for job, result in zip(jobs, results):
+                prompt_text = backend.decode(job.prompt_ids)
+                texts += [(prompt_text if request.echo else "") + text for text in result.texts]
+                reasons += result.finish_reasons
+                if scores is not None:  # offsets in prompt + completion, as OpenAI counts them
+                    scores += [completion_logprobs((result.prompt_logprobs or []) + tokens, backend.token_text,
+                                                   lambda t: backend.decode([t]), 0 if request.echo else len(prompt_text))
+                               for tokens in result.logprobs]
+            outcome = Outcome(self.joined([t for r in results for t in r.texts]), sum(r.prompt_tokens for r in results),
                               sum(sum(r.completion_tokens) for r in results))
-        choices = [CompletionChoice(index=i, text=t, finish_reason=r) for i, (t, r) in enumerate(zip(texts, reasons))]
-        response = Completion(id=record["request_id"], created=int(time.time()), model=request.model,
-                              system_fingerprint=live.version, choices=choices, usage=usage(outcome))
-        return self.answered(response, record, started, outcome, key, make, texts, reasons, request)
+        choices = [CompletionChoice(index=i, text=t, finish_reason=r, logprobs=scores[i] if scores else None)
+                   for i, (t, r) in enumerate(zip(texts, reasons))]
+        response = Completion(id=call.record.request_id, created=int(time.time()), model=request.model,
+                              system_fingerprint=call.live.version, choices=choices, usage=usage(outcome))
+        return self.answered(call, response, outcome, streaming.completion_chunk, texts, reasons, scores)
 
-    def answered(self, response, record, started, outcome, key, make, texts, reasons, request):
-        """Log a generated answer, cache it when deterministic, and send it whole or as one stream."""
-        self.log(record, 200, started, outcome)
-        if key is not None:
-            self.cache.put(key, (response, record, outcome))
-        if request.stream:
-            return streaming.whole(make, texts, reasons, response.usage, request)
-        return response
-
-    async def classify(self, request: ClassifyRequest, endpoint: str) -> Classification:
-        started = time.perf_counter()
-        live, _, _ = self.resolve(request.model)
-        if live.backend.task != "classification":
+    async def classify(self, request: ClassifyRequest, http: Request) -> Classification:
+        call, hit = self.begin(http.url.path, request, http, cacheable=True)
+        if call.live.backend.task != CLASSIFICATION:
             # 404: the route exists, but no classifier is served here to answer it
             raise ApiError(404, "the served model is generative, not a classifier; use /v1/chat/completions or "
                                 "/v1/completions", code="not_a_classifier")
-        body = request.model_dump(mode="json")
-        key, hit = self.cached(endpoint, live, body, started) if self.cache.enabled else (None, None)
         if hit is not None:
             return hit
         verdict = self.guard.check(request.text)
-        record = self.record(endpoint, live, None, verdict.text)
-        if not verdict.allowed:
-            self.refuse(record, started, verdict)
-        outcome = await self.classified(live, verdict.text, record, started)
-        response = Classification(id=record["request_id"], created=int(time.time()),
-                                  model=request.model or self.service.served_name, model_version=live.version,
+        self.screened(call, verdict, verdict.text)
+        (outcome,) = await self.classified(call, [call.prefix + verdict.text])
+        response = Classification(id=call.record.request_id, created=int(time.time()),
+                                  model=request.model or self.service.served_name, model_version=call.live.version,
                                   label=outcome.label, confidence=outcome.confidence,
                                   probabilities=outcome.probabilities)
-        self.log(record, 200, started, outcome)
-        if key is not None:
-            self.cache.put(key, (response, record, outcome))
+        return self.answered(call, response, outcome)
+
+    # the work, and the answer
+
+    def job(self, call: Call, prompt_ids: list[int], param: str, top: int | None, *, echo: bool = False) -> GenerationJob:
+        if not prompt_ids:
+            raise ApiError(400, "the prompt is empty and the model has no start-of-text token to begin from",
+                           code="empty_prompt", param="prompt")
+        request = call.request
+        return GenerationJob(prompt_ids=prompt_ids, max_tokens=self.max_new_tokens(call, len(prompt_ids), param),
+                             temperature=call.temperature, top_p=request.top_p or 1.0, stop=request.stop_list(),
+                             seed=request.seed, n=request.n, adapter=call.adapter, logprobs=top,
+                             echo_logprobs=echo and top is not None)
+
+    def max_new_tokens(self, call: Call, prompt_tokens: int, param: str) -> int:
+        requested, limit = call.request.requested_max_tokens(), self.cfg.guard.max_tokens
+        default = min(self.cfg.default_max_tokens, limit)
+        context = call.live.backend.context_length
+        if context is None:
+            return requested if requested is not None else default
+        room = context - prompt_tokens
+        if room <= 0 or (requested is not None and requested > room):
+            raise ApiError(400, f"the prompt has {prompt_tokens} tokens and max_tokens asks for {requested or 1} "
+                                f"more, beyond the model's context of {context} tokens",
+                           code="context_length_exceeded", param=param)
+        return requested if requested is not None else min(default, room)
+
+    async def generated(self, call: Call, jobs: list[GenerationJob]) -> list[Generation]:
+        try:
+            futures = [self.service.enqueue_generation(call.live, job) for job in jobs]
+        except QueueFull:
+            raise queue_full() from None
+        results = await self.until_answered(call, futures, jobs)
+        self.metrics.generated_tokens.inc(sum(sum(r.completion_tokens) for r in results))
+        self.metrics.first_token.observe(time.perf_counter() - call.record.started)
+        return results
+
+    async def classified(self, call: Call, texts: list[str]) -> list[Outcome]:
+        try:
+            futures = [self.service.enqueue_classification(call.live, text) for text in texts]
+        except QueueFull:
+            raise queue_full() from None
+        answers = await self.until_answered(call, futures, [])
+        return [Outcome(label, len(call.live.backend.encode(text)), 0, label, probabilities[label], probabilities)
+                for text, (label, probabilities) in zip(texts, answers)]
+
+    async def until_answered(self, call: Call, futures: list[asyncio.Future], jobs: list[GenerationJob]) -> list:
+        """The results, unless the client closes the connection first: then its jobs are
+        cancelled (dropped from the queue, or stopped at their next token) and ClientLeft raised."""
+        answered = asyncio.gather(*futures)
+        left = asyncio.ensure_future(disconnected(call.http))
+        await asyncio.wait({answered, left}, return_when=asyncio.FIRST_COMPLETED)
+        if answered.done():
+            left.cancel()
+            return answered.result()
+        for job in jobs:
+            job.cancelled.set()
+        answered.cancel()
+        self.metrics.abandoned.inc()
+        raise ClientLeft
+
+    def answered(self, call: Call, response, outcome: Outcome, chunk=None, texts=None, reasons=None, scores=None):
+        """Record a computed answer, cache it when deterministic, and send it whole or as a stream."""
+        fields = {"output": outcome.output, "prompt_tokens": outcome.prompt_tokens,
+                  "completion_tokens": outcome.completion_tokens, "label": outcome.label,
+                  "confidence": outcome.confidence, "probabilities": outcome.probabilities}
+        call.record.update(**fields)
+        if call.cache_key is not None:
+            self.cache.put(call.cache_key, (response, {**call.record.fields, "cached": 0}))
+        if getattr(call.request, "stream", False):
+            make = chunk(call.record.request_id, call.request.model, call.live.version)
+            with_usage = bool(call.request.stream_options and call.request.stream_options.include_usage)
+            return streaming.whole(make, texts, reasons, response.usage.model_dump(), with_usage,
+                                   [s.model_dump() for s in scores] if scores else None)
         return response
 
-    # helpers of the endpoints
-
-    def generation_job(self, live, prompt, special_tokens, requested, temperature, request, adapter, record, started):
-        prompt_ids = live.backend.encode(prompt, special_tokens=special_tokens)
+    def stream(self, call: Call, job: GenerationJob, chunk):
+        """Queue one generation with a streamer and relay its text as it comes (QueueFull is
+        raised here, before the response starts, so the client gets a plain 429)."""
+        job.streamer = call.live.backend.streamer()
         try:
-            if not prompt_ids:
-                raise ApiError(400, "the prompt is empty and the model has no start-of-text token to begin from",
-                               code="empty_prompt", param="prompt")
-            max_tokens = self.max_new_tokens(requested, len(prompt_ids), live.backend.context_length)
-        except ApiError as error:
-            self.log(record, error.status, started)
-            raise
-        return GenerationJob(prompt_ids=prompt_ids, max_tokens=max_tokens, temperature=temperature,
-                             top_p=request.top_p or 1.0, stop=request.stop_list(), seed=request.seed, n=request.n,
-                             adapter=adapter)
-
-    async def classified(self, live: LiveModel, text: str, record, started) -> Outcome:
-        try:
-            label, probabilities = await self.service.classify(live, text)
+            future = self.service.enqueue_generation(call.live, job)
         except QueueFull:
-            self.log(record, 429, started)
-            raise ApiError(429, "the server is at capacity; retry shortly", type="rate_limit_error",
-                           code="queue_full", headers={"Retry-After": "1"}) from None
-        return Outcome(label, len(live.backend.encode(text)), 0, label, probabilities[label], probabilities)
+            raise queue_full() from None
+
+        def first_text() -> None:
+            self.metrics.first_token.observe(time.perf_counter() - call.record.started)
+
+        def ended(status: int, result: Generation | None) -> None:
+            if result is not None:
+                self.metrics.generated_tokens.inc(result.completion_tokens[0])
+                call.record.update(output=self.joined(result.texts[:1]), prompt_tokens=result.prompt_tokens,
+                                   completion_tokens=result.completion_tokens[0])
+            if status != 200:
+                call.record.status = status
+                if status == 499:
+                    self.metrics.abandoned.inc()
+
+        make = chunk(call.record.request_id, call.request.model, call.live.version)
+        with_usage = bool(call.request.stream_options and call.request.stream_options.include_usage)
+        return streaming.relay(job, future, make, with_usage=with_usage, on_first_text=first_text, on_end=ended)
 
     def joined(self, texts: list[str]) -> str:
         """The log's output column: the answer, or a JSON list when there are several."""
-        redacted = [self.redact_output(t) for t in texts]
+        redacted = [self.guard.detector.redact(t)[0] if self.guard.redact_pii else t for t in texts]
         return redacted[0] if len(redacted) == 1 else json.dumps(redacted, ensure_ascii=False)
 
-    async def stream(self, live, job, record, started, make, request):
-        return await streaming.stream_generation(self, live, job, record, started, make, request)
+
+async def disconnected(http: Request) -> None:
+    """Return when the client has closed the connection (ASGI `http.disconnect`; the body has
+    been read, so nothing else arrives)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 def usage(outcome: Outcome) -> Usage:
-    prompt, completion = outcome.prompt_tokens or 0, outcome.completion_tokens or 0
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-def new_id(endpoint: str) -> str:
-    prefix = {CHAT: "chatcmpl", COMPLETIONS: "cmpl"}.get(endpoint, "cls")
-    return f"{prefix}-{uuid.uuid4().hex}"
+    return Usage(**streaming.usage(outcome.prompt_tokens, outcome.completion_tokens))

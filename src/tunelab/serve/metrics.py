@@ -31,6 +31,10 @@ class ServerMetrics:
                                     registry=r)
         self.model_swaps = Counter("tunelab_model_swaps", "Live model versions swapped in without a restart.",
                                    registry=r)
+        self.swaps_refused = Counter("tunelab_model_swaps_refused", "Live versions not swapped in: another task, "
+                                     "or a base serve.adapters do not fit.", ["reason"], registry=r)
+        self.abandoned = Counter("tunelab_abandoned_requests", "Requests whose client left before the answer; "
+                                 "their work was dropped.", registry=r)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -73,7 +77,13 @@ class RequestMetricsMiddleware:
             raise
 
     def _observe(self, scope: Scope, status: int, started: float) -> None:
-        route = scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"  # route templates only: bounded label values
+        endpoint = route_template(scope)
+        if endpoint is None:  # FastAPI's own routes (/openapi.json, /docs) are plain Starlette routes
+            known = {getattr(route, "path", None) for route in getattr(scope.get("app"), "routes", ())}
+            endpoint = scope["path"] if scope["path"] in known else "unmatched"  # bounded label values
         self.metrics.requests.labels(endpoint, str(status)).inc()
         self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str | None:
+    return getattr(scope.get("route"), "path", None)

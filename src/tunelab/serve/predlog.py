@@ -1,4 +1,5 @@
-"""Prediction log: every served request as one row of a SQLite table, for `tunelab monitor`.
+"""Prediction log: every served request as one row of a SQLite table, for `tunelab monitor`
+(tunelab.serve.recording decides what a row holds and its outcome).
 
 Request handlers only put a record on an in-memory queue; one background writer thread takes
 whatever has accumulated and inserts it with a single executemany in one transaction, so a
@@ -23,7 +24,9 @@ COLUMNS = {  # name -> SQL type; the order is the table's
     "adapter": "TEXT", "input": "TEXT", "output": "TEXT", "label": "TEXT", "confidence": "REAL",
     "probabilities": "TEXT", "latency_ms": "REAL", "status": "INTEGER", "prompt_tokens": "INTEGER",
     "completion_tokens": "INTEGER", "blocked_reason": "TEXT", "cached": "INTEGER NOT NULL DEFAULT 0",
+    "outcome": "TEXT", "task": "TEXT",
 }
+ADDED_LATER = ("outcome", "task")  # columns a log written by an earlier version lacks: added on open
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     + ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items()) + ")",
@@ -82,6 +85,10 @@ class PredictionLog:
             self._conn = connect(self.path)
             for statement in SCHEMA:
                 self._conn.execute(statement)
+            present = {row[1] for row in self._conn.execute("PRAGMA table_info(predictions)")}
+            for name in ADDED_LATER:
+                if name not in present:
+                    self._conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {COLUMNS[name]}")
         except (OSError, sqlite3.Error) as exc:
             raise TunelabError(f"cannot open the prediction log ({exc})", where=str(self.path),
                                fix="check that the directory is writable and the file is a SQLite database") from exc

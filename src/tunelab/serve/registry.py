@@ -1,14 +1,23 @@
 """Model registry: which trained runs may be served (v1, v2, ...) and which one is live.
 
 One JSON file, rewritten atomically (tunelab.files) while an exclusive fcntl lock on a
-sibling `.lock` file is held, so two `tunelab models` calls, a server and a monitor rolling
+sibling `.lock` file is held, so two `tunelab models` calls, servers and a monitor rolling
 back cannot interleave their read-modify-write cycles and lose an update. Readers need no
 lock: the file is only ever replaced whole.
 
-  {"versions": [{"version": "v1", "path": "/abs/run", "task": ..., "base_model": ...,
-                 "manifest_sha256": ..., "registered_at": iso}],
+  {"versions": [{"version": "v1", "path": "/abs/run", "task": ..., "kind": "generative",
+                 "base_model": ..., "manifest_sha256": ..., "registered_at": iso}],
    "live": "v2", "history": ["v1", "v2"],           # the live versions in order; last = live
-   "events": [{"action": "promote"|"rollback", "version": ..., "from": ..., "at": iso}]}
+   "events": [{"action": "promote"|"rollback", "version": ..., "from": ..., "at": iso}],
+   "served": {"model_name": "support", "kind": "generative"},   # whom the registry belongs to
+   "servers": [{"id": ..., "pid": ..., "host": ..., "started_at": iso}]}   # servers using it now
+
+A registry belongs to one served model: the first server records its model name and kind
+(generative or classification). A server of another kind, or with another configured
+serve.model_name, is refused at start-up (give it its own file); one without a configured
+name takes the recorded one. Every version made live is of that kind, so no promote or
+rollback can swap a generative server into a classifier. A server started with a run does not
+take the live pointer from another live server of the registry unless asked (serve.promote).
 
 `rollback` pops the live version off `history` and makes the one before it live again;
 `events` keeps the full audit trail of every promote and rollback.
@@ -18,7 +27,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,14 +43,48 @@ def now_iso() -> str:
 
 
 def empty_registry() -> dict[str, Any]:
-    return {"versions": [], "live": None, "history": [], "events": []}
+    return {"versions": [], "live": None, "history": [], "events": [], "served": None, "servers": []}
+
+
+def run_kind(run_dir: str | Path) -> str:
+    """What a run serves as: classification or generative (read through RunDir)."""
+    from tunelab.train.run_dir import RunDir
+    return "classification" if RunDir(run_dir).is_classifier else "generative"
 
 
 def run_metadata(run_dir: Path) -> dict[str, Any]:
-    """Task, base model and manifest hash of a run directory (read through RunDir)."""
+    """Task, kind, base model and manifest hash of a run directory (read through RunDir)."""
     from tunelab.train.run_dir import RunDir
     run = RunDir(run_dir)
-    return {"task": run.manifest.get("task"), "base_model": run.base_model_id, "manifest_sha256": run.manifest_sha256}
+    return {"task": run.manifest.get("task"), "kind": run_kind(run_dir), "base_model": run.base_model_id,
+            "manifest_sha256": run.manifest_sha256}
+
+
+def entry_kind(entry: dict[str, Any]) -> str:
+    """A version's kind (entries registered before kinds were recorded: read from the run)."""
+    return entry.get("kind") or run_kind(entry["path"])
+
+
+@dataclass
+class Claim:
+    """A server asking to serve from the registry: its id, the model name clients call (None:
+    not configured), its kind, the run it was started with (None: the live version) and whether
+    it may take the live pointer from other live servers."""
+    server_id: str
+    model_name: str | None
+    kind: str | None  # None: whatever the registry serves (a server started without a run)
+    run_dir: str | None = None
+    promote: bool = False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 class Registry:
@@ -95,23 +140,54 @@ class Registry:
             raise TunelabError("run directory not found", where=str(run_dir),
                                fix="pass the output directory of `tunelab train`")
         with self._locked() as data:
-            for entry in data["versions"]:
-                if entry["path"] == str(resolved):
-                    return entry
-            entry = {"version": f"v{_next_number(data)}", "path": str(resolved), **run_metadata(resolved),
-                     "registered_at": now_iso()}
-            data["versions"].append(entry)
+            entry = _register(data, resolved)
             if data["live"] is None:
                 _make_live(data, entry["version"], action="promote")
             return entry
 
     def promote(self, version: str) -> dict[str, Any]:
-        """Make `version` live (a no-op if it already is); returns its entry."""
+        """Make `version` live (a no-op if it already is); returns its entry. A version of another
+        kind than the registry serves is refused: every server of the registry would swap to it."""
         with self._locked() as data:
             entry = _require(data, version, self.path)
+            _check_kind(data, entry, self.path)
             if data["live"] != version:
                 _make_live(data, version, action="promote")
             return entry
+
+    # the servers using the registry
+
+    def plan(self, claim: Claim) -> dict[str, Any] | None:
+        """What `attach(claim)` would serve (its entry; None: the claim's own run, not yet
+        registered), or the TunelabError it would raise; changes nothing. Lets a server refuse
+        at start-up before it spends time loading a model."""
+        data = self.load()
+        return _decide(data, claim, self.path, alive_servers(data))[0]
+
+    def attach(self, claim: Claim) -> tuple[dict[str, Any], str]:
+        """Record a server that has loaded what it serves: registers its run (if it was started
+        with one) and makes it live when that steps on no other live server (or the claim says
+        promote), records the registry's owner on first use and the server itself. Returns (the
+        entry served, the model name to serve it as)."""
+        with self._locked() as data:
+            data["servers"] = alive_servers(data)
+            entry, name = _decide(data, claim, self.path, data["servers"])
+            if entry is None:
+                entry = _register(data, Path(claim.run_dir).expanduser().resolve())
+            if data["live"] != entry["version"]:
+                _make_live(data, entry["version"], action="promote")
+            name = name or Path(entry["path"]).name  # the default id: the served run's directory name
+            data["served"] = {"model_name": name, "kind": claim.kind or entry_kind(entry)}
+            data["servers"].append({"id": claim.server_id, "pid": os.getpid(), "host": socket.gethostname(),
+                                    "started_at": now_iso()})
+            return entry, name
+
+    def detach(self, server_id: str) -> None:
+        """Forget a server that stops (a crashed one is forgotten once its pid is gone)."""
+        if not self.path.exists():
+            return
+        with self._locked() as data:
+            data["servers"] = [s for s in alive_servers(data) if s.get("id") != server_id]
 
     def rollback(self) -> dict[str, Any]:
         """Make the previously live version live again; returns its entry."""
@@ -148,6 +224,68 @@ class Registry:
                     os.utime(self.path, ns=(before + 1_000_000, before + 1_000_000))
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _register(data: dict[str, Any], resolved: Path) -> dict[str, Any]:
+    for entry in data["versions"]:
+        if entry["path"] == str(resolved):
+            return entry
+    entry = {"version": f"v{_next_number(data)}", "path": str(resolved), **run_metadata(resolved),
+             "registered_at": now_iso()}
+    data["versions"].append(entry)
+    return entry
+
+
+def alive_servers(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The recorded servers still running (on this machine: their pid lives; others are trusted)."""
+    here = socket.gethostname()
+    return [s for s in data.get("servers") or [] if s.get("host") != here or pid_alive(int(s.get("pid", 0)))]
+
+
+def _check_kind(data: dict[str, Any], entry: dict[str, Any], path: Path) -> None:
+    live = _find(data, data["live"]) if data["live"] else None
+    kind = (data.get("served") or {}).get("kind") or (entry_kind(live) if live else None)
+    if kind is not None and entry_kind(entry) != kind:
+        raise TunelabError(f"{entry['version']} is a {entry_kind(entry)} run and this registry serves a {kind} "
+                           "model, so making it live would swap every server of the registry to another kind of "
+                           "model", where=str(path),
+                           fix=f"serve it from its own registry (tunelab serve {entry['path']} serve.registry=...)")
+
+
+def _decide(data: dict[str, Any], claim: Claim, path: Path,
+            servers: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    """(the entry the claim will serve, None for its own run still to register; the model name)."""
+    served = data.get("served") or {}
+    live = _find(data, data["live"]) if data["live"] else None
+    own_file = "give this server its own file with serve.registry=OTHER.json"
+    kind = served.get("kind") or (entry_kind(live) if live else None)
+    if kind is not None and claim.kind is not None and kind != claim.kind:
+        owner = f" ('{served['model_name']}')" if served.get("model_name") else ""
+        raise TunelabError(f"this registry belongs to a {kind} model{owner} and this server serves a {claim.kind} one: "
+                           "sharing it would swap one into the other", where=str(path), fix=own_file)
+    if served.get("model_name") and claim.model_name and claim.model_name != served["model_name"]:
+        raise TunelabError(f"this registry belongs to the served model '{served['model_name']}', not "
+                           f"'{claim.model_name}': sharing it would swap one into the other", where=str(path),
+                           fix=own_file)
+    name = claim.model_name or served.get("model_name")
+    if claim.run_dir is None:
+        if live is None:
+            raise TunelabError("no model to serve: the registry has no live version", where=str(path),
+                               fix="pass a run directory, or promote a version with `tunelab models promote VERSION`")
+        return live, name
+    resolved = str(Path(claim.run_dir).expanduser().resolve())
+    mine = next((e for e in data["versions"] if e["path"] == resolved), None)
+    if live is None or (mine is not None and mine["version"] == live["version"]):
+        return mine, name
+    others = [s for s in servers if s.get("id") != claim.server_id]
+    if others and not claim.promote:
+        other = others[0]
+        raise TunelabError(f"another server (pid {other.get('pid')} on {other.get('host')}) serves the live version "
+                           f"{live['version']} from this registry, and starting with {claim.run_dir} would make it "
+                           "live there too", where=str(path),
+                           fix=f"pass serve.promote=true to roll it out to every server of the registry, start "
+                               f"without a run to serve {live['version']}, or {own_file}")
+    return mine, name
 
 
 def _mtime_ns(path: Path) -> int:

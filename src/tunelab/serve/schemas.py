@@ -2,7 +2,9 @@
 existing clients send and parse, tunelab's classification bodies, and the OpenAI error shape.
 
 Requests forbid unknown fields, so a client relying on a feature tunelab does not offer (tools,
-logprobs, penalties) hears so in a 400 instead of getting an answer that silently ignored it.
+penalties, suffix) hears so in a 400 instead of getting an answer that silently ignored it. Every
+string field is checked to be encodable text (JSON can carry lone UTF-16 surrogates, which are
+not): such a request is a 400 naming the field, never a failure further in.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 4
 MAX_PROMPTS = 32
+MAX_LOGPROBS = 20  # alternatives per token (vLLM's default ceiling; OpenAI's legacy API allowed 5)
 
 
 def _encodable(text: str) -> str:
@@ -21,7 +24,7 @@ def _encodable(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode (lone surrogate escape found)") from None
+        raise ValueError("must be valid Unicode text (it holds a lone UTF-16 surrogate such as \\ud800)") from None
     return text
 
 
@@ -34,6 +37,9 @@ def _whole_number(value):
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
+TokenId = Annotated[int, Field(ge=0)]  # the OpenAPI schema states the served model's vocabulary as its maximum
+
+
 class Integer:
     """`Integer[low, high]`: an int in [low, high] that also takes 2.0 for 2 (bounds inside the
     type, so the OpenAPI schema shows them as minimum/maximum)."""
@@ -41,6 +47,8 @@ class Integer:
     def __class_getitem__(cls, bounds):
         low, high = bounds
         return Annotated[int, Field(ge=low, le=high), BeforeValidator(_whole_number)]
+
+
 StopText = Annotated[str, Field(min_length=1), AfterValidator(_encodable)]
 
 
@@ -57,7 +65,7 @@ class TextPart(Strict):
 class ChatMessage(Strict):
     role: Literal["system", "developer", "user", "assistant"] = Field(description="Author of the message.")
     content: Text | list[TextPart] = Field(description="The message text, or a list of text parts.")
-    name: str | None = Field(None, description="Accepted for compatibility; not shown to the model.")
+    name: Text | None = Field(None, description="Accepted for compatibility; not shown to the model.")
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -68,7 +76,10 @@ class StreamOptions(Strict):
 
 
 class SamplingFields(Strict):
-    model: str = Field(description="Served model or adapter id (see GET /v1/models).")
+    model: Text = Field(description="Served model or adapter id (see GET /v1/models); `ID:TASK` names the task "
+                                    "of a multi-task run too.")
+    task: Text | None = Field(None, description="Task of a multi-task run whose input prefix applies (see the "
+                                                "`tasks` of GET /v1/models).")
     max_tokens: Integer[1, None] | None = Field(None, description="Most tokens to generate (the server caps it).")
     temperature: float | None = Field(
         None, ge=0, le=2, description="0: greedy and cacheable; default: the model's generation config.")
@@ -79,7 +90,7 @@ class SamplingFields(Strict):
     seed: Integer[0, 2**53 - 1] | None = Field(None, description="Seed for sampling; same seed, same answer.")
     stream: bool = Field(False, description="Send the answer as server-sent events ending with [DONE].")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
-    user: str | None = Field(None, description="End-user id; accepted for compatibility.")
+    user: Text | None = Field(None, description="End-user id; accepted for compatibility.")
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -88,25 +99,57 @@ class SamplingFields(Strict):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
     max_completion_tokens: Integer[1, None] | None = Field(None, description="Newer name of max_tokens.")
+    logprobs: bool = Field(False, description="Return each generated token's log-probability.")
+    top_logprobs: Integer[0, MAX_LOGPROBS] | None = Field(
+        None, description="Most likely alternatives to return per token (with logprobs: true).")
+
+    def max_tokens_fields(self) -> dict[str, int | None]:
+        return {"max_tokens": self.max_tokens, "max_completion_tokens": self.max_completion_tokens}
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def top_logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+Prompt = Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)] | \
+    Annotated[list[TokenId], Field(min_length=1)] | \
+    Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)]
+
 
 class CompletionRequest(SamplingFields):
-    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_PROMPTS)] = Field(
-        description="Prompt text, or a list of prompts (one choice set each).")
+    prompt: Text | Prompt = Field(
+        description="Prompt text, a list of prompts (one choice set each), the token ids of one prompt, or a list "
+                    "of token-id prompts.")
+    echo: bool = Field(False, description="Put the prompt before the completion in the text (and its tokens in "
+                                          "logprobs).")
+    logprobs: Integer[0, MAX_LOGPROBS] | None = Field(
+        None, description="Return each token's log-probability and this many most likely alternatives.")
 
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: its text, or its token ids."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if all(isinstance(item, int) for item in self.prompt):
+            return [list(self.prompt)]
+        return list(self.prompt)
+
+    def max_tokens_fields(self) -> dict[str, int | None]:
+        return {"max_tokens": self.max_tokens}
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def top_logprobs_wanted(self) -> int | None:
+        return self.logprobs
+
 
 class ClassifyRequest(Strict):
     text: Text = Field(description="Text to classify.")
-    model: str | None = Field(None, description="Served model id (default: the served model).")
+    model: Text | None = Field(None, description="Served model id (default: the served model); `ID:TASK` names "
+                                                 "the task of a multi-task run too.")
+    task: Text | None = Field(None, description="Task of a multi-task run whose input prefix applies.")
 
 
 class Usage(BaseModel):
@@ -120,11 +163,25 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob]
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -137,11 +194,19 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy completions shape: one entry per token, the prompt's first (with echo)."""
+    tokens: list[str]
+    token_logprobs: list[float | None] = Field(description="None for the prompt's first token.")
+    top_logprobs: list[dict[str, float] | None] = Field(description="The most likely tokens and the chosen one.")
+    text_offset: list[int] = Field(description="Where each token starts in the choice's text.")
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(BaseModel):
@@ -170,9 +235,12 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "tunelab"
-    root: str = Field(description="The served model this id belongs to.")
+    root: str = Field(description="The run this id serves (its directory's name, never a path).")
     parent: str | None = Field(None, description="For an adapter: the served base model id.")
     version: str = Field(description="Live version of the served model.")
+    task: str = Field(description="generative or classification.")
+    tasks: list[str] = Field(default_factory=list, description="Tasks of a multi-task run (name one with `task`).")
+    context_length: int | None = Field(None, description="Prompt plus generated tokens, at most.")
 
 
 class ModelList(BaseModel):

@@ -1,96 +1,127 @@
-"""The served model's life: loading and warm-up before the server is ready, the dynamic batcher
-in front of it, and hot swaps when the model registry's live version changes.
+"""The served model's life: loading and warm-up before the server is ready, the registry it is
+served from, the dynamic batcher in front of it, and hot swaps when the registry's live version
+changes.
 
 A batch always runs on the backend its requests were checked against (the backend travels with
 the job), so a swap never hands a request to a model that has not seen it validated; the old
-backend is dropped once its last batch is done.
+backend is dropped once its last batch is done. A swap to a version this server cannot serve in
+place (another kind of model, or a base its serve.adapters do not fit) is refused: logged,
+counted, and the current version keeps serving.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunelab.serve.backends import load_backend
+from tunelab.config import ServeConfig
+from tunelab.errors import TunelabError
+from tunelab.serve.backend import Backend, GenerationJob
 from tunelab.serve.batching import DynamicBatcher
 from tunelab.serve.metrics import ServerMetrics
+from tunelab.serve.registry import Claim, Registry, entry_kind, run_kind
+from tunelab.train.run_dir import RunDir
 
 log = logging.getLogger("tunelab.serve")
 
 
 @dataclass
-class ServeSettings:
-    """Everything the server needs, as plain values (run.py builds it from the config)."""
-    model: str | None = None  # run directory; None: the registry's live version
-    registry: str | None = None  # registry file polled for live-version changes; None: no hot swap
-    model_name: str | None = None  # model id clients pass (default: the run directory's name)
-    adapters: dict[str, str] = field(default_factory=dict)
-    engine: str = "transformers"
-    max_batch_size: int = 8
-    max_wait_ms: float = 10.0
-    max_queue: int = 256
-    cache_size: int = 1024
-    default_max_tokens: int = 128
-    max_request_bytes: int = 65_536
-    max_tokens_limit: int = 512
-    redact_pii: bool = True
-    block_injection: bool = True
-    prediction_log: str | None = "predictions.db"
-    retention_days: float | None = 30
-    api_keys: list[str] = field(default_factory=list)
-    registry_poll_s: float = 1.0
-
-
-@dataclass
 class LiveModel:
-    backend: Any
+    backend: Backend
     version: str
     run_dir: str
+    run: RunDir = field(init=False, repr=False)  # read once: task prefixes for every request
+
+    def __post_init__(self) -> None:
+        self.run = RunDir(self.run_dir)
+
+    @property
+    def name(self) -> str:
+        """The run's directory name: what /v1/models shows of it (never its path)."""
+        return Path(self.run_dir).resolve().name
 
 
-def local_version(run_dir: str | Path) -> str:
-    """A version for a run served without a registry: its name and a hash of its manifest."""
-    from tunelab.train.run_dir import RunDir
-    return RunDir(run_dir).version
+def load_backend(run_dir: str | Path, *, engine: str = "transformers", adapters: dict[str, str] | None = None) -> Backend:
+    """The backend for a run directory: a classifier or a generator (transformers or vLLM)."""
+    run = RunDir.open(run_dir)
+    if run.is_classifier:
+        if adapters:
+            raise TunelabError("serve.adapters are for generative runs; a classification run is served alone",
+                               where=str(run_dir))
+        from tunelab.serve.classifier_backend import TransformersClassifier
+        return TransformersClassifier.load(run_dir)
+    if engine == "vllm":
+        from tunelab.serve.vllm_backend import VllmGenerator
+        return VllmGenerator.load(run_dir, adapters)
+    from tunelab.serve.transformers_backend import TransformersGenerator
+    return TransformersGenerator.load(run_dir, adapters)
 
 
-def load_live(run_dir: str, version: str, settings: ServeSettings) -> LiveModel:
+def load_live(run_dir: str, version: str, cfg: ServeConfig) -> LiveModel:
     """Load and warm a model (blocking: call it off the event loop)."""
-    backend = load_backend(run_dir, engine=settings.engine, adapters=settings.adapters)
-    backend.warmup()
-    return LiveModel(backend, version, run_dir)
+    try:
+        backend = load_backend(run_dir, engine=cfg.backend, adapters=cfg.adapters)
+        backend.warmup()
+    except TunelabError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise TunelabError(f"cannot load the model to serve ({why})", where=str(run_dir),
+                           fix="check that it is a run directory from `tunelab train`") from None
+    return LiveModel(backend, version, str(run_dir))
 
 
-def initial_model(settings: ServeSettings) -> tuple[str, str]:
-    """(run directory, version) to serve first: the registry's live version, else settings.model."""
-    if settings.registry:
-        from tunelab.serve.registry import Registry
-        live = Registry(settings.registry).live()
-        if live is not None:
-            return live["path"], live["version"]
-    if settings.model is None:
-        from tunelab.errors import TunelabError
-        raise TunelabError("no model to serve", fix="pass a run directory, or promote a version in the registry "
-                                                    "with `tunelab models promote VERSION`")
-    return settings.model, local_version(settings.model)
+def open_model(cfg: ServeConfig, model: str | None, server_id: str) -> tuple[LiveModel, str]:
+    """(the loaded model, the name clients call it by): the run given, or the registry's live
+    version. With a registry, the run is registered (and made live) only once it has loaded, and
+    a server that would step on another one's registry is refused before anything loads."""
+    model = model or cfg.model
+    if model is not None and not Path(model).is_dir():
+        raise TunelabError("run directory not found", where=model, fix="give a run directory from `tunelab train`")
+    if not cfg.registry:
+        if model is None:
+            raise TunelabError("no model to serve", fix="pass a run directory, or set serve.registry to serve its "
+                                                        "live version")
+        live = load_live(model, RunDir(model).version, cfg)
+        return live, cfg.model_name or live.name
+    registry = Registry(cfg.registry)
+    claim = Claim(server_id, cfg.model_name, run_kind(model) if model else None, model, cfg.promote)
+    planned = registry.plan(claim)
+    path = planned["path"] if planned else model
+    live = load_live(path, planned["version"] if planned else "unregistered", cfg)
+    entry, name = registry.attach(claim)
+    if Path(entry["path"]).resolve() != Path(path).resolve():
+        raise TunelabError(f"the registry's live version changed to {entry['version']} while {path} was loading",
+                           where=cfg.registry, fix="start the server again")
+    live.version = entry["version"]
+    return live, name
 
 
 class ModelService:
-    def __init__(self, settings: ServeSettings, metrics: ServerMetrics, live: LiveModel | None = None):
-        self.settings = settings
+    def __init__(self, cfg: ServeConfig, metrics: ServerMetrics, *, model: str | None = None,
+                 live: LiveModel | None = None):
+        self.cfg = cfg
+        self.model = model or cfg.model
         self.metrics = metrics
         self.live: LiveModel | None = live
         self.ready = False
         self.load_error: str | None = None
-        self.batcher = DynamicBatcher(self._process, max_batch_size=settings.max_batch_size,
-                                      max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
-                                      on_batch=metrics.batch_size.observe)
+        self.server_id = uuid.uuid4().hex
+        self.batcher = DynamicBatcher(self._process, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
+                                      max_queue=cfg.max_queue, on_batch=self._on_batch)
         self._tasks: list[asyncio.Task] = []
-        first = live.run_dir if live else (settings.model or "")
-        self.served_name = settings.model_name or (Path(first).resolve().name if first else "tunelab")
+        self._warm = False
+        self.served_name = cfg.model_name or (live.name if live else "tunelab")
+
+    def open(self) -> None:
+        """Load, warm and (with a registry) register the model now, before the server starts, so
+        a bad run or a refused registry is one sentence instead of a server that never gets ready."""
+        self.live, self.served_name = open_model(self.cfg, self.model, self.server_id)
+        self._warm = True
 
     async def start(self) -> None:
         self.batcher.start()
@@ -101,31 +132,29 @@ class ModelService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.batcher.stop()
+        if self.cfg.registry and self.live is not None:
+            await asyncio.to_thread(Registry(self.cfg.registry).detach, self.server_id)
 
     async def _load_first(self) -> None:
         try:
             if self.live is None:
-                run_dir, version = initial_model(self.settings)
-                if not self.settings.model_name:
-                    self.served_name = Path(run_dir).resolve().name
-                self.live = await asyncio.to_thread(load_live, run_dir, version, self.settings)
-            else:
+                await asyncio.to_thread(self.open)
+            elif not self._warm:
                 await asyncio.to_thread(self.live.backend.warmup)
         except Exception as exc:  # noqa: BLE001 (reported by /ready; the process stays up for /health)
             self.load_error = str(exc)
             log.error("could not load the model: %s", exc)
             return
         self.ready = True
-        if self.settings.registry:
+        if self.cfg.registry:
             self._tasks.append(asyncio.create_task(self._watch_registry(), name="tunelab-registry"))
 
     async def _watch_registry(self) -> None:
         """Poll the registry file's mtime (cheap) and swap in a new live version when it changes."""
-        from tunelab.serve.registry import Registry
-        registry = Registry(self.settings.registry)
+        registry = Registry(self.cfg.registry)
         seen = registry.mtime()
         while True:
-            await asyncio.sleep(self.settings.registry_poll_s)
+            await asyncio.sleep(self.cfg.registry_poll_s)
             mtime = registry.mtime()
             if mtime == seen:
                 continue
@@ -135,30 +164,53 @@ class ModelService:
             except Exception as exc:  # noqa: BLE001 (keep serving the old version; say why)
                 log.error("could not swap in the registry's live version: %s", exc)
 
+    def refusal(self, entry: dict[str, Any]) -> tuple[str, str] | None:
+        """(reason label, sentence) when this server cannot serve `entry` in place, else None."""
+        kind = entry_kind(entry)
+        if kind != self.live.backend.task:
+            return "task", (f"{entry['version']} is a {kind} run and this server serves a "
+                            f"{self.live.backend.task} model")
+        if self.cfg.adapters:
+            from tunelab.serve.transformers_backend import same_base
+            base = RunDir(entry["path"]).adapter_base or entry["path"]
+            misfits = [name for name, path in self.cfg.adapters.items() if not same_base(path, base)]
+            if misfits:
+                return "base", (f"{entry['version']} is not on the base of serve.adapters "
+                                f"({', '.join(misfits)}), so they could not be served with it")
+        return None
+
     async def swap_to(self, entry: dict[str, Any] | None) -> bool:
         if entry is None or self.live is None or entry["version"] == self.live.version:
             return False
+        refused = self.refusal(entry)
+        if refused is not None:
+            self.metrics.swaps_refused.labels(refused[0]).inc()
+            log.error("not swapping to %s: %s; still serving %s", entry["version"], refused[1], self.live.version)
+            return False
         log.info("loading %s (%s) to replace %s", entry["version"], entry["path"], self.live.version)
-        self.live = await asyncio.to_thread(load_live, entry["path"], entry["version"], self.settings)
+        self.live = await asyncio.to_thread(load_live, entry["path"], entry["version"], self.cfg)
         self.metrics.model_swaps.inc()
         log.info("now serving %s", entry["version"])
         return True
 
     # model calls: each goes through the batcher and runs on its model thread
 
-    def enqueue_generation(self, live: LiveModel, job, *, batchable: bool) -> asyncio.Future:
-        key = ("generate", live.version, job.adapter)
-        future = self.batcher.enqueue(key, (live, job), batchable=batchable)
+    def enqueue_generation(self, live: LiveModel, job: GenerationJob) -> asyncio.Future:
+        future = self.batcher.enqueue(("generate", live.version, job.adapter), (live, job),
+                                      batchable=job.greedy and job.streamer is None)
         self.metrics.queue_depth.set(self.batcher.depth)
         return future
 
-    async def classify(self, live: LiveModel, text: str) -> tuple[str, dict[str, float]]:
+    def enqueue_classification(self, live: LiveModel, text: str) -> asyncio.Future:
         future = self.batcher.enqueue(("classify", live.version), (live, text))
         self.metrics.queue_depth.set(self.batcher.depth)
-        return await future
+        return future
+
+    def _on_batch(self, size: int) -> None:  # on the event loop, as each batch leaves the queue
+        self.metrics.batch_size.observe(size)
+        self.metrics.queue_depth.set(self.batcher.depth)
 
     def _process(self, key: Hashable, payloads: list[tuple[LiveModel, Any]]) -> list[Any]:
-        self.metrics.queue_depth.set(self.batcher.depth)
         backend = payloads[0][0].backend
         items = [item for _, item in payloads]
         return backend.classify(items) if key[0] == "classify" else backend.generate(items)

@@ -2,18 +2,20 @@
 finish reason (and, when asked, one with the usage), then `data: [DONE]`.
 
 Text is sent as the model produces it, except a tail that could be the start of a stop string:
-that is held back until it is clear, so a stop string never reaches the client.
+that is held back until it is clear, so a stop string never reaches the client. This module
+knows events, not requests: the handlers give it the job, its future and two callbacks.
 """
 from __future__ import annotations
 
 import json
-import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.responses import StreamingResponse
 
-from tunelab.serve.backends import first_stop
+from tunelab.serve.backend import first_stop
+from tunelab.serve.errors import CLIENT_CLOSED
 
 Chunk = Callable[..., dict[str, Any]]
 
@@ -22,15 +24,21 @@ def sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def usage(prompt_tokens: int | None, completion_tokens: int | None) -> dict[str, int]:
+    prompt, completion = prompt_tokens or 0, completion_tokens or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 def chat_chunk(request_id: str, model: str, version: str) -> Chunk:
     created = int(time.time())
 
     def make(index: int = 0, text: str | None = None, finish: str | None = None, role: bool = False,
-             usage: dict | None = None, with_usage: bool = False, choices: bool = True) -> dict[str, Any]:
+             usage: dict | None = None, with_usage: bool = False, choices: bool = True,
+             logprobs: dict | None = None) -> dict[str, Any]:
         delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text is not None else {})
         chunk = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
                  "system_fingerprint": version,
-                 "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]
+                 "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]
                  if choices else []}
         if with_usage:
             chunk["usage"] = usage
@@ -43,10 +51,11 @@ def completion_chunk(request_id: str, model: str, version: str) -> Chunk:
     created = int(time.time())
 
     def make(index: int = 0, text: str | None = None, finish: str | None = None, role: bool = False,
-             usage: dict | None = None, with_usage: bool = False, choices: bool = True) -> dict[str, Any]:
+             usage: dict | None = None, with_usage: bool = False, choices: bool = True,
+             logprobs: dict | None = None) -> dict[str, Any]:
         chunk = {"id": request_id, "object": "text_completion", "created": created, "model": model,
                  "system_fingerprint": version,
-                 "choices": [{"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}]
+                 "choices": [{"index": index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}]
                  if choices else []}
         if with_usage:
             chunk["usage"] = usage
@@ -55,26 +64,23 @@ def completion_chunk(request_id: str, model: str, version: str) -> Chunk:
     return make
 
 
-def wants_usage(request) -> bool:
-    return bool(request.stream_options and request.stream_options.include_usage)
-
-
 def event_stream(events) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def whole(make: Chunk, texts: list[str], reasons: list[str], usage, request) -> StreamingResponse:
-    """An answer computed in one go (several choices, a classification), sent as a stream."""
-    with_usage = wants_usage(request)
+def whole(make: Chunk, texts: list[str], reasons: list[str], total: dict[str, int], with_usage: bool,
+          logprobs: list[dict | None] | None = None) -> StreamingResponse:
+    """An answer computed in one go (several choices, logprobs, a classification), as a stream."""
+    logprobs = logprobs or [None] * len(texts)
 
     async def events():
-        for index, (text, reason) in enumerate(zip(texts, reasons)):
+        for index, (text, reason, scores) in enumerate(zip(texts, reasons, logprobs)):
             yield sse(make(index, role=True, with_usage=with_usage))
-            yield sse(make(index, text=text, with_usage=with_usage))
+            yield sse(make(index, text=text, with_usage=with_usage, logprobs=scores))
             yield sse(make(index, finish=reason, with_usage=with_usage))
         if with_usage:
-            yield sse(make(usage=usage.model_dump(), with_usage=True, choices=False))
+            yield sse(make(usage=total, with_usage=True, choices=False))
         yield sse("[DONE]")
 
     return event_stream(events())
@@ -91,25 +97,15 @@ def held_back(text: str, stops: list[str]) -> int:
     return longest
 
 
-async def stream_generation(handlers, live, job, record, started, make: Chunk, request) -> StreamingResponse:
-    """Queue one generation with a streamer and relay its text as it comes (QueueFull is raised
-    here, before the response starts, so the client gets a plain 429)."""
-    from tunelab.serve.handlers import ApiError, Outcome, usage
-    from tunelab.serve.batching import QueueFull
-    job.streamer = live.backend.streamer()
-    job.cancelled = threading.Event()
-    try:
-        future = handlers.service.enqueue_generation(live, job, batchable=False)
-    except QueueFull:
-        handlers.log(record, 429, started)
-        raise ApiError(429, "the server is at capacity; retry shortly", type="rate_limit_error", code="queue_full",
-                       headers={"Retry-After": "1"}) from None
-    with_usage = wants_usage(request)
-    metrics = handlers.metrics
+def relay(job, future, make: Chunk, *, with_usage: bool, on_first_text: Callable[[], None],
+          on_end: Callable[[int, Any], None]) -> StreamingResponse:
+    """Relay one queued generation's text as it comes (`job.streamer`), then its finish reason.
+    `on_end(status, generation or None)` is called once: 200, 500 (the error goes out as an
+    event: the headers are sent), or 499 when the client left first; leaving cancels the job
+    (dropped from the queue, or stopped at its next token)."""
 
     async def events():
-        sent, received, first_sent, outcome = "", "", False, None
-        status = 499  # unless it finishes or fails: the client closed the connection first
+        sent, received, result, status = "", "", None, CLIENT_CLOSED
         try:
             yield sse(make(role=True, with_usage=with_usage))
             async for piece in job.streamer:
@@ -117,28 +113,27 @@ async def stream_generation(handlers, live, job, record, started, make: Chunk, r
                 cut = first_stop(received, job.stop)
                 ready = received[:cut] if cut is not None else received[:len(received) - held_back(received, job.stop)]
                 if len(ready) > len(sent):
-                    if not first_sent:
-                        metrics.first_token.observe(time.perf_counter() - started)
-                        first_sent = True
+                    if not sent:
+                        on_first_text()
                     yield sse(make(text=ready[len(sent):], with_usage=with_usage))
                     sent = ready
-            result = (await future)
+            result = await future
             final = result.texts[0]
             if final.startswith(sent) and len(final) > len(sent):  # the held-back tail that was no stop string
                 yield sse(make(text=final[len(sent):], with_usage=with_usage))
-            outcome = Outcome(handlers.redact_output(final), result.prompt_tokens, result.completion_tokens[0])
-            metrics.generated_tokens.inc(outcome.completion_tokens)
             yield sse(make(finish=result.finish_reasons[0], with_usage=with_usage))
             if with_usage:
-                yield sse(make(usage=usage(outcome).model_dump(), with_usage=True, choices=False))
+                yield sse(make(usage=usage(result.prompt_tokens, result.completion_tokens[0]), with_usage=True,
+                               choices=False))
             status = 200
         except Exception as exc:  # noqa: BLE001 (headers are sent: the error can only travel as an event)
-            status = 500
+            status, result = 500, None
             yield sse({"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
                                  "code": None}})
         finally:
             job.cancelled.set()  # the client went away (or we are done): stop generating
-            handlers.log(record, status, started, outcome)
+            future.cancel()  # still queued: the batcher skips it
+            on_end(status, result)
         yield sse("[DONE]")
 
     return event_stream(events())

@@ -1,29 +1,31 @@
-"""vLLM generator (GPU): the same interface as backends.TransformersGenerator, so tunelab's
-guard, cache, prediction log, metrics and batcher stay in front while vLLM's engine (paged
-attention, CUDA graphs) generates. Written against vLLM's offline `LLM` API (`LLM.generate` with
-token-id prompts, `SamplingParams`, `LoRARequest`); vllm is imported only when this backend is
-chosen (`pip install tunelab[vllm]`).
+"""vLLM generator (GPU), a GeneratorBackend like transformers_backend.TransformersGenerator, so
+tunelab's guard, cache, prediction log, metrics and batcher stay in front while vLLM's engine
+(paged attention, CUDA graphs) generates. Written against vLLM's offline `LLM` API
+(`LLM.generate` with token-id prompts, `SamplingParams` with `logprobs` / `prompt_logprobs`,
+`LoRARequest`); vllm is imported only when this backend is chosen (`pip install tunelab[vllm]`).
 
 Each batch the tunelab batcher forms is one `LLM.generate` call, in which vLLM schedules the
 requests itself. `LLM` has no token streaming, so a streamed request is answered with its whole
-text in one event.
+text in one event; and a batch, once started, runs to its end (a request whose client left is
+dropped while it waits in the queue, not mid-batch).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.models.load import adapter_base, resolve_model_path
-from tunelab.serve.backends import RUN_ADAPTER, Generation, GenerationJob, encode_prompt, render_chat
+from tunelab.serve.backend import (GENERATIVE, RUN_ADAPTER, Generation, GenerationJob, TokenLogprob, encode_prompt,
+                                   render_chat, token_text, vocab_size)
+from tunelab.train.run_dir import RunDir
 
 
 class VllmGenerator:
-    task = "generative"
+    task = GENERATIVE
     streams = False
 
     def __init__(self, llm, tokenizer, *, adapters: dict[str, str], lora_paths: dict[str, str],
-                 default_adapter: str | None, context_length: int | None, default_temperature: float):
+                 default_adapter: str | None, context_length: int | None, default_temperature: float,
+                 vocab: int, eos_ids: list[int]):
         self.llm = llm
         self.tokenizer = tokenizer
         self.adapters = adapters  # client model id -> adapter name
@@ -32,7 +34,8 @@ class VllmGenerator:
         self.default_adapter = default_adapter
         self.context_length = context_length
         self.default_temperature = default_temperature
-        self.supports_chat = bool(getattr(tokenizer, "chat_template", None))
+        self.vocab_size = vocab
+        self.eos_ids = eos_ids
 
     @classmethod
     def load(cls, run_dir: str | Path, adapters: dict[str, str] | None = None,
@@ -43,31 +46,37 @@ class VllmGenerator:
         except ImportError:
             raise TunelabError("serve.backend is vllm but the vllm package is not installed",
                                fix="pip install 'tunelab[vllm]' on a CUDA machine, or use serve.backend=transformers") from None
-        from transformers import AutoConfig, AutoTokenizer, GenerationConfig
-        run_dir = str(run_dir)
-        base = adapter_base(run_dir)
-        model_path = resolve_model_path(base) if base else run_dir
-        lora_paths = ({RUN_ADAPTER: run_dir} if base else {}) | {
-            f"adapter_{i}": path for i, path in enumerate((adapters or {}).values())}
+        from transformers import AutoConfig, GenerationConfig
+
+        from tunelab.models.load import check_adapter_base, load_tokenizer, resolve_model_path
+        run = RunDir.open(run_dir)
+        if run.is_adapter:
+            check_adapter_base(run.path, run.adapter_base)
+        model_path = resolve_model_path(run.adapter_base) if run.is_adapter else str(run.path)
+        lora_paths = ({RUN_ADAPTER: str(run.path)} if run.is_adapter else {}) | {
+            f"adapter_{i}": str(path) for i, path in enumerate((adapters or {}).values())}
         for path in lora_paths.values():
-            if adapter_base(path) is None:
+            if not RunDir(path).is_adapter:
                 raise TunelabError("not a LoRA adapter directory (no adapter_config.json)", where=str(path),
                                    fix="list adapter run directories under serve.adapters")
         options = {}
         if lora_paths:
-            ranks = [json.loads((Path(p) / "adapter_config.json").read_text()).get("r", 16) for p in lora_paths.values()]
+            ranks = [RunDir(p).adapter_config.get("r", 16) for p in lora_paths.values()]
             options = {"enable_lora": True, "max_loras": len(lora_paths), "max_lora_rank": max(ranks)}
-        llm = LLM(model=model_path, tokenizer=run_dir, **options, **(engine_options or {}))
-        tokenizer = AutoTokenizer.from_pretrained(run_dir)
+        llm = LLM(model=model_path, tokenizer=str(run.path), **options, **(engine_options or {}))
+        tokenizer = load_tokenizer(str(run.path))
         config = AutoConfig.from_pretrained(model_path)
         try:
             generation = GenerationConfig.from_pretrained(model_path)
             temperature = (generation.temperature or 1.0) if generation.do_sample else 0.0
+            eos = generation.eos_token_id
         except OSError:
-            temperature = 0.0
+            temperature, eos = 0.0, None
+        eos = tokenizer.eos_token_id if eos is None else eos
         return cls(llm, tokenizer, adapters={client: f"adapter_{i}" for i, client in enumerate(adapters or {})},
-                   lora_paths=lora_paths, default_adapter=RUN_ADAPTER if base else None,
-                   context_length=getattr(config, "max_position_embeddings", None), default_temperature=temperature)
+                   lora_paths=lora_paths, default_adapter=RUN_ADAPTER if run.is_adapter else None,
+                   context_length=getattr(config, "max_position_embeddings", None), default_temperature=temperature,
+                   vocab=vocab_size(tokenizer, config), eos_ids=[eos] if isinstance(eos, int) else list(eos or []))
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         return render_chat(self.tokenizer, messages)
@@ -75,12 +84,19 @@ class VllmGenerator:
     def encode(self, text: str, *, special_tokens: bool) -> list[int]:
         return encode_prompt(self.tokenizer, text, special_tokens=special_tokens)
 
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        return token_text(self.tokenizer, token)
+
     def sampling_params(self, job: GenerationJob):
         from vllm import SamplingParams
         # vLLM leaves the stop string out of the text, as the OpenAI API and the transformers backend do
         return SamplingParams(n=job.n, temperature=job.temperature, top_p=job.top_p if job.temperature else 1.0,
                               max_tokens=job.max_tokens, stop=job.stop or None, seed=job.seed,
-                              skip_special_tokens=True)
+                              skip_special_tokens=True, logprobs=job.logprobs,
+                              prompt_logprobs=job.logprobs if job.echo_logprobs else None)
 
     def lora_request(self, adapter: str | None):
         name = adapter or self.default_adapter
@@ -90,17 +106,48 @@ class VllmGenerator:
         return LoRARequest(name, self.lora_ids[name], self.lora_paths[name])
 
     def generate(self, jobs: list[GenerationJob]) -> list[Generation]:
-        prompts = [{"prompt_token_ids": job.prompt_ids} for job in jobs]
-        outputs = self.llm.generate(prompts, [self.sampling_params(job) for job in jobs],
-                                    lora_request=self.lora_request(jobs[0].adapter), use_tqdm=False)
+        skipped = [job.cancelled.is_set() for job in jobs]  # clients that left while it was queued
+        live = [job for job, skip in zip(jobs, skipped) if not skip]
+        prompts = [{"prompt_token_ids": job.prompt_ids} for job in live]
+        outputs = iter(self.llm.generate(prompts, [self.sampling_params(job) for job in live],
+                                         lora_request=self.lora_request(jobs[0].adapter), use_tqdm=False)
+                       if live else [])
         results = []
-        for job, output in zip(jobs, outputs):
+        for job, skip in zip(jobs, skipped):
+            if skip:
+                results.append(Generation([""] * job.n, ["stop"] * job.n, [0] * job.n, len(job.prompt_ids)))
+                continue
+            output = next(outputs)
             choices = output.outputs
             results.append(Generation(
                 texts=[c.text for c in choices],
                 finish_reasons=["length" if c.finish_reason == "length" else "stop" for c in choices],
-                completion_tokens=[len(c.token_ids) for c in choices], prompt_tokens=len(job.prompt_ids)))
+                completion_tokens=[len(c.token_ids) for c in choices], prompt_tokens=len(job.prompt_ids),
+                logprobs=[self._logprobs(c.token_ids, c.logprobs, job.logprobs) for c in choices]
+                if job.logprobs is not None else None,
+                prompt_logprobs=self._logprobs(job.prompt_ids, output.prompt_logprobs, job.logprobs)
+                if job.echo_logprobs and job.logprobs is not None else None))
         return results
+
+    def _logprobs(self, ids, per_token, top: int) -> list[TokenLogprob]:
+        """vLLM's per-position {token id: Logprob} dicts (the chosen token and the top ones; None
+        for a prompt's first token) as TokenLogprobs; a final end token is left out, as the
+        transformers backend does."""
+        ids = list(ids)
+        if ids and ids[-1] in self.eos_ids:
+            ids = ids[:-1]
+        out = []
+        for token, scores in zip(ids, per_token or []):
+            if scores is None:
+                out.append(TokenLogprob(token, None))
+                continue
+            ranked = sorted(scores.items(), key=lambda item: item[1].logprob, reverse=True)[:top]
+            out.append(TokenLogprob(token, scores[token].logprob, [(t, s.logprob) for t, s in ranked]))
+        return out
+
+    def streamer(self) -> None:
+        """Not called: `streams` is False (the offline `LLM` has no token streaming)."""
+        return None
 
     def warmup(self) -> None:
         self.generate([GenerationJob(prompt_ids=self.encode("warm up", special_tokens=True), max_tokens=2)])

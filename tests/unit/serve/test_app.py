@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_helpers import LABELS, serve_settings, tiny_classifier_run, tiny_llama_run  # noqa: F401
+from serve_helpers import LABELS, flush_log, serve_config, tiny_classifier_run, tiny_llama_run  # noqa: F401
 from tunelab.serve.app import create_app
 from tunelab.serve.predlog import read_predictions
 
@@ -48,8 +48,8 @@ def assert_error(response, status, code=None):
 
 @pytest.fixture(scope="module")
 def client(tiny_llama_run, tmp_path_factory):
-    settings = serve_settings(tiny_llama_run, tmp_path_factory.mktemp("app"), model_name="served",
-                              max_tokens_limit=32, max_request_bytes=4096)
+    settings = serve_config(tiny_llama_run, tmp_path_factory.mktemp("app"), model_name="served",
+                            guard={"max_tokens": 32, "max_request_bytes": 4096})
     with client_for(settings) as client:
         yield client, settings
 
@@ -79,7 +79,7 @@ def test_the_guard_refuses_injection_redacts_pii_and_the_log_records_both(client
     assert_error(blocked, 400, "content_blocked")
     answered = http.post(CHAT, json=chat_body("mail me at jane.doe@example.com"))
     assert answered.status_code == 200
-    http.app.state.handlers.prediction_log.flush()
+    flush_log(http.app)
     records = read_predictions(settings.prediction_log)
     refused = [r for r in records if r["status"] == 400 and r["blocked_reason"]]
     assert refused and "ignore all previous" in refused[-1]["input"].lower()
@@ -97,7 +97,7 @@ def test_identical_greedy_requests_are_answered_from_the_cache(client):
     assert first["choices"] == second["choices"] and first["id"] != second["id"]
     metrics = http.get("/metrics").text
     assert "tunelab_cache_hits_total 1.0" in metrics
-    http.app.state.handlers.prediction_log.flush()
+    flush_log(http.app)
     record = next(r for r in read_predictions(settings.prediction_log) if r["request_id"] == second["id"])
     assert record["cached"] == 1 and record["output"] == first["choices"][0]["message"]["content"]
     sampled = {**body, "temperature": 0.8, "seed": 1}
@@ -129,7 +129,7 @@ def test_openapi_documents_400s_and_no_422(client):
 
 
 def test_api_keys_are_required_when_configured(tiny_llama_run, tmp_path):
-    settings = serve_settings(tiny_llama_run, tmp_path, api_keys=["s3cret"], prediction_log=None)
+    settings = serve_config(tiny_llama_run, tmp_path, api_keys=["s3cret"], prediction_log=None)
     with client_for(settings) as http:
         assert http.get("/health").status_code == 200
         assert_error(http.get("/v1/models"), 401, "invalid_api_key")
@@ -139,7 +139,7 @@ def test_api_keys_are_required_when_configured(tiny_llama_run, tmp_path):
 
 
 def test_classification_routes_and_a_chat_answered_with_the_label(tiny_classifier_run, tmp_path):
-    settings = serve_settings(tiny_classifier_run, tmp_path)
+    settings = serve_config(tiny_classifier_run, tmp_path)
     with client_for(settings) as http:
         answer = http.post("/v1/classify", json={"text": "what a lovely day"}).json()
         assert answer["label"] in LABELS and set(answer["probabilities"]) == set(LABELS)
@@ -148,7 +148,7 @@ def test_classification_routes_and_a_chat_answered_with_the_label(tiny_classifie
         assert http.post("/predict", json={"text": "what a lovely day"}).json()["label"] == answer["label"]
         chat = http.post(CHAT, json=chat_body("what a lovely day", model=tiny_classifier_run.name)).json()
         assert chat["choices"][0]["message"]["content"] == answer["label"]
-        http.app.state.handlers.prediction_log.flush()
+        flush_log(http.app)
         logged = read_predictions(settings.prediction_log)
         assert {r["endpoint"] for r in logged} == {"/v1/classify", "/predict", CHAT}
         assert all(r["label"] in LABELS and json.loads(r["probabilities"]) for r in logged)
@@ -158,7 +158,7 @@ def test_a_model_that_fails_to_load_keeps_health_up_and_ready_down(tiny_llama_ru
     broken = shutil.copytree(tiny_llama_run, tmp_path / "broken")
     for weights in broken.glob("*.safetensors"):
         weights.unlink()
-    with TestClient(create_app(serve_settings(broken, tmp_path, prediction_log=None))) as http:
+    with TestClient(create_app(serve_config(broken, tmp_path, prediction_log=None))) as http:
         deadline = time.monotonic() + 30
         while http.get("/ready").json()["status"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -176,7 +176,7 @@ def test_promoting_a_version_in_the_registry_swaps_the_live_model_without_restar
     registry = Registry(tmp_path / "registry.json")
     first = registry.register(tiny_llama_run)["version"]
     newer = registry.register(second)["version"]
-    settings = serve_settings(tiny_llama_run, tmp_path, registry=str(registry.path), registry_poll_s=0.05,
+    settings = serve_config(tiny_llama_run, tmp_path, registry=str(registry.path), registry_poll_s=0.05,
                               model_name="served", cache_size=0)
     with client_for(settings) as http:
         before = http.post(CHAT, json=chat_body("swap")).json()

@@ -5,9 +5,11 @@ run's task prefix through tunelab.evaluate.predict.classify."""
 import torch
 
 from serve_helpers import PREFIX, lora_adapters, tiny_classifier_run, tiny_llama_run  # noqa: F401
-from tunelab.serve.backends import GenerationJob, TransformersClassifier, first_stop, load_backend
-from tunelab.train.run_dir import RunDir
+from tunelab.serve.backend import Backend, ClassifierBackend, GenerationJob, GeneratorBackend, first_stop
+from tunelab.serve.classifier_backend import TransformersClassifier
+from tunelab.serve.service import load_backend
 from tunelab.serve.streaming import held_back
+from tunelab.train.run_dir import RunDir
 
 
 def prompts(backend, n):
@@ -85,19 +87,50 @@ def test_adapters_answer_as_peft_alone_would_and_the_base_stays_the_base(tiny_ll
     assert plain.generate(jobs_for(plain, text, max_tokens=8)) == answers["legal"]
 
 
-def test_classifier_applies_the_task_prefix_and_batches_like_single_calls(tiny_classifier_run):
+def test_classifier_batches_like_single_calls_and_answers_as_evaluation_predicts(tiny_classifier_run):
     from tunelab.evaluate.predict import classify
     assert RunDir(tiny_classifier_run).is_classifier
     backend = load_backend(tiny_classifier_run)
-    assert isinstance(backend, TransformersClassifier) and backend.prefix == PREFIX
-    texts = ["great stuff", "awful", "it is fine I guess"]
+    assert isinstance(backend, TransformersClassifier) and isinstance(backend, ClassifierBackend)
+    texts = [PREFIX + t for t in ["great stuff", "awful", "it is fine I guess"]]  # the server prefixes them
     together = backend.classify(texts)
     alone = [backend.classify([t])[0] for t in texts]
     for (label, probs), (label_alone, probs_alone) in zip(together, alone):
         assert label == label_alone and abs(sum(probs.values()) - 1) < 1e-5
         assert all(abs(probs[k] - probs_alone[k]) < 1e-5 for k in probs)
-    _, expected = classify(backend.model, backend.tokenizer, texts, prefix=PREFIX)
+    _, expected = classify(backend.model, backend.tokenizer, texts)
     assert [p["positive"] for _, p in together] == [float(row[2]) for row in expected]
+
+
+def test_every_engine_implements_the_one_backend_protocol(tiny_llama_run, tiny_classifier_run):
+    from tunelab.serve.transformers_backend import TransformersGenerator
+    from tunelab.serve.vllm_backend import VllmGenerator
+    generator = load_backend(tiny_llama_run)
+    assert isinstance(generator, TransformersGenerator) and isinstance(generator, GeneratorBackend)
+    assert isinstance(load_backend(tiny_classifier_run), ClassifierBackend)
+    # vLLM needs a GPU to load; its class declares every member of the protocol
+    members = {name for cls in (Backend, GeneratorBackend)
+               for name in [*cls.__annotations__, *(n for n, v in vars(cls).items() if callable(v))]
+               if not name.startswith("_")}
+    declared = set(dir(VllmGenerator)) | set(VllmGenerator.__init__.__code__.co_names)
+    assert members and members <= declared, members - declared
+
+
+def test_logprobs_of_generated_and_prompt_tokens_agree_with_a_plain_forward_pass(tiny_llama_run):
+    backend = load_backend(tiny_llama_run)
+    ids = backend.encode("abc abc", special_tokens=True)
+    (result,) = backend.generate([GenerationJob(prompt_ids=ids, max_tokens=3, logprobs=2, echo_logprobs=True)])
+    scored = result.prompt_logprobs + result.logprobs[0]
+    tokens = [t.token for t in scored]
+    assert tokens[:len(ids)] == ids and len(result.logprobs[0]) == result.completion_tokens[0] == 3
+    assert backend.decode(tokens[len(ids):]) == result.texts[0] and scored[0].logprob is None
+    with torch.inference_mode():
+        expected = backend.model(input_ids=torch.tensor([tokens])).logits[0].float().log_softmax(-1)
+    for position, token in enumerate(scored[1:], start=1):
+        assert abs(token.logprob - float(expected[position - 1, token.token])) < 1e-4
+        assert len(token.top) == 2 and token.top[0][1] >= token.top[1][1]
+    for token in result.logprobs[0]:  # greedy: the chosen token is the best alternative, exactly
+        assert token.top[0] == (token.token, token.logprob)
 
 
 def test_stop_helpers():

@@ -1,8 +1,10 @@
-"""Fixtures of the serving tests: a tiny Llama run with two LoRA adapters of it, a tiny BERT
-classification run (with a task prefix in its manifest), and a live uvicorn server on a free
-loopback port. Everything is built locally, seeded, in kilobytes.
+"""Fixtures and helpers of the serving tests: a tiny Llama run with two LoRA adapters of it, a
+tiny BERT classification run (with a task prefix in its manifest), a ServeConfig for them, a
+live uvicorn server on a free loopback port, and the one wait-until-ready every serving test
+and the serving benchmark use. Everything is built locally, seeded, in kilobytes.
 
-Test modules import what they use by name (`from serve_helpers import tiny_llama_run, ...`).
+Test modules import what they use by name (`from serve_helpers import tiny_llama_run, ...`;
+tests/conftest.py puts tests/ on sys.path).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 LABELS = ["negative", "neutral", "positive"]
 PREFIX = "review: "
 
@@ -75,6 +77,24 @@ def tiny_classifier_run(tmp_path_factory) -> Path:
     return out
 
 
+def wait_ready(base_url: str, process=None, timeout: float = 120) -> str:
+    """Wait until `GET /ready` answers 200 (the model is loaded and warm); fails at once when
+    `process` (a `tunelab serve` Popen) exits first, with what it printed. Returns base_url."""
+    import httpx2
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"the server exited with code {process.returncode}:\n{output}")
+        try:
+            if httpx2.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                return base_url
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{base_url} was not ready within {timeout:.0f} s")
+
+
 class LiveServer:
     """uvicorn serving an app on 127.0.0.1 in a background thread."""
 
@@ -88,35 +108,37 @@ class LiveServer:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self, timeout: float = 60) -> "LiveServer":
-        import httpx2
         self.thread.start()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx2.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
-                    return self
-            except httpx2.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("the server did not become ready")
+        wait_ready(self.base_url, timeout=timeout)
+        return self
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
+    def flush_log(self) -> None:
+        flush_log(self.app)
+
+
+def flush_log(app) -> None:
+    """Wait until every request answered so far is in the app's prediction log."""
+    app.state.served.prediction_log.flush()
+
 
 @contextmanager
-def live_server(settings):
+def live_server(cfg, **app_options):
     from tunelab.serve.app import create_app
-    server = LiveServer(create_app(settings)).start()
+    server = LiveServer(create_app(cfg, **app_options)).start()
     try:
         yield server
     finally:
         server.stop()
 
 
-def serve_settings(model, tmp_path, **overrides):
-    from tunelab.serve.service import ServeSettings
+def serve_config(model, tmp_path, *, guard: dict | None = None, **overrides):
+    """A ServeConfig for a test: `model` served, a prediction log in tmp_path, no registry, a
+    short batching wait; `guard` and the other keyword arguments are ServeConfig fields."""
+    from tunelab.config import ServeConfig
     values = {"model": str(model), "prediction_log": str(tmp_path / "predictions.db"), "registry": None,
               "max_wait_ms": 5.0, **overrides}
-    return ServeSettings(**values)
+    return ServeConfig(**values, guard=guard or {})

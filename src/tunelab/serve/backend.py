@@ -1,0 +1,139 @@
+"""The one interface between the server and a model engine: the `Backend` protocol, the work it
+is given (`GenerationJob`) and what it returns (`Generation`, `TokenLogprob`).
+
+Engines implement it without inheriting from anything: the transformers generator
+(transformers_backend.py), the transformers classifier (classifier_backend.py) and the vLLM
+generator (vllm_backend.py). The batcher, the service and the handlers call nothing else, so a
+new engine (ONNX, a remote one) is one more module with these methods. Every method that
+touches a model runs on the batcher's single model thread.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+RUN_ADAPTER = "run"  # engine name of the served run's own adapter, when the run is an adapter
+GENERATIVE, CLASSIFICATION = "generative", "classification"
+
+
+@dataclass
+class TokenLogprob:
+    """One token with its log-probability under the model and the most likely alternatives at
+    its position (best first); the first token of a prompt has no logprob (nothing precedes it)."""
+    token: int
+    logprob: float | None
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class GenerationJob:
+    """One request's generation: token ids of its prompt and how to decode."""
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    n: int = 1
+    adapter: str | None = None  # engine adapter name; None: the run's default
+    logprobs: int | None = None  # alternatives per token to return (0: the chosen token's only); None: none
+    echo_logprobs: bool = False  # also the prompt tokens' logprobs (with `logprobs`)
+    streamer: Any = None  # a streamer the tokens are pushed to as they come
+    cancelled: threading.Event = field(default_factory=threading.Event)  # set when its client went away
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Generation:
+    texts: list[str]
+    finish_reasons: list[str]  # "stop" (end token or stop string) or "length"
+    completion_tokens: list[int]
+    prompt_tokens: int
+    logprobs: list[list[TokenLogprob]] | None = None  # per choice, per generated token (job.logprobs)
+    prompt_logprobs: list[TokenLogprob] | None = None  # per prompt token (job.echo_logprobs)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the server needs from any loaded model; `task` says which of the two protocols below
+    it also implements (the handlers branch on it, nothing else)."""
+
+    task: Literal["generative", "classification"]
+    streams: bool  # generate() pushes text to job.streamer as it is produced
+    context_length: int | None  # prompt plus generated tokens, at most; None: unknown
+    vocab_size: int  # token ids a request may send run from 0 to vocab_size - 1
+    adapters: dict[str, str]  # client model id -> engine adapter name
+    default_temperature: float  # what a request without temperature decodes with
+
+    def encode(self, text: str, *, special_tokens: bool) -> list[int]:
+        """Token ids of a text (with the tokenizer's special tokens around it when asked)."""
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids, special tokens left out."""
+
+    def token_text(self, token: int) -> str:
+        """How one token reads on its own (a special token as its name), for logprobs."""
+
+    def warmup(self) -> None:
+        """One small call, so the first request does not pay for lazy initialisation."""
+
+
+@runtime_checkable
+class GeneratorBackend(Backend, Protocol):
+    """A generative model: chat rendering, generation, streaming."""
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """A conversation as the model's chat template renders it, ready for the reply."""
+
+    def generate(self, jobs: list[GenerationJob]) -> list[Generation]:
+        """The jobs of one batch key (greedy jobs of one adapter together, or one sampling job),
+        each cut at its own end token, max_tokens and stop strings, stopped early when its
+        `cancelled` event is set."""
+
+    def streamer(self) -> Any:
+        """A streamer whose text the event loop reads with `async for` (create it on the loop);
+        called only when `streams` is true."""
+
+
+@runtime_checkable
+class ClassifierBackend(Backend, Protocol):
+    """A sequence classifier."""
+
+    labels: list[str]
+
+    def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
+        """(label, probability of every label) for each text, in order."""
+
+
+def first_stop(text: str, stops: list[str]) -> int | None:
+    """Index where the earliest stop string starts in text, or None."""
+    found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    """A chat request as a Hugging Face tokenizer's chat template renders it, ready for the reply."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer, text: str, *, special_tokens: bool) -> list[int]:
+    """Token ids of a prompt: a rendered chat template already holds its special tokens; a raw
+    prompt gets BOS like any transformers pipeline would give it; an empty one starts a text."""
+    ids = tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
+    if not ids and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id]
+    return ids
+
+
+def vocab_size(tokenizer, model_config=None) -> int:
+    """Token ids a request may name: those the tokenizer can decode and the model can embed."""
+    sizes = [len(tokenizer), getattr(model_config, "vocab_size", None)]
+    return int(min(size for size in sizes if size))
+
+
+def token_text(tokenizer, token: int) -> str:
+    return tokenizer.decode([token], skip_special_tokens=False)

@@ -1,0 +1,53 @@
+"""The transformers classifier (a ClassifierBackend): the run's sequence classifier through
+tunelab.evaluate.predict, the code evaluation measured it with, so a served answer is the
+answer the evaluation report counted. Task prefixes are the handlers' concern (a request may
+name its task): the texts arrive here prefixed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tunelab.serve.backend import CLASSIFICATION, token_text, vocab_size
+
+
+class TransformersClassifier:
+    task = CLASSIFICATION
+    streams = False
+    default_temperature = 0.0
+
+    def __init__(self, model, tokenizer, *, max_length: int = 512):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.adapters: dict[str, str] = {}  # one head per run: no adapters by name
+        self.context_length = None  # longer inputs are truncated, never refused
+        self.vocab_size = vocab_size(tokenizer, model.config)
+        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "TransformersClassifier":
+        from tunelab.evaluate.predict import load_classifier
+        model, tokenizer = load_classifier(str(run_dir))
+        # longer inputs are truncated to what both the tokenizer and the position embeddings allow
+        limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
+        return cls(model, tokenizer, max_length=min([512] + [int(limit) for limit in limits if limit]))
+
+    def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special_tokens, truncation=True,
+                              max_length=self.max_length)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        return token_text(self.tokenizer, token)
+
+    def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
+        from tunelab.evaluate.predict import classify
+        predicted, probabilities = classify(self.model, self.tokenizer, texts, batch_size=len(texts) or 1,
+                                            max_length=self.max_length)
+        return [(self.labels[int(i)], {label: float(p) for label, p in zip(self.labels, row)})
+                for i, row in zip(predicted, probabilities)]
+
+    def warmup(self) -> None:
+        self.classify(["warm up"])

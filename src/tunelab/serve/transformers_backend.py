@@ -1,0 +1,227 @@
+"""The transformers generator (a GeneratorBackend): batched greedy decoding with left padding,
+per-request sampling, stop strings and cancellation through a per-row StoppingCriteria,
+streaming, log-probabilities, and several LoRA adapters of one base (PEFT).
+
+The model is loaded through tunelab.models.load, the one loader of every stage; the run
+directory is read through RunDir.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunelab.errors import TunelabError
+from tunelab.serve.backend import (GENERATIVE, RUN_ADAPTER, Generation, GenerationJob, TokenLogprob, encode_prompt,
+                                   first_stop, render_chat, token_text, vocab_size)
+from tunelab.train.run_dir import RunDir
+
+
+class StopOnText:
+    """transformers StoppingCriteria: a row is done once its generated text contains one of its
+    stop strings, or once its request is cancelled (its client went away). Per row, so a batch
+    stops each request exactly where it would have stopped alone, and generation ends as soon
+    as every row is done."""
+
+    def __init__(self, tokenizer, prompt_length: int, stops_per_row: list[list[str]], cancelled_per_row: list):
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.stops_per_row = stops_per_row
+        self.cancelled_per_row = cancelled_per_row
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row, (stops, cancelled) in enumerate(zip(self.stops_per_row, self.cancelled_per_row)):
+            if cancelled.is_set():
+                done[row] = True
+            elif stops:
+                text = self.tokenizer.decode(input_ids[row, self.prompt_length:], skip_special_tokens=True)
+                done[row] = any(stop in text for stop in stops)
+        return done
+
+
+def same_base(adapter_dir: str | Path, base: str) -> bool:
+    """Whether an adapter was trained on `base` (paths compared resolved, hub ids as written)."""
+    from tunelab.models.load import resolve_model_path
+    recorded = RunDir(adapter_dir).adapter_base
+    return recorded is not None and resolve_model_path(recorded) == resolve_model_path(base)
+
+
+class TransformersGenerator:
+    task = GENERATIVE
+    streams = True  # tokens can be relayed as they are generated
+
+    def __init__(self, model, tokenizer, *, adapters: dict[str, str], default_adapter: str | None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapters = adapters  # client model id -> PEFT adapter name
+        self.default_adapter = default_adapter
+        self.eos_ids = self._eos_ids()
+        config = getattr(model, "config", None)
+        self.context_length = getattr(config, "max_position_embeddings", None)
+        self.vocab_size = vocab_size(tokenizer, config)
+        generation = model.generation_config
+        # a request without temperature decodes as the model's generation config says (as vLLM does)
+        self.default_temperature = (generation.temperature or 1.0) if generation.do_sample else 0.0
+
+    @classmethod
+    def load(cls, run_dir: str | Path, adapters: dict[str, str] | None = None) -> "TransformersGenerator":
+        """The run (merged onto its base when it is an adapter), or, with more adapters to serve,
+        its base with the run's adapter and each of them attached by name."""
+        from tunelab.models.load import check_adapter_base, load_model, load_tokenizer
+        run = RunDir.open(run_dir)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = "auto" if device == "cuda" else torch.float32
+        tokenizer = load_tokenizer(str(run.path))
+        tokenizer.padding_side = "left"  # batched greedy output must equal one-at-a-time output
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if not adapters:
+            model = load_model(str(run.path), "sft", dtype=dtype).to(device)
+            return cls(model.eval(), tokenizer, adapters={}, default_adapter=None)
+        base = run.adapter_base or str(run.path)
+        sources = ([(RUN_ADAPTER, str(run.path))] if run.is_adapter else []) + [
+            (f"adapter_{i}", str(path)) for i, path in enumerate(adapters.values())]
+        for (name, path), client in zip(sources[-len(adapters):], adapters):
+            if not RunDir(path).is_adapter:
+                raise TunelabError(f"serve.adapters.{client} is not a LoRA adapter directory (no adapter_config.json)",
+                                   where=path, fix="list adapter run directories under serve.adapters")
+            if not same_base(path, base):
+                raise TunelabError(f"serve.adapters.{client} was trained on {RunDir(path).adapter_base}, not on the "
+                                   f"served model's base {base}", where=path,
+                                   fix="serve adapters of one base together, or start another server for it")
+        from peft import PeftModel
+        if run.is_adapter:
+            check_adapter_base(run.path, base)
+        model = load_model(base, "sft", dtype=dtype).to(device)
+        model = PeftModel.from_pretrained(model, sources[0][1], adapter_name=sources[0][0])
+        for name, path in sources[1:]:
+            model.load_adapter(path, adapter_name=name)  # one copy of the base, one small adapter each
+        named = {client: f"adapter_{i}" for i, client in enumerate(adapters)}
+        return cls(model.eval(), tokenizer, adapters=named, default_adapter=RUN_ADAPTER if run.is_adapter else None)
+
+    def _eos_ids(self) -> list[int]:
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        return render_chat(self.tokenizer, messages)
+
+    def encode(self, text: str, *, special_tokens: bool) -> list[int]:
+        return encode_prompt(self.tokenizer, text, special_tokens=special_tokens)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        return token_text(self.tokenizer, token)
+
+    @torch.inference_mode()
+    def generate(self, jobs: list[GenerationJob]) -> list[Generation]:
+        try:
+            with self._adapter(jobs[0].adapter):
+                results = self._generate(jobs)
+                for job, result in zip(jobs, results):
+                    if job.echo_logprobs and job.logprobs is not None and not job.cancelled.is_set():
+                        result.prompt_logprobs = self._prompt_logprobs(job)
+                return results
+        except Exception:
+            if jobs[0].streamer is not None:
+                jobs[0].streamer.end()  # a reader waiting for text must hear that none is coming
+            raise
+
+    def _adapter(self, adapter: str | None):
+        """Activate the job's adapter (PEFT's active adapter is global: only the model thread sets it)."""
+        name = adapter or self.default_adapter
+        if name is not None:
+            self.model.set_adapter(name)
+            return nullcontext()
+        if self.adapters:  # the base model of a full run served with adapters
+            return self.model.disable_adapter()
+        return nullcontext()
+
+    def _generate(self, jobs: list[GenerationJob]) -> list[Generation]:
+        sampling = not jobs[0].greedy
+        copies = jobs[0].n if sampling else 1  # greedy choices are all the same: generate one
+        padded = self.tokenizer.pad({"input_ids": [job.prompt_ids for job in jobs]}, return_tensors="pt")
+        padded = {k: v.to(self.model.device) for k, v in padded.items()}
+        prompt_length = padded["input_ids"].shape[1]
+        rows = [job for job in jobs for _ in range(copies)]
+        criteria = StopOnText(self.tokenizer, prompt_length, [job.stop for job in rows],
+                              [job.cancelled for job in rows])
+        kwargs: dict[str, Any] = {"do_sample": False}
+        if sampling:
+            job = jobs[0]
+            if job.seed is not None:
+                torch.manual_seed(job.seed)  # safe: only the model thread samples
+            kwargs = {"do_sample": True, "temperature": job.temperature, "top_p": job.top_p, "top_k": 0,
+                      "num_return_sequences": copies}
+        want_logprobs = any(job.logprobs is not None for job in jobs)
+        output = self.model.generate(
+            **padded, **kwargs, max_new_tokens=max(job.max_tokens for job in jobs), stopping_criteria=[criteria],
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids or None,
+            streamer=jobs[0].streamer, return_dict_in_generate=True, output_logits=want_logprobs)
+        generated = output.sequences[:, prompt_length:].tolist()
+        step_logprobs = torch.stack(output.logits, dim=1).float().log_softmax(-1) if want_logprobs else None
+        results = []
+        for index, job in enumerate(jobs):
+            choices = [self._finish(generated[index * copies + c], job) for c in range(copies)]
+            logprobs = None
+            if job.logprobs is not None:
+                logprobs = [token_logprobs(step_logprobs[index * copies + c], ids, job.logprobs)
+                            for c, (_, _, _, ids) in enumerate(choices)]
+            if not sampling:
+                choices, logprobs = choices * job.n, (logprobs * job.n if logprobs else None)
+            results.append(Generation(texts=[c[0] for c in choices], finish_reasons=[c[1] for c in choices],
+                                      completion_tokens=[c[2] for c in choices], prompt_tokens=len(job.prompt_ids),
+                                      logprobs=logprobs))
+        return results
+
+    def _finish(self, ids: list[int], job: GenerationJob) -> tuple[str, str, int, list[int]]:
+        """(text, finish reason, tokens counted, tokens shown in logprobs) of one generated row,
+        cut at its end token, its own max_tokens (a batch generates up to the largest) and its
+        first stop string (whose tokens are shown, as vLLM does)."""
+        ids = ids[:job.max_tokens]
+        reason = "length"
+        for position, token in enumerate(ids):
+            if token in self.eos_ids:
+                ids, reason = ids[:position], "stop"
+                break
+        text = self.decode(ids)
+        cut = first_stop(text, job.stop)
+        if cut is None:
+            return text, reason, len(ids) + (reason == "stop"), ids  # the end token was generated too
+        used = next(k for k in range(1, len(ids) + 1) if first_stop(self.decode(ids[:k]), job.stop) is not None)
+        return text[:cut], "stop", used, ids[:used]
+
+    def _prompt_logprobs(self, job: GenerationJob) -> list[TokenLogprob]:
+        """Each prompt token's logprob given the tokens before it (one forward pass, no padding)."""
+        ids = torch.tensor([job.prompt_ids], device=self.model.device)
+        scores = self.model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+        return [TokenLogprob(job.prompt_ids[0], None)] + token_logprobs(scores, job.prompt_ids[1:], job.logprobs)
+
+    def streamer(self):
+        from transformers import AsyncTextIteratorStreamer
+        return AsyncTextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+    def warmup(self) -> None:
+        self.generate([GenerationJob(prompt_ids=self.encode("warm up", special_tokens=True), max_tokens=2)])
+
+
+def token_logprobs(scores: torch.Tensor, ids: list[int], top: int) -> list[TokenLogprob]:
+    """TokenLogprobs of `ids` from a (positions, vocab) tensor of log-probabilities: row i scores
+    ids[i]. The chosen token's value and the alternatives' come from the same tensor, so a greedy
+    token's logprob equals the best alternative's exactly (lm-evaluation-harness relies on it)."""
+    out = []
+    for position, token in enumerate(ids):
+        row = scores[position]
+        alternatives = []
+        if top:
+            values, indices = row.topk(top)
+            alternatives = list(zip(indices.tolist(), values.tolist()))
+        out.append(TokenLogprob(token, float(row[token]), alternatives))
+    return out
