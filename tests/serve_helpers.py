@@ -129,6 +129,7 @@ def flush_log(app) -> None:
 def live_server(cfg, **app_options):
     from tunelab.serve.app import create_app
     server = LiveServer(create_app(cfg, **app_options)).start()
+    server.cfg = cfg
     try:
         yield server
     finally:

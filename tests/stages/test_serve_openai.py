@@ -26,7 +26,6 @@ def server(tiny_llama_run, lora_adapters, tmp_path_factory):
                             adapters={name: str(path) for name, path in lora_adapters.items()},
                             max_batch_size=8, max_wait_ms=10, guard={"max_tokens": 64})
     with live_server(settings) as live:
-        live.settings = settings
         yield live
 
 
@@ -83,7 +82,7 @@ def test_model_listing_and_adapter_selection(client, server):
     legal = ask(client, "which adapter", model="legal").choices[0].message.content
     assert support.model == "support" and len({base, support.choices[0].message.content, legal}) == 3
     server.flush_log()
-    logged = next(r for r in read_predictions(server.settings.prediction_log) if r["request_id"] == support.id)
+    logged = next(r for r in read_predictions(server.cfg.prediction_log) if r["request_id"] == support.id)
     assert logged["adapter"] == "support"
 
 
@@ -113,7 +112,7 @@ def test_200_requests_from_32_concurrent_clients_equal_their_sequential_answers(
         assert reply.choices[0].message.content == expected.texts[0]
         assert reply.usage.completion_tokens == expected.completion_tokens[0]
     server.flush_log()
-    logged = {r["request_id"] for r in read_predictions(server.settings.prediction_log)}
+    logged = {r["request_id"] for r in read_predictions(server.cfg.prediction_log)}
     assert {r.id for r in replies} <= logged
     metrics = httpx2.get(f"{server.base_url}/metrics").text
     sizes = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()

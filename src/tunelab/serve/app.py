@@ -198,7 +198,8 @@ def openapi_schema(app: FastAPI, cfg: ServeConfig, service: ModelService, with_k
     """FastAPI's schema, made to say what this server does (clients and the schemathesis fuzz
     test read it): invalid bodies get the OpenAI-style 400, not FastAPI's 422; max_tokens has
     this server's ceiling and the served model's context, token ids its vocabulary, which no
-    static model knows; and, with API keys, the bearer scheme. Built again for a new version."""
+    static model knows, and `task` the run's tasks; and, with API keys, the bearer scheme. Built
+    again for a new version."""
     live = service.live
     version = live.version if live else None
     if app.openapi_schema is not None and getattr(app, "openapi_version_of", None) == version:
@@ -226,6 +227,11 @@ def openapi_schema(app: FastAPI, cfg: ServeConfig, service: ModelService, with_k
     if live is not None:
         for token in token_id_schemas(schemas.get("CompletionRequest", {}).get("properties", {}).get("prompt", {})):
             token["maximum"] = live.backend.vocab_size - 1
+        tasks = sorted(set(live.run.tasks) | set(live.run.prefixes))
+        for name in ("ChatCompletionRequest", "CompletionRequest", "ClassifyRequest"):
+            task = schemas.get(name, {}).get("properties", {}).get("task")
+            if task is not None:
+                task["anyOf"] = ([{"type": "string", "enum": tasks}] if tasks else []) + [{"type": "null"}]
     app.openapi_schema, app.openapi_version_of = schema, version
     return schema
 

@@ -64,6 +64,7 @@ MUST = {
     "greater_than": "must be greater than {gt}", "less_than_equal": "must be at most {le}",
     "less_than": "must be less than {lt}", "too_short": "must hold at least {min_length} item(s)",
     "too_long": "must hold at most {max_length} item(s)", "string_too_short": "must not be empty",
+    "string_unicode": "must be valid Unicode text (it holds a lone UTF-16 surrogate such as \\ud800)",
     "string_too_long": "must be at most {max_length} characters", "literal_error": "must be {expected}",
 }
 # fields that take one of several shapes: what to say when the value fits none of them
@@ -88,12 +89,18 @@ TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 def sentence(error: dict) -> tuple[str, str]:
     """(plain sentence, param) for one pydantic error."""
-    param = field_path(error.get("loc", ()))
-    kind = error.get("type", "")
+    loc, kind = tuple(error.get("loc", ())), error.get("type", "")
+    if kind == "extra_forbidden" and loc:  # the unknown key may be any string: name it as sent
+        parent = field_path(loc[:-1])
+        param = f"{parent}.{loc[-1]}" if parent else str(loc[-1])
+        return f"{param} is not a field this server accepts", param
+    param = field_path(loc)
     if kind == "value_error":  # raised by our own validators: their message is already a sentence
         message = str(error.get("ctx", {}).get("error", error.get("msg", "")))
         return (f"{param} {message}" if param else message), param
     if not param:
+        if kind == "string_unicode":  # in a key: no field to name
+            return "the request body holds a key that is not valid Unicode text (a lone UTF-16 surrogate)", param
         return ("the request body must be a JSON object" if kind.endswith("type") else
                 f"the request body {MUST.get(kind, 'is not valid')}"), param
     last = param.rsplit(".", 1)[-1].split("[")[0]
@@ -110,13 +117,31 @@ def sentence(error: dict) -> tuple[str, str]:
         return f"{param} {must.split(' {')[0]}", param
 
 
+def most_telling(errors: list[dict]) -> dict:
+    """The error to report of the first field with problems. A field of several shapes gets one
+    error per shape it does not fit; the telling one is the failed check of our own validators,
+    else a failed constraint of the shape the value has (the deepest), else its first."""
+    field = top_field(field_path(errors[0].get("loc", ())))
+    same = [e for e in errors if top_field(field_path(e.get("loc", ()))) == field]
+    for wanted in (lambda e: e.get("type") in ("value_error", "string_unicode"),
+                   lambda e: not e.get("type", "").endswith("_type")):
+        found = [e for e in same if wanted(e)]
+        if found:
+            return max(found, key=lambda e: len(e.get("loc", ())))
+    return same[0]
+
+
+def top_field(path: str) -> str:
+    return path.split(".")[0].split("[")[0]
+
+
 def validation_answer(errors: list[dict]) -> tuple[str, str | None]:
     """One message for a request that does not fit the schema: the first problem as a sentence
-    (several for one union field count as one), and how many other fields have problems."""
+    and how many other fields have problems too."""
     if not errors:
         return "the request does not fit the schema", None
-    message, param = sentence(errors[0])
-    others = {field_path(e.get("loc", ())) for e in errors} - {param}
+    message, param = sentence(most_telling(errors))
+    others = {top_field(field_path(e.get("loc", ()))) for e in errors} - {top_field(param)}
     if others:
         message += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})"
     return message, param or None

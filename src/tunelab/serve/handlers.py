@@ -157,7 +157,8 @@ class Handlers:
         top = request.top_logprobs_wanted()
         if call.live.backend.task == CLASSIFICATION:
             user_turns = [m["content"] for m in redacted if m["role"] == "user"]
-            (outcome,) = await self.classified(call, [user_turns[-1] if user_turns else redacted[-1]["content"]])
+            (outcome,) = await self.classified(call, [call.prefix + (user_turns[-1] if user_turns else
+                                                                     redacted[-1]["content"])])
             texts, reasons = [outcome.label] * request.n, ["stop"] * request.n
             scores = [chat_logprobs(label_logprobs(outcome.label, outcome.probabilities, top),
                                     list(outcome.probabilities).__getitem__)] * request.n if top is not None else None
@@ -287,13 +288,17 @@ class Handlers:
         return results
 
     async def classified(self, call: Call, texts: list[str]) -> list[Outcome]:
+        lengths = [len(call.live.backend.encode(text)) for text in texts]
+        if not all(lengths):
+            raise ApiError(400, "the text is empty once tokenized, and the model has no special token to stand "
+                                "for it", code="empty_prompt", param="text")
         try:
             futures = [self.service.enqueue_classification(call.live, text) for text in texts]
         except QueueFull:
             raise queue_full() from None
         answers = await self.until_answered(call, futures, [])
-        return [Outcome(label, len(call.live.backend.encode(text)), 0, label, probabilities[label], probabilities)
-                for text, (label, probabilities) in zip(texts, answers)]
+        return [Outcome(label, length, 0, label, probabilities[label], probabilities)
+                for length, (label, probabilities) in zip(lengths, answers)]
 
     async def until_answered(self, call: Call, futures: list[asyncio.Future], jobs: list[GenerationJob]) -> list:
         """The results, unless the client closes the connection first: then its jobs are

@@ -84,11 +84,19 @@ class RecordRequests:
         path = printable(scope["path"])[:200]
         record = RequestRecord.new(path)
         scope[SCOPE_KEY] = record
-        sent = {"status": None}
+        sent = {"status": None, "written": False}
+
+        def write(status: int) -> None:
+            if not sent["written"] and (path in MODEL_ROUTES or status >= 400):
+                self.write(record, status)
+            sent["written"] = True
 
         async def send_and_note(message) -> None:
             if message["type"] == "http.response.start":
                 sent["status"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                write(record.status or sent["status"])  # before the client has its answer, so a client
+                # that reads the log right after the answer finds the request in it
             await send(message)
 
         try:
@@ -97,9 +105,7 @@ class RecordRequests:
             sent["status"] = sent["status"] or 500
             raise
         finally:
-            status = record.status or sent["status"] or CLIENT_CLOSED
-            if path in MODEL_ROUTES or status >= 400:
-                self.write(record, status)
+            write(record.status or sent["status"] or CLIENT_CLOSED)
 
     def write(self, record: RequestRecord, status: int) -> None:
         prediction_log = self.log_holder.prediction_log

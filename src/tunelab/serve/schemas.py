@@ -37,7 +37,6 @@ def _whole_number(value):
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
-TokenId = Annotated[int, Field(ge=0)]  # the OpenAPI schema states the served model's vocabulary as its maximum
 
 
 class Integer:
@@ -50,6 +49,7 @@ class Integer:
 
 
 StopText = Annotated[str, Field(min_length=1), AfterValidator(_encodable)]
+TokenId = Integer[0, None]  # the OpenAPI schema states the served model's vocabulary as its maximum
 
 
 class Strict(BaseModel):
