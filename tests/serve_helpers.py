@@ -95,6 +95,15 @@ def wait_ready(base_url: str, process=None, timeout: float = 120) -> str:
     raise AssertionError(f"{base_url} was not ready within {timeout:.0f} s")
 
 
+def wait_until(condition, what: str, guard_s: float = 60) -> None:
+    """Poll until `condition()` holds; the deadline only keeps a broken server from hanging the
+    run (tests assert on what happened, never on how long it took)."""
+    deadline = time.monotonic() + guard_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
 class LiveServer:
     """uvicorn serving an app on 127.0.0.1 in a background thread."""
 

@@ -104,12 +104,14 @@ def sentence(error: dict) -> tuple[str, str]:
         return ("the request body must be a JSON object" if kind.endswith("type") else
                 f"the request body {MUST.get(kind, 'is not valid')}"), param
     last = param.rsplit(".", 1)[-1].split("[")[0]
-    if last in SHAPES and any(not isinstance(p, int) and not p.isidentifier() for p in error.get("loc", ())):
+    if last in SHAPES and kind.endswith("_type") and any(not isinstance(p, int) and not p.isidentifier()
+                                                         for p in loc):  # the value fits none of its shapes
         return f"{param} must be {SHAPES[last]}", param
     must = MUST.get(kind)
     if must is None:
         return f"{param} is not valid ({error.get('msg', kind)})", param
-    context = {k: (v if k != "expected" else f"one of {v}" if " or " in str(v) else v)
+    context = {k: (f"one of {v}" if k == "expected" and " or " in str(v) else
+                   int(v) if isinstance(v, float) and v.is_integer() else v)
                for k, v in (error.get("ctx") or {}).items()}
     try:
         return f"{param} {must.format(**context)}", param

@@ -8,13 +8,12 @@ import json
 import shutil
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import pytest
 
-from serve_helpers import flush_log, live_server, serve_config, tiny_llama_run  # noqa: F401
+from serve_helpers import flush_log, live_server, serve_config, tiny_llama_run, wait_until  # noqa: F401
 from tunelab.serve.predlog import read_predictions
 
 CHAT = "/v1/chat/completions"
@@ -31,14 +30,6 @@ def open_request(port: int, payload: bytes) -> socket.socket:
     sock.sendall(b"POST " + CHAT.encode() + b" HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                  b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
     return sock
-
-
-def wait_for(condition, what: str, guard_s: float = 60):
-    """Poll until `condition()` holds; the deadline only keeps a broken server from hanging the run."""
-    deadline = time.monotonic() + guard_s
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
 
 
 def abandoned_rows(live) -> list[dict]:
@@ -90,10 +81,10 @@ def test_queued_requests_of_clients_that_left_never_reach_the_model(served):
             assert gate.reached.wait(60)  # the model thread is busy with the first request
             clients = [open_request(live.port, body(f"client {i}", 100)) for i in range(20)]
             service = live.app.state.service
-            wait_for(lambda: service.batcher.depth == 20, "20 requests queued")
+            wait_until(lambda: service.batcher.depth == 20, "20 requests queued")
             for client in clients:
                 client.close()
-            wait_for(lambda: len(abandoned_rows(live)) == 20, "20 abandoned requests logged")
+            wait_until(lambda: len(abandoned_rows(live)) == 20, "20 abandoned requests logged")
             assert service.batcher.depth == 0  # dropped from the queue as they were abandoned
             gate.release.set()
             assert kept.result().status_code == 200
@@ -116,14 +107,14 @@ def test_a_running_batch_stops_once_its_clients_have_left(served):
                                headers={"Content-Type": "application/json"}, timeout=60)
             assert first.reached.wait(60)
             clients = [open_request(live.port, body(f"long answer {i}", 200)) for i in range(2)]
-            wait_for(lambda: live.app.state.service.batcher.depth == 2, "2 requests queued")
+            wait_until(lambda: live.app.state.service.batcher.depth == 2, "2 requests queued")
             backend.model.register_forward_pre_hook(lambda *_: forwards())
             forwards.at = 3  # the third forward pass of the next batch: both requests are generating
             first.release.set()
             assert forwards.reached.wait(60) and kept.result().status_code == 200
         for client in clients:
             client.close()
-        wait_for(lambda: len(abandoned_rows(live)) == 2, "2 abandoned requests logged")
+        wait_until(lambda: len(abandoned_rows(live)) == 2, "2 abandoned requests logged")
         forwards.release.set()
         after = httpx2.post(f"{live.base_url}{CHAT}", content=body("last", 2),
                             headers={"Content-Type": "application/json"}, timeout=60)
@@ -146,9 +137,9 @@ def test_a_stream_whose_text_is_held_back_stops_when_its_client_leaves(served, t
         client = open_request(live.port, body("stream me", 200, stream=True))
         assert forwards.reached.wait(60)  # generating; nothing but the role chunk has been sent
         client.close()
-        wait_for(lambda: len(abandoned_rows(live)) == 1, "the abandoned stream logged")
+        wait_until(lambda: len(abandoned_rows(live)) == 1, "the abandoned stream logged")
         forwards.release.set()
-        wait_for(lambda: live.app.state.service.batcher.depth == 0, "queue empty")
+        wait_until(lambda: live.app.state.service.batcher.depth == 0, "queue empty")
         after = httpx2.post(f"{live.base_url}{CHAT}", content=body("last", 1),
                             headers={"Content-Type": "application/json"}, timeout=60)
         assert after.status_code == 200

@@ -186,3 +186,82 @@ def test_models_cli(tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "promote", "v9", "-r", path)
     assert code == 2 and "unknown model version 'v9'" in err
     assert os.path.exists(path)
+
+
+# a registry belongs to one served model; servers sharing it do not step on each other
+
+GENERATIVE = {"stage": "train", "task": "sft"}
+CLASSIFIER = {"stage": "train", "task": "classification", "labels": ["a", "b"]}
+
+
+def test_promoting_another_kind_of_model_is_refused_in_one_sentence(tmp_path):
+    registry = Registry(tmp_path / "registry.json")
+    chat = registry.register(make_run(tmp_path, "chat", GENERATIVE))
+    sentiment = registry.register(make_run(tmp_path, "sentiment", CLASSIFIER))
+    assert (chat["kind"], sentiment["kind"]) == ("generative", "classification")
+    with pytest.raises(TunelabError) as refused:
+        registry.promote(sentiment["version"])
+    message = str(refused.value)
+    assert "v2 is a classification run and this registry serves a generative model" in message
+    assert message.count(". ") == 0 and registry.live()["version"] == "v1"
+
+
+def test_models_promote_of_another_kind_exits_2(tmp_path, monkeypatch, capsys):
+    path = str(tmp_path / "reg.json")
+    for name, manifest in (("chat", GENERATIVE), ("sentiment", CLASSIFIER)):
+        assert run_cli(monkeypatch, capsys, "register", str(make_run(tmp_path, name, manifest)), "-r", path)[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "promote", "v2", "-r", path)
+    assert code == 2 and "Traceback" not in err and "serves a generative model" in err
+
+
+def test_the_first_server_owns_the_registry_and_another_kind_or_name_is_refused(tmp_path):
+    from tunelab.serve.registry import Claim
+    registry = Registry(tmp_path / "registry.json")
+    chat = make_run(tmp_path, "chat", GENERATIVE)
+    entry, name = registry.attach(Claim("server-a", None, "generative", str(chat)))
+    assert (entry["version"], name) == ("v1", "chat")
+    assert registry.load()["served"] == {"model_name": "chat", "kind": "generative"}
+    classifier = make_run(tmp_path, "sentiment", CLASSIFIER)
+    with pytest.raises(TunelabError, match="belongs to a generative model .'chat'. and this server serves a "
+                                           "classification one"):
+        registry.plan(Claim("server-b", None, "classification", str(classifier)))
+    with pytest.raises(TunelabError, match="belongs to the served model 'chat', not 'support'"):
+        registry.plan(Claim("server-b", "support", "generative", str(chat)))
+    # a replica of the same run, without a configured name, serves under the recorded one
+    assert registry.attach(Claim("server-b", None, "generative", str(chat))) == (entry, "chat")
+    assert [v["path"] for v in registry.versions()] == [str(chat.resolve())]  # the refused run: not registered
+
+
+def test_a_server_started_with_another_run_does_not_take_the_live_version_from_a_live_server(tmp_path):
+    from tunelab.serve.registry import Claim
+    registry = Registry(tmp_path / "registry.json")
+    first, second = make_run(tmp_path, "first", GENERATIVE), make_run(tmp_path, "second", GENERATIVE)
+    registry.attach(Claim("server-a", "chat", "generative", str(first)))
+    with pytest.raises(TunelabError) as refused:
+        registry.plan(Claim("server-b", "chat", "generative", str(second)))
+    assert f"serves the live version v1 from this registry, and starting with {second}" in str(refused.value)
+    assert "serve.promote=true" in str(refused.value)
+    assert registry.attach(Claim("server-c", "chat", "generative", None))[0]["version"] == "v1"  # serves v1
+    entry, _ = registry.attach(Claim("server-b", "chat", "generative", str(second), promote=True))  # asked
+    assert entry["version"] == "v2" and registry.live()["version"] == "v2"
+    assert [s["id"] for s in registry.load()["servers"]] == ["server-a", "server-c", "server-b"]
+    for server in ("server-a", "server-b", "server-c"):
+        registry.detach(server)
+    assert registry.load()["servers"] == []
+    # nobody serves the registry: a new run becomes live, as a single server's restart expects
+    third = make_run(tmp_path, "third", GENERATIVE)
+    assert registry.attach(Claim("server-d", "chat", "generative", str(third)))[0]["version"] == "v3"
+
+
+def test_servers_whose_process_is_gone_are_forgotten(tmp_path):
+    import socket
+    from tunelab.serve.registry import Claim
+    registry = Registry(tmp_path / "registry.json")
+    first, second = make_run(tmp_path, "first", GENERATIVE), make_run(tmp_path, "second", GENERATIVE)
+    registry.attach(Claim("crashed", "chat", "generative", str(first)))
+    data = registry.load()
+    data["servers"][0]["pid"] = 2**22 + 1  # above the kernel's pid_max: no such process
+    assert data["servers"][0]["host"] == socket.gethostname()
+    (tmp_path / "registry.json").write_text(json.dumps(data))
+    entry, _ = registry.attach(Claim("new", "chat", "generative", str(second)))
+    assert entry["version"] == "v2" and [s["id"] for s in registry.load()["servers"]] == ["new"]
