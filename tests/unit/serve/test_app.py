@@ -205,3 +205,99 @@ def test_streams_of_several_choices_and_of_a_classifier_are_whole_answers_as_eve
             for i in (0, 1)}
     whole = http.post(CHAT, json=chat_body("two", n=2)).json()
     assert [text[0], text[1]] == [c["message"]["content"] for c in whole["choices"]]
+
+
+def test_models_show_names_not_paths_probes_answer_head_and_docs_are_counted(client, tiny_llama_run):
+    http, _ = client
+    listed = http.get("/v1/models")
+    assert str(tiny_llama_run) not in listed.text and "/" not in json.dumps([c["root"] for c in listed.json()["data"]])
+    card = listed.json()["data"][0]
+    assert (card["id"], card["root"], card["task"]) == ("served", tiny_llama_run.name, "generative")
+    for probe in ("/health", "/ready"):
+        assert http.head(probe).status_code == 200
+    http.get("/openapi.json"), http.get("/docs")
+    metrics = http.get("/metrics").text
+    assert 'tunelab_requests_total{endpoint="/openapi.json",status="200"}' in metrics
+    assert 'tunelab_requests_total{endpoint="/docs",status="200"}' in metrics
+
+
+def test_refused_requests_of_every_kind_are_in_the_prediction_log(client):
+    http, settings = client
+    flush_log(http.app)
+    start = len(read_predictions(settings.prediction_log))
+    http.post(CHAT, json=chat_body(model="nope"))  # 404 unknown model
+    http.get("/v1/nothing-here")  # 404 unknown route
+    http.get(CHAT)  # 405
+    http.post(CHAT, json=chat_body("x" * 5000))  # 413
+    http.post(CHAT, json={"model": "served"})  # 400 schema
+    http.get("/health"), http.get("/metrics")  # probes: not logged
+    flush_log(http.app)
+    rows = read_predictions(settings.prediction_log)[start:]
+    assert [(r["endpoint"], r["status"], r["outcome"]) for r in rows] == [
+        (CHAT, 404, "refused"), ("/v1/nothing-here", 404, "refused"), (CHAT, 405, "refused"),
+        (CHAT, 413, "refused"), (CHAT, 400, "refused")]
+    assert rows[0]["model_version"] is None and rows[0]["request_id"].startswith("chatcmpl-")
+
+
+def with_prefixes(run, tmp_path, prefixes: dict[str, str]):
+    copy = shutil.copytree(run, tmp_path / f"{run.name}-tasks")
+    manifest = json.loads((copy / "manifest.json").read_text()) if (copy / "manifest.json").exists() else {}
+    task = manifest.get("task") or "sft"
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "stage": "train", "task": task,
+                                                    "task_prefixes": prefixes}))
+    return copy
+
+
+def test_a_request_names_the_task_of_a_multi_task_classifier(tiny_classifier_run, tmp_path):
+    from tunelab.evaluate.predict import classify
+    run = with_prefixes(tiny_classifier_run, tmp_path, {"sentiment": "review: ", "topic": "topic: "})
+    with client_for(serve_config(run, tmp_path, model_name="multi")) as http:
+        error = assert_error(http.post("/v1/classify", json={"text": "fine"}), 400, "task_required")
+        assert error["param"] == "task" and "(sentiment, topic)" in error["message"]
+        assert_error(http.post("/v1/classify", json={"text": "fine", "task": "nope"}), 400, "unknown_task")
+        backend = http.app.state.service.live.backend
+        answers = []
+        for request, prefix in [({"task": "topic"}, "topic: "), ({"model": "multi:sentiment"}, "review: ")]:
+            answers.append(http.post("/v1/classify", json={"text": "fine", **request}).json()["probabilities"])
+            _, expected = classify(backend.model, backend.tokenizer, ["fine"], prefix=prefix)
+            assert [answers[-1][label] for label in LABELS] == pytest.approx(expected[0].tolist(), abs=1e-6)
+        assert answers[0] != answers[1]  # the prefix reached the model
+        assert http.get("/v1/models").json()["data"][0]["tasks"] == ["sentiment", "topic"]
+        flush_log(http.app)
+        assert [r["task"] for r in read_predictions(serve_config(run, tmp_path).prediction_log)][-2:] == [
+            "topic", "sentiment"]
+
+
+def test_chat_and_completions_apply_the_task_prefix_as_training_did(tiny_llama_run, tmp_path):
+    run = with_prefixes(tiny_llama_run, tmp_path, {"upper": "shout: ", "lower": "whisper: "})
+    with client_for(serve_config(run, tmp_path, model_name="multi", cache_size=0)) as http:
+        backend = http.app.state.service.live.backend
+        assert_error(http.post(CHAT, json=chat_body("hi", model="multi")), 400, "task_required")
+
+        def alone(prompt_ids):
+            from tunelab.serve.backend import GenerationJob
+            return backend.generate([GenerationJob(prompt_ids=prompt_ids, max_tokens=6)])[0].texts[0]
+
+        messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+        chat = http.post(CHAT, json={**chat_body(model="multi:upper"), "messages": messages}).json()
+        prefixed = [messages[0], {"role": "user", "content": "shout: hi"}]  # before the first user turn
+        prompt_ids = backend.encode(backend.render_chat(prefixed), special_tokens=False)
+        assert chat["choices"][0]["message"]["content"] == alone(prompt_ids)
+        assert chat["usage"]["prompt_tokens"] == len(prompt_ids)  # the model saw the prefix
+        completion = http.post("/v1/completions", json={"model": "multi", "task": "lower", "prompt": "abc",
+                                                        "max_tokens": 6, "temperature": 0}).json()
+        prompt_ids = backend.encode("whisper: abc", special_tokens=True)
+        assert completion["choices"][0]["text"] == alone(prompt_ids)
+        assert completion["usage"]["prompt_tokens"] == len(prompt_ids)
+
+
+def test_a_single_task_chat_run_applies_its_prefix(tiny_llama_run, tmp_path):
+    run = with_prefixes(tiny_llama_run, tmp_path, {"only": "task: "})
+    with client_for(serve_config(run, tmp_path, model_name="one")) as http:
+        backend = http.app.state.service.live.backend
+        chat = http.post(CHAT, json=chat_body("hi", model="one")).json()
+        from tunelab.serve.backend import GenerationJob
+        ids = backend.encode(backend.render_chat([{"role": "user", "content": "task: hi"}]), special_tokens=False)
+        assert chat["choices"][0]["message"]["content"] == backend.generate(
+            [GenerationJob(prompt_ids=ids, max_tokens=6)])[0].texts[0]
+        assert chat["usage"]["prompt_tokens"] == len(ids)
