@@ -103,10 +103,11 @@ def reference_features(records: list[dict[str, Any]], detector: PiiDetector) -> 
 
 
 def log_features(rows: list[dict[str, Any]], detector: PiiDetector) -> dict[str, list]:
-    """Feature values of prediction-log rows. Inputs count for every request (blocked ones too:
-    a wave of attacks is a change in traffic); labels, confidences and output lengths only for
-    requests the model answered. Classification rows are the ones with a label."""
-    values = text_features([logged_input_text(r.get("input")) for r in rows], detector)
+    """Feature values of prediction-log rows. Inputs count for every request that got as far as
+    having one (blocked ones too: a wave of attacks is a change in traffic; a request refused
+    before its body was read, such as a bad API key, has none); labels, confidences and output
+    lengths only for requests the model answered. Classification rows are the ones with a label."""
+    values = text_features([logged_input_text(r["input"]) for r in rows if r.get("input") is not None], detector)
     done = answered(rows)
     classified = [r for r in done if r.get("label") is not None]
     generated = [r for r in done if r.get("label") is None]

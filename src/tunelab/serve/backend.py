@@ -109,24 +109,35 @@ class ClassifierBackend(Backend, Protocol):
         """(label, probability of every label) for each text, in order."""
 
 
+class TokenizerText:
+    """The text half of a generator backend for engines with a Hugging Face tokenizer in
+    `self.tokenizer`: chat rendering, encoding, decoding, one token's text."""
+
+    tokenizer: Any
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """A conversation as the tokenizer's chat template renders it, ready for the reply."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, text: str, *, special_tokens: bool) -> list[int]:
+        """A rendered chat template already holds its special tokens; a raw prompt gets BOS like
+        any transformers pipeline would give it; an empty one starts a text."""
+        ids = self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
+        if not ids and self.tokenizer.bos_token_id is not None:
+            ids = [self.tokenizer.bos_token_id]
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token], skip_special_tokens=False)
+
+
 def first_stop(text: str, stops: list[str]) -> int | None:
     """Index where the earliest stop string starts in text, or None."""
     found = [i for i in (text.find(stop) for stop in stops) if i >= 0]
     return min(found) if found else None
-
-
-def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
-    """A chat request as a Hugging Face tokenizer's chat template renders it, ready for the reply."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def encode_prompt(tokenizer, text: str, *, special_tokens: bool) -> list[int]:
-    """Token ids of a prompt: a rendered chat template already holds its special tokens; a raw
-    prompt gets BOS like any transformers pipeline would give it; an empty one starts a text."""
-    ids = tokenizer(text, add_special_tokens=special_tokens)["input_ids"]
-    if not ids and tokenizer.bos_token_id is not None:
-        ids = [tokenizer.bos_token_id]
-    return ids
 
 
 def vocab_size(tokenizer, model_config=None) -> int:
@@ -134,6 +145,3 @@ def vocab_size(tokenizer, model_config=None) -> int:
     sizes = [len(tokenizer), getattr(model_config, "vocab_size", None)]
     return int(min(size for size in sizes if size))
 
-
-def token_text(tokenizer, token: int) -> str:
-    return tokenizer.decode([token], skip_special_tokens=False)

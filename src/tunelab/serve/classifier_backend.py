@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunelab.serve.backend import CLASSIFICATION, token_text, vocab_size
+from tunelab.serve.backend import CLASSIFICATION, vocab_size
 
 
 class TransformersClassifier:
@@ -40,7 +40,7 @@ class TransformersClassifier:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def token_text(self, token: int) -> str:
-        return token_text(self.tokenizer, token)
+        return self.tokenizer.decode([token], skip_special_tokens=False)
 
     def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
         from tunelab.evaluate.predict import classify

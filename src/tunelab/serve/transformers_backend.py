@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from tunelab.errors import TunelabError
-from tunelab.serve.backend import (GENERATIVE, RUN_ADAPTER, Generation, GenerationJob, TokenLogprob, encode_prompt,
-                                   first_stop, render_chat, token_text, vocab_size)
+from tunelab.serve.backend import (GENERATIVE, RUN_ADAPTER, Generation, GenerationJob, TokenizerText, TokenLogprob,
+                                   first_stop, vocab_size)
 from tunelab.train.run_dir import RunDir
 
 
@@ -49,7 +49,7 @@ def same_base(adapter_dir: str | Path, base: str) -> bool:
     return recorded is not None and resolve_model_path(recorded) == resolve_model_path(base)
 
 
-class TransformersGenerator:
+class TransformersGenerator(TokenizerText):
     task = GENERATIVE
     streams = True  # tokens can be relayed as they are generated
 
@@ -107,18 +107,6 @@ class TransformersGenerator:
         if eos is None:
             eos = self.tokenizer.eos_token_id
         return [eos] if isinstance(eos, int) else list(eos or [])
-
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return render_chat(self.tokenizer, messages)
-
-    def encode(self, text: str, *, special_tokens: bool) -> list[int]:
-        return encode_prompt(self.tokenizer, text, special_tokens=special_tokens)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def token_text(self, token: int) -> str:
-        return token_text(self.tokenizer, token)
 
     @torch.inference_mode()
     def generate(self, jobs: list[GenerationJob]) -> list[Generation]:

@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.serve.backend import (GENERATIVE, RUN_ADAPTER, Generation, GenerationJob, TokenLogprob, encode_prompt,
-                                   render_chat, token_text, vocab_size)
+from tunelab.serve.backend import (GENERATIVE, RUN_ADAPTER, Generation, GenerationJob, TokenizerText, TokenLogprob,
+                                   vocab_size)
 from tunelab.train.run_dir import RunDir
 
 
-class VllmGenerator:
+class VllmGenerator(TokenizerText):
     task = GENERATIVE
     streams = False
 
@@ -77,18 +77,6 @@ class VllmGenerator:
                    lora_paths=lora_paths, default_adapter=RUN_ADAPTER if run.is_adapter else None,
                    context_length=getattr(config, "max_position_embeddings", None), default_temperature=temperature,
                    vocab=vocab_size(tokenizer, config), eos_ids=[eos] if isinstance(eos, int) else list(eos or []))
-
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return render_chat(self.tokenizer, messages)
-
-    def encode(self, text: str, *, special_tokens: bool) -> list[int]:
-        return encode_prompt(self.tokenizer, text, special_tokens=special_tokens)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def token_text(self, token: int) -> str:
-        return token_text(self.tokenizer, token)
 
     def sampling_params(self, job: GenerationJob):
         from vllm import SamplingParams
