@@ -278,10 +278,7 @@ class Handlers:
         return requested if requested is not None else min(default, room)
 
     async def generated(self, call: Call, jobs: list[GenerationJob]) -> list[Generation]:
-        try:
-            futures = [self.service.enqueue_generation(call.live, job) for job in jobs]
-        except QueueFull:
-            raise queue_full() from None
+        futures = enqueued(lambda job: self.service.enqueue_generation(call.live, job), jobs)
         results = await self.until_answered(call, futures, jobs)
         self.metrics.generated_tokens.inc(sum(sum(r.completion_tokens) for r in results))
         self.metrics.first_token.observe(time.perf_counter() - call.record.started)
@@ -292,10 +289,7 @@ class Handlers:
         if not all(lengths):
             raise ApiError(400, "the text is empty once tokenized, and the model has no special token to stand "
                                 "for it", code="empty_prompt", param="text")
-        try:
-            futures = [self.service.enqueue_classification(call.live, text) for text in texts]
-        except QueueFull:
-            raise queue_full() from None
+        futures = enqueued(lambda text: self.service.enqueue_classification(call.live, text), texts)
         answers = await self.until_answered(call, futures, [])
         return [Outcome(label, length, 0, label, probabilities[label], probabilities)
                 for length, (label, probabilities) in zip(lengths, answers)]
@@ -360,6 +354,19 @@ class Handlers:
         """The log's output column: the answer, or a JSON list when there are several."""
         redacted = [self.guard.detector.redact(t)[0] if self.guard.redact_pii else t for t in texts]
         return redacted[0] if len(redacted) == 1 else json.dumps(redacted, ensure_ascii=False)
+
+
+def enqueued(enqueue, items: list) -> list[asyncio.Future]:
+    """A future per item, or a 429 with none of them left queued."""
+    futures = []
+    try:
+        for item in items:
+            futures.append(enqueue(item))
+    except QueueFull:
+        for future in futures:
+            future.cancel()
+        raise queue_full() from None
+    return futures
 
 
 async def disconnected(http: Request) -> None:
