@@ -106,7 +106,7 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
         live, _, _, _ = handlers.resolve(None, None)
         created, backend = int(time.time()), live.backend
         common = {"created": created, "version": live.version, "task": backend.task,
-                  "tasks": sorted(set(live.run.tasks) | set(live.run.prefixes)),
+                  "tasks": live.tasks,
                   "context_length": backend.context_length}
         cards = [ModelCard(id=service.served_name, root=live.name, **common)]
         cards += [ModelCard(id=name, root=name, parent=service.served_name, **common) for name in backend.adapters]
@@ -227,7 +227,7 @@ def openapi_schema(app: FastAPI, cfg: ServeConfig, service: ModelService, with_k
     if live is not None:
         for token in token_id_schemas(schemas.get("CompletionRequest", {}).get("properties", {}).get("prompt", {})):
             token["maximum"] = live.backend.vocab_size - 1
-        tasks = sorted(set(live.run.tasks) | set(live.run.prefixes))
+        tasks = live.tasks
         for name in ("ChatCompletionRequest", "CompletionRequest", "ClassifyRequest"):
             task = schemas.get(name, {}).get("properties", {}).get("task")
             if task is not None:

@@ -114,7 +114,7 @@ class Handlers:
     def task_prefix(self, live: LiveModel, task: str | None) -> str:
         """The input prefix training put before `task`'s inputs (a run trained with one prefix
         has it on every input; one trained with several cannot guess: the request names one)."""
-        prefixes, tasks = live.run.prefixes, sorted(set(live.run.tasks) | set(live.run.prefixes))
+        prefixes, tasks = live.prefixes, live.tasks
         if task is None:
             if len(prefixes) > 1:
                 raise ApiError(400, f"this model was trained on several tasks with their own input prefixes "

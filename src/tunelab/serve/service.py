@@ -34,10 +34,13 @@ class LiveModel:
     backend: Backend
     version: str
     run_dir: str
-    run: RunDir = field(init=False, repr=False)  # read once: task prefixes for every request
+    prefixes: dict[str, str] = field(init=False)  # task -> input prefix, read once for every request
+    tasks: list[str] = field(init=False)  # the run's named tasks
 
     def __post_init__(self) -> None:
-        self.run = RunDir(self.run_dir)
+        run = RunDir(self.run_dir)
+        self.prefixes = run.prefixes
+        self.tasks = sorted(set(run.tasks) | set(self.prefixes))
 
     @property
     def name(self) -> str:
