@@ -77,9 +77,10 @@ def tiny_classifier_run(tmp_path_factory) -> Path:
     return out
 
 
-def wait_ready(base_url: str, process=None, timeout: float = 120) -> str:
-    """Wait until `GET /ready` answers 200 (the model is loaded and warm); fails at once when
-    `process` (a `tunelab serve` Popen) exits first, with what it printed. Returns base_url."""
+def wait_ready(server, process=None, timeout: float = 120):
+    """Wait until `GET /ready` answers 200 (the model is loaded and warm). `server`: a base URL,
+    or an in-process client with `.get` (Starlette's TestClient). Fails at once when `process`
+    (a `tunelab serve` Popen) exits first, with what it printed. Returns `server`."""
     import httpx2
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,12 +88,13 @@ def wait_ready(base_url: str, process=None, timeout: float = 120) -> str:
             output = process.stdout.read() if process.stdout else ""
             raise AssertionError(f"the server exited with code {process.returncode}:\n{output}")
         try:
-            if httpx2.get(f"{base_url}/ready", timeout=2).status_code == 200:
-                return base_url
+            ready = server.get("/ready") if hasattr(server, "get") else httpx2.get(f"{server}/ready", timeout=2)
+            if ready.status_code == 200:
+                return server
         except httpx2.HTTPError:
             pass
         time.sleep(0.05)
-    raise AssertionError(f"{base_url} was not ready within {timeout:.0f} s")
+    raise AssertionError(f"{server} was not ready within {timeout:.0f} s")
 
 
 def wait_until(condition, what: str, guard_s: float = 60) -> None:

@@ -5,7 +5,6 @@ generate-until, runs to completion; every log-likelihood it computed equals the 
 transformers gives, and every generation equals plain greedy `generate` cut at the stop.
 Skipped only when lm-eval (with its `api` extra) is not installed."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -61,6 +60,7 @@ def samples(out_dir, task: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_lm_eval_local_completions_runs_both_kinds_of_task(tiny_llama_run, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tasks = write_tasks(tmp_path / "tasks")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 
 import httpx2
+import pytest
 
 from cli_helpers import ENV, TUNELAB, tunelab
 from serve_helpers import free_port, tiny_classifier_run, tiny_llama_run, wait_ready, wait_until  # noqa: F401
@@ -26,6 +27,7 @@ def version(base: str) -> str:
     return httpx2.get(f"{base}/ready", timeout=10).json()["model_version"]
 
 
+@pytest.mark.slow
 def test_two_servers_on_one_registry_do_not_step_on_each_other(tiny_llama_run, tiny_classifier_run, tmp_path):
     from tiny_models import build_tiny_llama
     from transformers import AutoTokenizer

@@ -3,13 +3,12 @@ front of the model, the response cache, classification routes, metrics, the Open
 readiness, and hot swaps from the model registry."""
 import json
 import shutil
-import time
 from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_helpers import LABELS, flush_log, serve_config, tiny_classifier_run, tiny_llama_run  # noqa: F401
+from serve_helpers import LABELS, flush_log, serve_config, tiny_classifier_run, tiny_llama_run, wait_ready, wait_until  # noqa: F401,E501
 from tunelab.serve.app import create_app
 from tunelab.serve.predlog import read_predictions
 
@@ -21,15 +20,6 @@ def client_for(settings):
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         yield client
-
-
-def wait_ready(client, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/ready").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError("not ready")
 
 
 def chat_body(content="hello", **fields):
@@ -159,9 +149,7 @@ def test_a_model_that_fails_to_load_keeps_health_up_and_ready_down(tiny_llama_ru
     for weights in broken.glob("*.safetensors"):
         weights.unlink()
     with TestClient(create_app(serve_config(broken, tmp_path, prediction_log=None))) as http:
-        deadline = time.monotonic() + 30
-        while http.get("/ready").json()["status"] == "loading" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: http.get("/ready").json()["status"] != "loading", "the load is over")
         assert http.get("/health").status_code == 200
         assert http.get("/ready").status_code == 503 and http.get("/ready").json()["status"] == "failed"
         assert_error(http.post(CHAT, json=chat_body(model="broken")), 503, "model_not_ready")
@@ -177,20 +165,17 @@ def test_promoting_a_version_in_the_registry_swaps_the_live_model_without_restar
     first = registry.register(tiny_llama_run)["version"]
     newer = registry.register(second)["version"]
     settings = serve_config(tiny_llama_run, tmp_path, registry=str(registry.path), registry_poll_s=0.05,
-                              model_name="served", cache_size=0)
+                            model_name="served", cache_size=0)
     with client_for(settings) as http:
         before = http.post(CHAT, json=chat_body("swap")).json()
         assert before["system_fingerprint"] == first
         registry.promote(newer)
-        deadline = time.monotonic() + 30
-        while http.get("/ready").json()["model_version"] != newer and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: http.get("/ready").json()["model_version"] == newer, f"{newer} swapped in")
         after = http.post(CHAT, json=chat_body("swap")).json()
         assert after["system_fingerprint"] == newer
         assert after["choices"][0]["message"]["content"] != before["choices"][0]["message"]["content"]
         registry.rollback()
-        while http.get("/ready").json()["model_version"] != first and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: http.get("/ready").json()["model_version"] == first, f"{first} swapped back")
         assert http.post(CHAT, json=chat_body("swap")).json()["choices"] == before["choices"]
         assert "tunelab_model_swaps_total 2.0" in http.get("/metrics").text
 
@@ -301,3 +286,19 @@ def test_a_single_task_chat_run_applies_its_prefix(tiny_llama_run, tmp_path):
         assert chat["choices"][0]["message"]["content"] == backend.generate(
             [GenerationJob(prompt_ids=ids, max_tokens=6)])[0].texts[0]
         assert chat["usage"]["prompt_tokens"] == len(ids)
+
+
+def test_a_live_version_of_another_kind_is_not_swapped_in(tiny_llama_run, tiny_classifier_run, tmp_path):
+    from tunelab.serve.registry import Registry
+    registry = Registry(tmp_path / "registry.json")
+    settings = serve_config(tiny_llama_run, tmp_path, registry=str(registry.path), registry_poll_s=0.05,
+                            model_name="served")
+    with client_for(settings) as http:
+        classifier = registry.register(tiny_classifier_run)["version"]
+        state = registry.load()
+        state["live"] = classifier  # what no `tunelab models promote` does (it refuses): a hand-edited file
+        registry.path.write_text(json.dumps(state))
+        metrics = lambda: http.get("/metrics").text  # noqa: E731
+        wait_until(lambda: 'tunelab_model_swaps_refused_total{reason="task"} 1.0' in metrics(), "the refusal")
+        assert http.get("/ready").json()["model_version"] == "v1"
+        assert http.post(CHAT, json=chat_body("still here")).status_code == 200

@@ -6,7 +6,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from serve_helpers import serve_config, tiny_llama_run, wait_until  # noqa: F401
+from serve_helpers import serve_config, tiny_llama_run, wait_ready  # noqa: F401
 from tunelab.serve.app import create_app
 
 COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
@@ -17,7 +17,7 @@ def client(tiny_llama_run, tmp_path_factory):
     cfg = serve_config(tiny_llama_run, tmp_path_factory.mktemp("compat"), model_name="tiny",
                        guard={"max_tokens": 64})
     with TestClient(create_app(cfg)) as http:
-        wait_until(lambda: http.get("/ready").status_code == 200, "ready")
+        wait_ready(http)
         yield http, http.app.state.service.live.backend
 
 
