@@ -78,6 +78,8 @@ class Claim:
 
 
 def pid_alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and negatives would address process groups
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -164,14 +166,18 @@ class Registry:
         data = self.load()
         return _decide(data, claim, self.path, alive_servers(data))[0]
 
-    def attach(self, claim: Claim) -> tuple[dict[str, Any], str]:
-        """Record a server that has loaded what it serves: registers its run (if it was started
+    def attach(self, claim: Claim, loaded: str | Path | None = None) -> tuple[dict[str, Any], str]:
+        """Record a server that has loaded what it serves (`loaded`: that run directory; checked
+        against what the registry would have it serve now): registers its run (if it was started
         with one) and makes it live when that steps on no other live server (or the claim says
         promote), records the registry's owner on first use and the server itself. Returns (the
         entry served, the model name to serve it as)."""
         with self._locked() as data:
             data["servers"] = alive_servers(data)
             entry, name = _decide(data, claim, self.path, data["servers"])
+            if loaded is not None and entry is not None and Path(entry["path"]) != Path(loaded).resolve():
+                raise TunelabError(f"the registry's live version changed to {entry['version']} while {loaded} was "
+                                   "loading", where=str(self.path), fix="start the server again")
             if entry is None:
                 entry = _register(data, Path(claim.run_dir).expanduser().resolve())
             if data["live"] != entry["version"]:

@@ -96,10 +96,7 @@ def open_model(cfg: ServeConfig, model: str | None, server_id: str) -> tuple[Liv
     planned = registry.plan(claim)
     path = planned["path"] if planned else model
     live = load_live(path, planned["version"] if planned else "unregistered", cfg)
-    entry, name = registry.attach(claim)
-    if Path(entry["path"]).resolve() != Path(path).resolve():
-        raise TunelabError(f"the registry's live version changed to {entry['version']} while {path} was loading",
-                           where=cfg.registry, fix="start the server again")
+    entry, name = registry.attach(claim, loaded=path)
     live.version = entry["version"]
     return live, name
 
@@ -117,7 +114,7 @@ class ModelService:
         self.batcher = DynamicBatcher(self._process, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
                                       max_queue=cfg.max_queue, on_batch=self._on_batch)
         self._tasks: list[asyncio.Task] = []
-        self._warm = False
+        self._warm = self._attached = False
         self.served_name = cfg.model_name or (live.name if live else "tunelab")
 
     def open(self) -> None:
@@ -125,6 +122,7 @@ class ModelService:
         a bad run or a refused registry is one sentence instead of a server that never gets ready."""
         self.live, self.served_name = open_model(self.cfg, self.model, self.server_id)
         self._warm = True
+        self._attached = bool(self.cfg.registry)  # listed among the registry's servers until stop()
 
     async def start(self) -> None:
         self.batcher.start()
@@ -135,7 +133,7 @@ class ModelService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.batcher.stop()
-        if self.cfg.registry and self.live is not None:
+        if self._attached:
             await asyncio.to_thread(Registry(self.cfg.registry).detach, self.server_id)
 
     async def _load_first(self) -> None:
