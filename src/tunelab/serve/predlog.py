@@ -35,6 +35,73 @@ SCHEMA = [
 ]
 INSERT = (f"INSERT INTO predictions ({', '.join(COLUMNS)}) "
           f"VALUES ({', '.join(':' + name for name in COLUMNS)})")
+
+# Feedback on served answers (POST /v1/feedback, `label feedback`, the monitor's live quality):
+# its own table in the same database, joined to predictions by request_id (the `id` a response
+# carried). Written through the same background writer as predictions, in the same transactions.
+# The shape is documented in docs/loop.md; feedback_row() is its one validator.
+FEEDBACK_COLUMNS = {
+    "ts": "REAL NOT NULL", "request_id": "TEXT NOT NULL", "label": "TEXT", "corrected": "TEXT",
+    "rating": "REAL", "rating_scale": "TEXT", "preferred": "TEXT", "comment": "TEXT", "annotator": "TEXT",
+}
+FEEDBACK_FIELDS = ("label", "corrected", "rating", "preferred", "comment")  # at least one of these
+RATING_SCALES = {"thumbs": (-1, 1), "stars": (1, 5)}  # thumbs: +1 up / -1 down; stars: 1 to 5
+SCHEMA += [
+    "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    + ", ".join(f"{name} {kind}" for name, kind in FEEDBACK_COLUMNS.items()) + ")",
+    "CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id)",
+    "CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id)",
+]
+FEEDBACK_INSERT = (f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) "
+                   f"VALUES ({', '.join(':' + name for name in FEEDBACK_COLUMNS)})")
+
+
+class FeedbackRow(dict):
+    """A validated feedback record on the writer's queue (a dict, so the writer batches it with
+    predictions; its type tells _insert which table it goes to)."""
+
+
+def feedback_row(record: dict[str, Any]) -> FeedbackRow:
+    """A feedback record checked and made ready to insert: request_id, and at least one of label,
+    corrected, rating (with rating_scale thumbs or stars), preferred, comment; annotator and ts
+    optional. Raises TunelabError naming the first problem (the route answers it with a 400)."""
+    where = "feedback"
+    unknown = set(record) - set(FEEDBACK_COLUMNS)
+    if unknown:
+        raise TunelabError(f"feedback has unknown field(s) {', '.join(sorted(unknown))}", where=where,
+                           fix=f"use only {', '.join(FEEDBACK_COLUMNS)}")
+    row = FeedbackRow(dict.fromkeys(FEEDBACK_COLUMNS))
+    row.update(record)
+    if not isinstance(row["request_id"], str) or not row["request_id"].strip():
+        raise TunelabError("feedback names no request_id", where=where,
+                           fix="pass the `id` of the response the feedback is about")
+    for name in ("label", "corrected", "preferred", "comment", "annotator", "rating_scale"):
+        if row[name] is not None and not isinstance(row[name], str):
+            raise TunelabError(f"feedback field {name!r} is a {type(row[name]).__name__}, not text", where=where,
+                               fix=f"send {name} as a string")
+        if isinstance(row[name], str) and not row[name].strip():
+            row[name] = None  # an empty string says nothing
+    if all(row[name] is None for name in FEEDBACK_FIELDS):
+        raise TunelabError("feedback carries nothing", where=where,
+                           fix=f"send at least one of {', '.join(FEEDBACK_FIELDS)}")
+    rating = row["rating"]
+    if rating is not None:
+        if isinstance(rating, bool) or not isinstance(rating, (int, float)):
+            raise TunelabError(f"rating {rating!r} is not a number", where=where,
+                               fix="send +1/-1 (rating_scale thumbs) or 1-5 (rating_scale stars)")
+        scale = row["rating_scale"] or ("thumbs" if rating in (-1, 1) else "stars")
+        if scale not in RATING_SCALES:
+            raise TunelabError(f"unknown rating_scale {scale!r}", where=where, fix="use thumbs or stars")
+        low, high = RATING_SCALES[scale]
+        if not (low <= rating <= high) or (scale == "thumbs" and rating not in (-1, 1)):
+            raise TunelabError(f"rating {rating!r} is outside the {scale} scale", where=where,
+                               fix="send +1 or -1 for thumbs, 1 to 5 for stars")
+        row["rating"], row["rating_scale"] = float(rating), scale
+    elif row["rating_scale"] is not None:
+        raise TunelabError("rating_scale is given without a rating", where=where, fix="send the rating too")
+    row["ts"] = time.time() if row["ts"] is None else float(row["ts"])
+    row["request_id"] = row["request_id"].strip()
+    return row
 BUSY_TIMEOUT_S = 30.0  # a reader's checkpoint or another process's write can hold the lock briefly
 MAX_BATCH = 2048       # rows per transaction; bounds how long one commit holds the write lock
 DAY_S = 86_400.0
@@ -106,6 +173,25 @@ class PredictionLog:
         self._require_open()
         self._queue.put(to_row(record))
 
+    def log_feedback(self, record: dict[str, Any]) -> None:
+        """Queue one feedback record (see FEEDBACK_COLUMNS and feedback_row); returns at once, the
+        writer thread stores it with the predictions."""
+        self._require_open()
+        self._queue.put(feedback_row(record))
+
+    def request_known(self, request_id: str) -> bool:
+        """Whether a prediction with this request_id was logged. A prediction logged a moment ago
+        may still be on the writer's queue: on a miss the queue is flushed and the table asked
+        again, so feedback sent right after its response is never refused as unknown."""
+        self._require_open()
+        query = "SELECT 1 FROM predictions WHERE request_id = ? LIMIT 1"
+        with self._lock:
+            if self._conn.execute(query, (request_id,)).fetchone():
+                return True
+        self.flush()
+        with self._lock:
+            return self._conn.execute(query, (request_id,)).fetchone() is not None
+
     def _require_open(self) -> None:
         if self._closed:
             raise TunelabError("the prediction log is closed", where=str(self.path),
@@ -137,6 +223,9 @@ class PredictionLog:
             return 0
         cutoff = time.time() - self.retention_days * DAY_S
         with self._lock:
+            # feedback goes with its prediction: none is kept about an answer the log no longer holds
+            self._conn.execute("DELETE FROM feedback WHERE request_id IN "
+                               "(SELECT request_id FROM predictions WHERE ts < ?)", (cutoff,))
             return self._conn.execute("DELETE FROM predictions WHERE ts < ?", (cutoff,)).rowcount
 
     def count(self) -> int:
@@ -189,7 +278,8 @@ class PredictionLog:
             with self._lock:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._conn.executemany(INSERT, batch)
+                    self._conn.executemany(INSERT, [r for r in batch if not isinstance(r, FeedbackRow)])
+                    self._conn.executemany(FEEDBACK_INSERT, [r for r in batch if isinstance(r, FeedbackRow)])
                     self._conn.execute("COMMIT")
                 except BaseException:
                     self._conn.execute("ROLLBACK")
@@ -247,3 +337,53 @@ def read_predictions(path: str | Path, *, since_ts: float | None = None, limit: 
     except sqlite3.Error as exc:
         raise TunelabError(f"cannot read the prediction log ({exc})", where=str(path),
                            fix="pass the SQLite file `tunelab serve` writes (serve.prediction_log)") from exc
+
+
+def read_feedback(path: str | Path, *, since_ts: float | None = None, request_ids: list[str] | None = None,
+                  model_version: str | None = None) -> list[dict[str, Any]]:
+    """Feedback records joined with the prediction each is about, oldest feedback first.
+
+    Each dict holds the feedback columns (id, ts, request_id, label, corrected, rating,
+    rating_scale, preferred, comment, annotator) and `prediction`: that request's row as
+    read_predictions returns it (the most recent one, should an id repeat), or None when the log
+    holds no prediction with that request_id (pruned, or sent to another log). `since_ts` filters
+    on the feedback's own time; `model_version` on the prediction's. A log written before
+    feedback existed has no feedback table: that is no feedback, not an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise TunelabError("prediction log not found", where=str(path),
+                           fix="start `tunelab serve` (it creates the log) or pass the right path")
+    where, params = [], []
+    if since_ts is not None:
+        where.append("f.ts >= ?")
+        params.append(since_ts)
+    if request_ids is not None:
+        where.append(f"f.request_id IN ({', '.join('?' * len(request_ids))})")
+        params += list(request_ids)
+    if model_version is not None:
+        where.append("p.model_version = ?")
+        params.append(model_version)
+    latest = "(SELECT MAX(id) FROM predictions WHERE request_id = f.request_id)"
+    query = (f"SELECT f.*, p.id AS p_id FROM feedback f LEFT JOIN predictions p ON p.id = {latest}"
+             + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY f.ts, f.id")
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        try:
+            conn.row_factory = sqlite3.Row
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "feedback" not in tables:
+                return []
+            rows = [dict(row) for row in conn.execute(query, params)]
+            ids = sorted({row["p_id"] for row in rows if row["p_id"] is not None})
+            predictions = {}
+            for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+                chunk = ids[start:start + 500]
+                predictions.update({row["id"]: dict(row) for row in conn.execute(
+                    f"SELECT * FROM predictions WHERE id IN ({', '.join('?' * len(chunk))})", chunk)})
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise TunelabError(f"cannot read the prediction log ({exc})", where=str(path),
+                           fix="pass the SQLite file `tunelab serve` writes (serve.prediction_log)") from exc
+    return [{**{k: v for k, v in row.items() if k != "p_id"}, "prediction": predictions.get(row["p_id"])}
+            for row in rows]
