@@ -308,6 +308,19 @@ class ServeConfig(Section):
 WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 
 
+def count_or_span(value: int | str, *, minimum: int) -> int | str:
+    """A window of predictions: a count (at least `minimum`) or a time span such as 48h."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int):
+        if value < minimum:
+            raise ValueError(f"a window of predictions must hold at least {minimum}")
+        return value
+    if not WINDOW.match(value):
+        raise ValueError("give a number of predictions (500) or a time span (30m, 48h, 7d)")
+    return value.strip()
+
+
 class ContentDriftSettings(Section):
     enabled: bool = Field(True, description="Test whether the inputs' content moved (a new topic of the same length): a classifier on sentence embeddings tries to tell current inputs from reference ones.")
     encoder: str = Field("default", description="Sentence encoder for the embeddings (default: the embedded MiniLM).")
@@ -322,6 +335,20 @@ class WebhookSettings(Section):
     retries: int = Field(3, ge=0, description="Further attempts after a failed POST (connection error or 5xx).")
     timeout_s: float = Field(10.0, gt=0, description="Seconds to wait for each attempt.")
     backoff_s: float = Field(1.0, ge=0, description="Seconds before the first retry; doubled for each further one.")
+
+
+class QualitySettings(Section):
+    enabled: bool = Field(True, description="Measure live quality from feedback that carries a label or a rating (accuracy, macro-F1, mean rating over time) and alert on silent decay.")
+    bucket: str = Field("1d", description="Time span of each row of the quality-over-time table (30m, 1h, 1d).")
+    min_drop: float = Field(0.05, gt=0, le=1, description="Alert when feedback accuracy (or the mean rating, as a share of its scale) falls at least this far below the reference.")
+    min_feedback: int = Field(20, ge=5, description="Fewest feedback records in the window for a decay test; fewer are reported as not tested.")
+
+    @field_validator("bucket")
+    @classmethod
+    def _span(cls, value):
+        if not WINDOW.match(value):
+            raise ValueError("give a time span such as 30m, 1h or 1d")
+        return value.strip()
 
 
 class MonitorConfig(Section):
@@ -341,21 +368,14 @@ class MonitorConfig(Section):
     out_dir: str = Field("monitor", description="Directory the drift report is written to.")
     content: ContentDriftSettings = Field(default_factory=ContentDriftSettings, description="Content drift of the inputs.")
     webhook: WebhookSettings = Field(default_factory=WebhookSettings, description="Alerts sent to a webhook.")
+    quality: QualitySettings = Field(default_factory=QualitySettings, description="Live quality from feedback (silent decay).")
     watch: str | None = Field(None, description="Check again every interval (30s, 5m, 1h) until stopped, instead of once.")
     watch_count: int | None = Field(None, ge=1, description="With watch: stop after this many checks (None: until Ctrl-C).")
 
     @field_validator("window")
     @classmethod
     def _count_or_span(cls, value):
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, int):
-            if value < 10:
-                raise ValueError("a window of predictions must hold at least 10")
-            return value
-        if not WINDOW.match(value):
-            raise ValueError("give a number of predictions (500) or a time span (30m, 48h, 7d)")
-        return value.strip()
+        return count_or_span(value, minimum=10)
 
     @field_validator("watch")
     @classmethod
@@ -365,12 +385,68 @@ class MonitorConfig(Section):
         return value
 
 
+class SelectSettings(Section):
+    strategy: Literal["entropy", "margin", "least_confidence"] = Field("entropy", description="Uncertainty of a classifier's prediction: entropy of the probabilities, margin between the top two, or 1 - the top probability (generative runs: the answer's mean token log-probability).")
+    diversity: Literal["kcenter", "none"] = Field("kcenter", description="kcenter: pick the batch spread over the sentence-embedding space (k-center greedy) from the most uncertain candidates; none: the most uncertain alone.")
+    candidates: float = Field(5.0, ge=1, description="The diversity step picks from the candidates x k most uncertain records.")
+    encoder: str = Field("default", description="Sentence encoder of the diversity step (default: the embedded MiniLM).")
+    negative_feedback_weight: float = Field(1.0, ge=0, description="Generative runs: added to the uncertainty of an answer that got negative feedback (thumbs down, 1-2 stars, a correction).")
+    max_new_tokens: int = Field(128, ge=1, description="Generative runs, --pool: longest answer generated for each prompt.")
+    window: int | str | None = Field(None, description="With --log: the most recent N predictions, or those of the last time span (48h); None: the whole log.")
+    seed: int = Field(0, description="Seed of the k-center start and of ties.")
+
+    @field_validator("window")
+    @classmethod
+    def _count_or_span(cls, value):
+        return None if value is None else count_or_span(value, minimum=1)
+
+
+class IssuesSettings(Section):
+    folds: int = Field(5, ge=2, description="Cross-validation folds of the out-of-fold probabilities (--probe).")
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"] = Field("prune_by_noise_rate", description="cleanlab's rule for which records are label issues (cleanlab.filter.find_label_issues filter_by).")
+    rank_by: Literal["self_confidence", "normalized_margin", "confidence_weighted_entropy"] = Field("self_confidence", description="How issues are ordered, most likely first (cleanlab's return_indices_ranked_by).")
+    encoder: str = Field("default", description="Sentence encoder of the probe (default: the embedded MiniLM).")
+    seed: int = Field(0, description="Seed of the folds and the probe.")
+
+
+class ReviewSettings(Section):
+    sample: int = Field(100, ge=1, description="Generative answers in a review sample (stratified by model version and answer length).")
+    seed: int = Field(0, description="Seed of the review sample.")
+
+
+class LabelConfig(Section):
+    text_column: str = Field("text", description="Field of pool records holding the text (classification) when they are not chat records.")
+    select: SelectSettings = Field(default_factory=SelectSettings, description="`label select`: which records are worth labelling.")
+    issues: IssuesSettings = Field(default_factory=IssuesSettings, description="`label issues`: likely label errors (cleanlab).")
+    review: ReviewSettings = Field(default_factory=ReviewSettings, description="`label export --review`: samples of answers for human review.")
+
+
+class RetrainGateSettings(Section):
+    max_old_drop: float = Field(0.01, ge=0, le=1, description="The candidate's headline metric (macro-F1, exact match) on the old test split may fall at most this far below the live model's.")
+    new_data: Literal["better", "higher"] = Field("higher", description="On the new data's test split the candidate must be better than the live model: better (the paired-bootstrap interval excludes zero) or higher (a higher figure).")
+
+
+class RetrainConfig(Section):
+    live: str | None = Field(None, description="Run directory of the live model (default: the registry's live version).")
+    registry: str = Field("registry.json", description="Model registry the candidate is registered in (and promoted in, with deploy promote).")
+    new_data: list[str] = Field(default_factory=list, description="Newly labelled canonical JSONL files (from `label import` or `label feedback`); the command's arguments add to these.")
+    start_from: Literal["live", "base"] = Field("live", description="Train the candidate from the live run's weights, or from its base model.")
+    replay: float = Field(0.5, ge=0, le=1, description="Share of the live run's training records replayed beside the new ones (a seeded sample), against forgetting.")
+    train: dict[str, Any] = Field(default_factory=dict, description="Overrides of the live run's train settings for the candidate, e.g. {epochs: 1, lr: 2e-5}.")
+    gate: RetrainGateSettings = Field(default_factory=RetrainGateSettings, description="What the candidate must show against the live model.")
+    deploy: Literal["none", "promote"] = Field("none", description="What happens when the gate passes: none (registered only) or promote (made live).")
+    out_dir: str = Field("retrain", description="Directory every artefact is written to (prepared data, candidate run, eval reports, summary).")
+    seed: int = Field(0, description="Seed of the replay sample.")
+
+
 class RunConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Data preparation (`tunelab data prepare`).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Fine-tuning (`tunelab train`).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation (`tunelab eval`).")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving (`tunelab serve`).")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Monitoring (`tunelab monitor`).")
+    label: LabelConfig = Field(default_factory=LabelConfig, description="Labelling (`tunelab label`).")
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig, description="The next round (`tunelab retrain`).")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
