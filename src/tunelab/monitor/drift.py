@@ -217,3 +217,44 @@ def histogram_bins(reference: Sequence[float], current: Sequence[float], bins: i
 def shares(counts: Mapping[Hashable, int]) -> dict[str, float]:
     total = sum(counts.values()) or 1
     return {str(k): counts[k] / total for k in sorted(counts, key=str)}
+
+
+def rate_below(feature: str, successes: int, total: int, *, reference_rate: float, min_drop: float,
+               p_value: float = 0.01, min_samples: int = 20) -> dict[str, Any]:
+    """Has a success rate (accuracy on feedback) fallen below a known reference rate (the eval
+    report's)? Exact one-sided binomial test; drifted when the drop reaches min_drop and p < p_value."""
+    base = {"feature": feature, "kind": "rate", "reference_n": None, "current_n": total, "psi": None, "kl": None,
+            "statistic": None, "p_value": None, "drifted": False}
+    if total < min_samples:
+        return {**base, "reason": f"not tested: {total} values in the current window, at least {min_samples} are "
+                                  "needed for a meaningful test"}
+    rate = successes / total
+    p = float(stats.binomtest(successes, total, reference_rate, alternative="less").pvalue)
+    drop = reference_rate - rate
+    drifted = drop >= min_drop and p < p_value
+    reason = (f"{'drifted' if drifted else 'stable'}: {successes} of {total} ({rate:.1%}) against {reference_rate:.1%} "
+              f"(drop {drop:+.3f}, alert at {min_drop:g}), binomial p={p:.2g}")
+    return {**base, "statistic": drop, "p_value": p, "drifted": drifted, "reason": reason, "test": "binomial",
+            "current_rate": rate, "reference_rate": reference_rate}
+
+
+def proportion_drop(feature: str, reference: tuple[int, int], current: tuple[int, int], *, min_drop: float,
+                    p_value: float = 0.01, min_samples: int = 20) -> dict[str, Any]:
+    """Has a success rate fallen from an earlier sample to the current one? (successes, total) on
+    each side; Fisher's exact test, one-sided, valid at any size."""
+    (ref_hits, ref_n), (cur_hits, cur_n) = reference, current
+    base = {"feature": feature, "kind": "rate", "reference_n": ref_n, "current_n": cur_n, "psi": None, "kl": None,
+            "statistic": None, "p_value": None, "drifted": False}
+    if min(ref_n, cur_n) < min_samples:
+        side = "current window" if cur_n < min_samples else "reference"
+        return {**base, "reason": f"not tested: {min(ref_n, cur_n)} values in the {side}, at least {min_samples} are "
+                                  "needed for a meaningful test"}
+    ref_rate, cur_rate = ref_hits / ref_n, cur_hits / cur_n
+    table = [[cur_hits, cur_n - cur_hits], [ref_hits, ref_n - ref_hits]]
+    p = float(stats.fisher_exact(table, alternative="less").pvalue)
+    drop = ref_rate - cur_rate
+    drifted = drop >= min_drop and p < p_value
+    reason = (f"{'drifted' if drifted else 'stable'}: {cur_rate:.1%} of {cur_n} against {ref_rate:.1%} of {ref_n} "
+              f"(drop {drop:+.3f}, alert at {min_drop:g}), Fisher exact p={p:.2g}")
+    return {**base, "statistic": drop, "p_value": p, "drifted": drifted, "reason": reason, "test": "Fisher exact",
+            "current_rate": cur_rate, "reference_rate": ref_rate}

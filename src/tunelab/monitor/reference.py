@@ -147,3 +147,18 @@ def evaluated_confidence(run_dir: Path | None, eval_report: str | Path | None = 
         return sum(count * conf for count, conf in counted) / total, f"{path} (calibration bins)"
     mean = (report.get("metrics") or {}).get("mean_confidence")
     return (float(mean), str(path)) if isinstance(mean, (int, float)) else None
+
+
+def evaluated_accuracy(run_dir: Path | None, eval_report: str | Path | None = None) -> tuple[float, str] | None:
+    """(accuracy, source) of the evaluation report (as evaluated_confidence finds it); None when
+    there is none or it has no accuracy (a generative run)."""
+    path = Path(eval_report) if eval_report is not None else (
+        RunDir(run_dir).eval_report_path if run_dir is not None else None)
+    if path is None or not path.is_file():
+        return None
+    try:
+        accuracy = (json.loads(path.read_text(encoding="utf-8")).get("metrics") or {}).get("accuracy")
+    except ValueError:
+        raise TunelabError("evaluation report is not JSON", where=str(path),
+                           fix="pass the report.json `tunelab eval` wrote") from None
+    return (float(accuracy), f"{path} (accuracy)") if isinstance(accuracy, (int, float)) else None

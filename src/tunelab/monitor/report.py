@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tunelab import report_shell
-from tunelab.charts import bar_chart, histogram
+from tunelab.charts import bar_chart, histogram, line_chart
 from tunelab.report_shell import Bullets, Chart, Note, Section, Status, Table
 
 TITLE = "Drift report"
@@ -35,6 +35,8 @@ def build_sections(report: dict[str, Any]) -> list[Section]:
             Note(content["reason"]),
             Table(["cosine distance to the nearest reference input", "input"],
                   [[_figure(item["distance"]), item["text"]] for item in content["farthest"]])]))
+    if report.get("quality"):
+        sections.append(_quality_section(report["quality"]))
     if report.get("webhook"):
         hook = report["webhook"]
         done = (f"delivered (HTTP {hook['status']}, {hook['attempts']} attempt(s))" if hook["delivered"]
@@ -103,3 +105,23 @@ def _charts(feature: dict[str, Any]) -> list[str]:
         return [bar_chart(f"{name}: {side} (%)", {k: round(100 * v, 1) for k, v in feature[f"{side}_shares"].items()},
                           chart_id=f"{name}-{side}") for side in ("reference", "current")]
     return []
+
+
+def _quality_section(quality: dict[str, Any]) -> Section:
+    """Live quality from feedback: the window's figures, then one row (and chart point) per bucket."""
+    import time
+    rows = [[time.strftime("%Y-%m-%d %H:%M", time.gmtime(b["start_ts"])), b["labelled"], _figure(b["accuracy"]),
+             _figure(b["macro_f1"]), b["rated"], _figure(b["mean_rating"])] for b in quality["over_time"]]
+    w = quality["window"]
+    blocks = [Note(f"In the current window: {w['labelled']} answers with a feedback label (accuracy "
+                   f"{_figure(w['accuracy'])}, macro-F1 {_figure(w['macro_f1'])}), {w['rated']} rated (mean rating "
+                   f"{_figure(w['mean_rating'])} of the scale: thumbs up = 1, 5 stars = 1)."),
+              Table([f"bucket ({quality['bucket']}, UTC)", "labelled", "accuracy", "macro-F1", "rated", "mean rating"],
+                    rows)]
+    first = quality["over_time"][0]["start_ts"] if quality["over_time"] else 0.0
+    series = {name: [((b["start_ts"] - first) / 3600, b[key]) for b in quality["over_time"] if b[key] is not None]
+              for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("mean rating", "mean_rating"))}
+    if sum(len(points) for points in series.values()) > 1:
+        blocks.append(Chart(line_chart("Quality on feedback over time", series, chart_id="quality-over-time",
+                                       x_label="hours since the first bucket", y_label="share")))
+    return Section("quality", "Live quality (feedback)", blocks)

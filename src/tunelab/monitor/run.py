@@ -30,7 +30,8 @@ from tunelab.monitor import drift
 from tunelab.monitor.alerts import alert_payload, send_webhook
 from tunelab.monitor.content import content_drift
 from tunelab.monitor.features import log_features, logged_input_text, outcome, prompt_text, reference_features
-from tunelab.monitor.reference import evaluated_confidence, resolve_reference
+from tunelab.monitor import quality
+from tunelab.monitor.reference import evaluated_accuracy, evaluated_confidence, resolve_reference
 from tunelab.monitor.report import render_html, render_markdown
 from tunelab.monitor.window import span_seconds, split_window
 
@@ -70,6 +71,9 @@ def run(cfg: MonitorConfig) -> MonitorResult:
     features.append(drift.rate_above("error_rate", sum(outcome(r) == "error" for r in current), len(current),
                                      max_rate=cfg.max_error_rate, p_value=cfg.p_value)
                     | {"reference_source": "max_error_rate"})
+    live = live_quality(cfg, current, earlier, ref.run_dir) if cfg.quality.enabled else None
+    if live is not None:
+        features += live.pop("features")
     drifted = any(f["drifted"] for f in features)
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -79,6 +83,7 @@ def run(cfg: MonitorConfig) -> MonitorResult:
                       "run_dir": str(ref.run_dir) if ref.run_dir else None},
         "thresholds": thresholds,
         "features": features,
+        "quality": live,
         "drifted": drifted,
         "alerts": [alert_sentence(f) for f in features if f["drifted"]],
         "notes": notes(current, cfg.min_samples),
@@ -125,6 +130,24 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         raise TunelabError("the prediction log holds no predictions", where=str(path),
                            fix="send requests to `tunelab serve` first, then run the monitor")
     return rows
+
+
+def live_quality(cfg: MonitorConfig, current: list[dict], earlier: list[dict], run_dir: Path | None
+                 ) -> dict[str, Any] | None:
+    """Quality from the feedback on served answers (monitor.quality): over time for the whole log,
+    and the decay features for the current window; None when no feedback joins a prediction."""
+    from tunelab.serve.predlog import read_feedback
+    items = quality.judged(read_feedback(cfg.prediction_log))
+    if not items:
+        return None
+    now, before = {r["request_id"] for r in current}, {r["request_id"] for r in earlier}
+    in_window = [i for i in items if i["request_id"] in now]
+    s = cfg.quality
+    return {"bucket": s.bucket, "over_time": quality.over_time(items, span_seconds(s.bucket)),
+            "window": quality.summary(in_window), "earlier": quality.summary([i for i in items if i["request_id"] in before]),
+            "features": quality.decay_features(in_window, [i for i in items if i["request_id"] in before],
+                                               evaluated_accuracy(run_dir, cfg.eval_report), min_drop=s.min_drop,
+                                               p_value=cfg.p_value, min_samples=s.min_feedback)}
 
 
 def content_feature(reference: list[dict[str, Any]], current: list[dict[str, Any]], settings,
@@ -200,11 +223,19 @@ def window_summary(current: list[dict], earlier: list[dict], window: int | str) 
 FEATURE_WORDS = {"content": "content of the inputs", "input_chars": "input length in characters", "input_words": "input length in words",
                  "pii": "share of inputs with PII", "predicted_label": "predicted-label distribution",
                  "confidence": "mean confidence", "output_chars": "output length in characters",
-                 "outcome": "request outcomes (ok, blocked, rejected, error)", "error_rate": "error rate"}
+                 "outcome": "request outcomes (ok, blocked, rejected, error)", "error_rate": "error rate",
+                 "feedback_accuracy": "accuracy on feedback", "feedback_rating": "mean rating on feedback"}
 
 
 def alert_sentence(feature: dict[str, Any]) -> str:
     name = FEATURE_WORDS.get(feature["feature"], feature["feature"])
+    if feature["feature"] == "feedback_accuracy":
+        return (f"Silent decay: accuracy on feedback-labelled answers is {feature['current_rate']:.1%} of "
+                f"{feature['current_n']}, against {feature['reference_rate']:.1%} in the {feature['reference_source']} "
+                f"(p={feature['p_value']:.2g}).")
+    if feature["feature"] == "feedback_rating":
+        return (f"Silent decay: the mean rating of answers fell from {feature['reference_mean']:.2f} to "
+                f"{feature['current_mean']:.2f} of its scale (p={feature['p_value']:.2g}).")
     if feature["kind"] == "mean":
         return (f"Mean confidence fell from {feature['reference_mean']:.3f} to {feature['current_mean']:.3f} "
                 f"(drop {feature['statistic']:.3f}, p={feature['p_value']:.2g}).")
