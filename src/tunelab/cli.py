@@ -566,6 +566,61 @@ def _print_label_summary(summary: dict, out_dir: Path) -> None:
                   f"({found['percent_agreement']:.0%} unanimous)", highlight=False, soft_wrap=True)
 
 
+@app.command("retrain")
+def retrain(
+    args: list[str] = typer.Argument(None, metavar="[NEW.jsonl...] [CONFIG.yaml] [KEY=VALUE]...",
+                                     help="Newly labelled records (from `label import` / `label feedback`), a YAML "
+                                          "config (its retrain: and eval: sections) and overrides."),
+    live: Optional[str] = option("retrain.live", "--live"),
+    registry: Optional[str] = option("retrain.registry", "--registry"),
+    start_from: Optional[str] = option("retrain.start_from", "--from"),
+    replay: Optional[float] = option("retrain.replay", "--replay"),
+    deploy: Optional[str] = option("retrain.deploy", "--deploy"),
+    out_dir: Optional[str] = option("retrain.out_dir", "--out", "-o"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+) -> None:
+    """Train the next model on new labels and gate it against the live one.
+
+    The new records are prepared with the live run's data settings, mixed with a replay of its
+    training data, trained on, evaluated against the live model on the old and the new test
+    split, and registered; --deploy promote makes the candidate live when the gate passes.
+    Exits 1 when the gate fails."""
+    inputs, overrides = split_overrides(args or [])
+    configs = [a for a in inputs if a.endswith((".yaml", ".yml"))]
+    if len(configs) > 1:
+        raise TunelabError(f"expected one config file, got {', '.join(configs)}",
+                           fix="pass the new data files, one YAML file, then key=value overrides")
+    overrides += flag_overrides("retrain.", live=live, registry=registry, start_from=start_from, replay=replay,
+                                deploy=deploy, out_dir=out_dir)
+    cfg = load_config(configs[0] if configs else None, overrides)
+    from tunelab import retrain as retrain_stage  # torch/transformers: after the config is known good
+
+    quiet_library_output()
+
+    def progress(message: str) -> None:
+        if not quiet:
+            err.print(f"[dim]retrain: {message}[/dim]", highlight=False)
+
+    result = retrain_stage.run(cfg.retrain, [a for a in inputs if a not in configs], eval_cfg=cfg.eval,
+                               progress=progress)
+    summary = result.summary
+    data = summary["data"]
+    out.print(f"new records: {data['new']['train']} train, {data['new']['val']} val, {data['new']['test']} test "
+              f"({data['new_duplicates_of_old']} duplicates of old data dropped); replayed {data['replayed']:,} of "
+              f"{data['old_train']:,} old training records", highlight=False, soft_wrap=True)
+    for name, split in (("eval_old", "old test"), ("eval_new", "new test")):
+        scores = summary[name]
+        if scores:
+            out.print(f"{split}: candidate {scores['headline']} {scores['candidate']:.3f} vs live {scores['live']:.3f} "
+                      f"({scores['verdict']}, diff {scores['difference']:+.3f}, CI {scores['ci_low']:+.3f} to "
+                      f"{scores['ci_high']:+.3f})", highlight=False, soft_wrap=True)
+    out.print(summary["verdict"], highlight=False, soft_wrap=True)
+    out.print(f"artefacts: {result.out_dir}/ (summary.json, candidate/, eval_old/, eval_new/, data/, prepared/)",
+              highlight=False, soft_wrap=True)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)
