@@ -414,7 +414,7 @@ def models_rollback(registry: Path = REGISTRY_OPTION) -> None:
     out.print(f"rolled back: {entry['version']} is live (was {was})", highlight=False, soft_wrap=True)
 
 
-label_app = typer.Typer(help="Choose what to label, find label errors, and move labels in and out.\n\n"
+label_app = typer.Typer(help="Pick records to label, check labels, move them in and out.\n\n"
                         "select picks the records most worth labelling; issues finds likely wrong labels; "
                         "export and import move batches to and from annotators; feedback turns served "
                         "feedback into training records.", no_args_is_help=True)
@@ -579,7 +579,7 @@ def retrain(
     out_dir: Optional[str] = option("retrain.out_dir", "--out", "-o"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
-    """Train the next model on new labels and gate it against the live one.
+    """Train a candidate on new labels, gated against the live model.
 
     The new records are prepared with the live run's data settings, mixed with a replay of its
     training data, trained on, evaluated against the live model on the old and the new test
