@@ -222,3 +222,50 @@ def test_feedback_for_unknown_requests_only_is_refused(workspace):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "none of the 1 feedback records names a request in the prediction log" in proc.stderr
     assert not (workspace / "ghosts").exists()
+
+
+def test_generative_select_and_a_review_round_trip(workspace):
+    """A causal LM: pool prompts are answered and ranked by the answer's mean token
+    log-probability; logged answers with negative feedback rise; a review sample of the log goes
+    out as CSV and comes back as corrections (SFT chats) and ratings."""
+    from tiny_models import build_task_tokenizer, build_tiny_llama
+    model = build_tiny_llama(workspace / "llm", build_task_tokenizer(workspace / "llm"), hidden=32)
+    write_jsonl(workspace / "prompts.jsonl", [{"messages": [{"role": "user", "content": w}]}
+                                              for w in ("abc", "hello", "quiet", "zebra", "mop")])
+    proc = tunelab("label", "select", "--run", model, "--pool", "prompts.jsonl", "--k", "3", "--out", "gen.jsonl",
+                   "label.select.max_new_tokens=4", "label.select.diversity=none", cwd=workspace)
+    assert "selected 3 of 5 candidates by mean_logprob" in proc.stdout
+    batch = read(workspace / "gen.jsonl")
+    assert [r["messages"][-1]["role"] for r in batch] == ["assistant"] * 3
+    logprobs = [r["meta"]["mean_logprob"] for r in batch]
+    assert logprobs == sorted(logprobs) and all(lp < 0 for lp in logprobs)  # least likely answers first
+
+    with PredictionLog(workspace / "gen.db", retention_days=None) as log:
+        for i, word in enumerate(("abc", "hello", "quiet", "zebra", "mop", "kite")):
+            log.log({"ts": 1_700_000_000 + i, "request_id": f"g{i}", "endpoint": "/v1/chat/completions",
+                     "model_version": "v1", "input": json.dumps([{"role": "user", "content": word}]),
+                     "output": word[::-1] * (i + 1), "status": 200})
+        log.log_feedback({"request_id": "g2", "rating": -1})
+    tunelab("label", "select", "--run", model, "--log", "gen.db", "--k", "1", "--out", "bad.jsonl",
+            "label.select.diversity=none", "label.select.negative_feedback_weight=100", cwd=workspace)
+    [worst] = read(workspace / "bad.jsonl")
+    assert worst["meta"]["request_id"] == "g2" and worst["meta"]["negative_feedback"] is True
+
+    tunelab("label", "export", "--log", "gen.db", "--format", "csv", "--out", "review.csv", "--sample", "6",
+            cwd=workspace)
+    import csv
+    rows = list(csv.DictReader((workspace / "review.csv").read_text().splitlines()))
+    assert len(rows) == 6 and set(rows[0]) == {"record_id", "prompt", "answer", "rating", "corrected", "annotator",
+                                               "messages"}
+    for row in rows:
+        row.update(annotator="rev", rating="2" if row["prompt"] == "abc" else "5",
+                   corrected="cba" if row["prompt"] == "abc" else "")
+    with (workspace / "reviewed.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    proc = tunelab("label", "import", "reviewed.csv", "--out", "reviewed", cwd=workspace)
+    assert "records: sft 1, ratings 6, conflicts 0" in proc.stdout
+    [fixed] = read(workspace / "reviewed" / "sft.jsonl")
+    assert fixed["messages"] == [{"role": "user", "content": "abc"}, {"role": "assistant", "content": "cba"}]
+    assert {r["meta"]["mean_rating"] for r in read(workspace / "reviewed" / "ratings.jsonl")} == {2.0, 5.0}

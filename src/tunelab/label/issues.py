@@ -48,7 +48,7 @@ def run(settings: IssuesSettings, *, data: str, out: str | Path, run_dir: str | 
         if not run.is_classifier:
             raise TunelabError("label issues needs a classifier run", where=run_dir,
                                fix="pass a run trained on text/label records, or use --probe")
-        trained = {prompt_key(r) for r in run.training_records()}
+        trained = {prompt_key(r) for r in run.training_records()} if run.training_sources() else set()
         seen = sum(prompt_key(r) in trained for r in records)
         if seen:
             source = (f"probe ({settings.folds}-fold out-of-fold, {settings.encoder} embeddings): the run trained on "

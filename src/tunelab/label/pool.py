@@ -35,7 +35,8 @@ def prompt_key(record: dict[str, Any]) -> str:
 
 def labelled_keys(run: RunDir, files: list[str]) -> set[str]:
     """Exact keys of what is already labelled: the run's training records and the given files."""
-    keys = {prompt_key(r) for r in run.training_records()}
+    # a model directory tunelab did not train names no training data: nothing of it to leave out
+    keys = {prompt_key(r) for r in run.training_records()} if run.training_sources() else set()
     for name in files:
         path = Path(name)
         if not path.is_file():
