@@ -9,7 +9,10 @@ What each feature is compared with:
   of the served run), else the first
   `window` predictions of the log (never overlapping the current window);
 - request outcomes (ok / blocked / rejected / error): the first `window` predictions of the log;
-- error rate (5xx): an absolute ceiling, max_error_rate, with an exact binomial test.
+- error rate (5xx): an absolute ceiling, max_error_rate, with an exact binomial test;
+- accuracy and mean rating on feedback (monitor.quality, tunelab.monitor.quality): the run's
+  evaluated accuracy, else feedback on earlier traffic (silent decay: quality fell although the
+  inputs may not have moved).
 Reference traffic from the log is only used when the log holds more than one window.
 """
 from __future__ import annotations
