@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunelab.errors import TunelabError
 
 DataFormat = Literal[
-    "auto", "chat", "sharegpt", "alpaca", "prompt_completion", "preference", "classification"
+    "auto", "chat", "sharegpt", "alpaca", "prompt_completion", "preference", "classification", "prompts"
 ]
 PiiType = Literal["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
 ALL_PII_TYPES: list[str] = ["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
@@ -75,7 +75,7 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
-    format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference or classification.")
+    format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference, classification or prompts (chat records ending with the user's turn, for rft).")
     text_column: str = Field("text", description="Column with the text, for classification data.")
     label_column: str = Field("label", description="Column with the label, for classification data.")
     group_column: str | None = Field(
@@ -105,7 +105,7 @@ class DataConfig(Section):
 
 # the training tasks and methods, declared once: the config types, the CLI's help and the
 # memory estimator all read these
-TASKS = ("sft", "classification", "dpo")
+TASKS = ("sft", "classification", "dpo", "rft")
 METHODS = ("full", "lora", "dora", "qlora", "freeze")
 ADAPTER_METHODS = ("lora", "dora", "qlora")
 TrainTask = Literal[("auto", *TASKS)]
@@ -131,6 +131,21 @@ class DpoSettings(Section):
     loss_type: DpoLoss = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, sppo_hard, apo_zero, ...")
 
 
+class RftSettings(Section):
+    num_generations: int = Field(8, ge=2, description="Answers sampled per prompt (GRPO's group size); batch_size x grad_accum must be a multiple of it.")
+    beta: float = Field(0.04, ge=0, description="KL penalty to the model the stage starts from (0: no reference model, less memory, no KL metric).")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Clipping of the policy ratio to 1 +/- epsilon (PPO-style).")
+    max_completion_length: int = Field(256, ge=1, description="Longest sampled answer, in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the answers being graded.")
+    loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"] = Field("dapo", description="TRL GRPO loss normalisation: dapo (per token of the batch), grpo (per answer), dr_grpo, bnpo.")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Divide advantages by the reward spread of each prompt's group, of the batch, or not at all.")
+    num_iterations: int = Field(1, ge=1, description="Optimisation passes over each batch of sampled answers.")
+    allow_python_graders: bool = Field(False, description="Run python graders (the grader JSON's own code, in a subprocess without network); off: refused before training.")
+    python_grader_timeout_s: float = Field(10.0, gt=0, description="A python grader that takes longer on one answer is stopped.")
+    on_grader_error: Literal["zero", "fail"] = Field("zero", description="When the grader fails on an answer: zero (reward 0, reason in grader_errors.jsonl) or fail (stop the run).")
+    score_model_base_url: str | None = Field(None, description="OpenAI-compatible endpoint of score_model graders (default: OPENAI_BASE_URL, else OpenAI).")
+
+
 class TrackingSettings(Section):
     backend: Literal["mlflow", "tensorboard", "none"] = Field(
         "mlflow", description="Experiment tracker; mlflow uses an embedded SQLite store unless uri is set.")
@@ -151,6 +166,7 @@ class StageSettings(Section):
     epochs: float | None = Field(None, gt=0, description="Epochs for this stage (default: train.epochs).")
     lr: float | None = Field(None, gt=0, description="Learning rate for this stage (default: train.lr).")
     name: str | None = Field(None, description="Stage name in logs and the run directory.")
+    task: TrainTask | None = Field(None, description="Task of this stage (default: train.task; auto follows the stage's data, so sft then rft stages need none).")
 
 
 class MixSettings(Section):
@@ -196,6 +212,8 @@ class TrainConfig(Section):
         "none", description="Classification loss weights: none, balanced (inverse frequency) or one weight per label.")
     labels: list[str] | None = Field(None, description="Label order for classification (default: sorted labels of the data).")
     dpo: DpoSettings = Field(default_factory=DpoSettings, description="DPO settings.")
+    grader: str | None = Field(None, description="Grader JSON file (OpenAI's grader format) whose score is the reward of rft training; see docs/rft.md.")
+    rft: RftSettings = Field(default_factory=RftSettings, description="Reinforcement fine-tuning (TRL GRPO) settings.")
     stages: list[StageSettings] = Field(default_factory=list, description="Progressive training: each stage starts from the previous one's weights.")
     mix: list[MixSettings] = Field(default_factory=list, description="Multi-task training: datasets mixed by weight.")
     tracking: TrackingSettings = Field(default_factory=TrackingSettings, description="Experiment tracking.")
@@ -275,6 +293,8 @@ class EvalConfig(Section):
     latency: LatencySettings = Field(default_factory=LatencySettings, description="Latency and throughput measurement.")
     cost: CostSettings = Field(default_factory=CostSettings, description="Prices and volumes for the KPI and cost report.")
     gate: GateSettings = Field(default_factory=GateSettings, description="Thresholds `tunelab eval --gate` enforces.")
+    grader: str | None = Field(None, description="Grader JSON whose mean reward tuned and baselines are compared on (default: the run's train.grader).")
+    allow_python_graders: bool = Field(False, description="Run python graders of eval.grader (the run's own grader follows its train.rft setting).")
 
 
 class GuardSettings(Section):

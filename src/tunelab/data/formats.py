@@ -3,6 +3,9 @@
 generative:     {"messages": [{"role", "content"}, ...]}
 classification: {"text", "label"}
 preference:     {"prompt": messages-or-str, "chosen": str, "rejected": str}
+prompt:         {"messages": [..., {"role": "user", ...}], ...extra fields}: a conversation up to the
+                user's turn, for reinforcement fine-tuning; other top-level fields (a reference
+                answer, say) are kept as they are for the grader (`{{ item.answer }}`)
 Every record may carry "meta"; a user-supplied meta mapping is kept.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ KIND_OF_FORMAT = {
     "prompt_completion": "generative",
     "preference": "preference",
     "classification": "classification",
+    "prompts": "prompt",
 }
 SHAREGPT_ROLES = {
     "system": "system", "human": "user", "user": "user",
@@ -34,7 +38,7 @@ def format_of(value: Any, text_column: str = "text", label_column: str = "label"
         return None
     keys = value.keys()
     if "messages" in keys:
-        return "chat"
+        return "prompts" if _ends_with_user(value["messages"]) else "chat"
     if "conversations" in keys:
         return "sharegpt"
     if {"prompt", "chosen", "rejected"} <= keys:
@@ -91,6 +95,16 @@ def _string(value: dict, key: str) -> str:
 def _chat(value: dict) -> dict:
     _require(value, "messages")
     return {"messages": value["messages"]}
+
+
+def _ends_with_user(messages: Any) -> bool:
+    return isinstance(messages, list) and bool(messages) and isinstance(messages[-1], dict) \
+        and messages[-1].get("role") == "user"
+
+
+def _prompts(value: dict) -> dict:
+    _require(value, "messages")
+    return {"messages": value["messages"], **{k: v for k, v in value.items() if k not in ("messages", "meta")}}
 
 
 def _sharegpt(value: dict) -> dict:
@@ -160,5 +174,5 @@ def _classification(value: dict, text_column: str, label_column: str) -> dict:
 
 _CONVERTERS = {
     "chat": _chat, "sharegpt": _sharegpt, "alpaca": _alpaca, "prompt_completion": _prompt_completion,
-    "preference": _preference, "classification": _classification,
+    "preference": _preference, "classification": _classification, "prompts": _prompts,
 }

@@ -43,7 +43,7 @@ def run(cfg: DataConfig, inputs: list[str], out_dir: str | Path, *, show_progres
         items, rejects, input_stats, kind = read_and_convert(supplied + sources, cfg, bars)
         kept, cleaning = clean_and_validate(items, cfg, kind, tokenizer, rejects, bars)
         kept, pii_stats = handle_pii(kept, cfg, rejects, bars)
-        kept, duplicates, index = deduplicate(kept, cfg, bars)
+        kept, duplicates, index = deduplicate(kept, cfg, bars, kind)
         assign_splits(kept, cfg, kind, supplied_roles={role for _, role in supplied})
         leakage = check_leakage(kept, index, cfg)
     audit = _audit(tokenizer, kept, kind, cfg)
@@ -193,7 +193,11 @@ def handle_pii(items: list[Item], cfg: DataConfig, rejects, bars):
                   "by_type": dict(sorted(by_type.items()))}
 
 
-def deduplicate(items: list[Item], cfg: DataConfig, bars):
+def _grader_fields(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in ("messages", "meta")}
+
+
+def deduplicate(items: list[Item], cfg: DataConfig, bars, kind: str = ""):
     texts = [joined_text(item.record) for item in items]
     for position, (item, text) in enumerate(zip(items, texts)):
         item.text, item.key, item.position = text, dedup.exact_key(text), position
@@ -215,6 +219,9 @@ def deduplicate(items: list[Item], cfg: DataConfig, bars):
                "duplicate_of": {"source": original.raw.source, "line": original.raw.line}, "record": item.record}
         if "label" in item.record and item.record["label"] != original.record["label"]:
             row["label_conflict"] = [original.record["label"], item.record["label"]]
+        if kind == "prompt" and _grader_fields(item.record) != _grader_fields(original.record):
+            # the same prompt with another reference: the kept one decides what the grader rewards
+            row["reference_conflict"] = [_grader_fields(original.record), _grader_fields(item.record)]
         duplicates.append(row)
     return kept, duplicates, index
 

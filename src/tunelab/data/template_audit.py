@@ -26,7 +26,7 @@ def make_token_counter(tokenizer, kind: str):
     can_render = bool(getattr(tokenizer, "chat_template", None))
 
     def count(record: dict[str, Any]) -> int:
-        if kind == "generative":
+        if kind in ("generative", "prompt"):
             if can_render:
                 try:
                     return len(tokenizer.apply_chat_template(record["messages"], tokenize=True, return_dict=True)["input_ids"])

@@ -33,6 +33,9 @@ def map_text_fields(record: dict[str, Any], fn: Callable[[str], str]) -> None:
 
     if "messages" in record:
         message_list(record["messages"])
+        for key, value in record.items():  # a prompt record's own fields (its reference answer, say)
+            if key not in ("messages", "meta") and isinstance(value, str):
+                record[key] = fn(value)
         return
     keys = ("chosen", "rejected") if "chosen" in record else ("text",)
     if "chosen" in record:

@@ -2,7 +2,7 @@
 
 Reason codes are stable (they key report.json's rejects_by_reason):
 wrong_type, missing_field, empty_content, unknown_role, roles_out_of_order, no_final_assistant,
-identical_pair, unknown_label, control_characters, too_long.
+no_final_user, identical_pair, unknown_label, control_characters, too_long.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def validate_record(record: dict[str, Any], kind: str, *, labels: set[str] | Non
     """The first problem that makes the record unusable, or None. (Token limits need a tokenizer
     and are checked by the caller, which counts tokens once for both the limit and the report.)"""
     structural = {"generative": _check_messages_record, "preference": _check_preference,
-                  "classification": _check_classification}[kind]
+                  "classification": _check_classification, "prompt": _check_prompt_record}[kind]
     problem = structural(record) or _check_texts(record)
     if problem:
         return problem
@@ -80,6 +80,16 @@ def _expected_roles(previous: str | None) -> tuple[str, ...]:
 
 def _check_messages_record(record: dict[str, Any]) -> Problem | None:
     return _check_messages(record["messages"], must_end_with_assistant=True)
+
+
+def _check_prompt_record(record: dict[str, Any]) -> Problem | None:
+    """A prompt for reinforcement fine-tuning: a conversation the model is to continue, so it ends
+    with the user's turn. Its other fields are the grader's business."""
+    problem = _check_messages(record["messages"], must_end_with_assistant=False)
+    if problem is None and record["messages"][-1]["role"] != "user":
+        return Problem("no_final_user", f"the conversation ends with {record['messages'][-1]['role']!r}, not "
+                       "'user': a prompt ends with the turn the model answers")
+    return problem
 
 
 def _check_preference(record: dict[str, Any]) -> Problem | None:

@@ -198,9 +198,9 @@ def estimate_training_memory(model_config, *, task: str, method: str, batch_size
     else:
         base = shape.total * wb
     weights = base + (trainable * ADAPTER_BYTES if method in ADAPTER_METHODS else 0)
-    if task == "dpo" and method not in ADAPTER_METHODS:
-        # DPO's reference model is a second frozen copy; with adapters it is the same base
-        # with the adapters switched off, so it costs nothing more (TRL does this).
+    if task in ("dpo", "rft") and method not in ADAPTER_METHODS:
+        # DPO's (and GRPO's, with a KL penalty) reference model is a second frozen copy; with
+        # adapters it is the same base with a frozen adapter copy, so it costs nothing more.
         weights += shape.total * wb
 
     gradients = trainable * trainable_bytes

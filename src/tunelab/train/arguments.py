@@ -16,17 +16,21 @@ from tunelab.errors import TunelabError
 
 def default_lr(task: str, method: str) -> float:
     if method in ADAPTER_METHODS:
-        return 2e-4  # adapters start from zero and need a larger step than the weights they adapt
+        # adapters start from zero and need a larger step than the weights they adapt; RL moves
+        # an already capable model, a tenth of that
+        return 2e-5 if task == "rft" else 2e-4
     if task == "classification":
         return 5e-5
     if task == "dpo":
         return 5e-6
+    if task == "rft":
+        return 1e-6  # TRL's GRPO default: policy-gradient steps on full weights must stay small
     return 2e-5
 
 
 def best_metric(task: str, metric: str | None) -> tuple[str, bool]:
     """(metric_for_best_model, greater_is_better)."""
-    name = metric or ("macro_f1" if task == "classification" else "eval_loss")
+    name = metric or ("macro_f1" if task == "classification" else "eval_reward" if task == "rft" else "eval_loss")
     bare = name.removeprefix("eval_")
     return name, bare not in ("loss", "perplexity")
 

@@ -127,7 +127,7 @@ class RichProgress(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._progress is not None and logs:
-            shown = {k: logs[k] for k in ("loss", "eval_loss", "eval_macro_f1") if k in logs}
+            shown = {k: logs[k] for k in ("loss", "eval_loss", "eval_macro_f1", "reward", "eval_reward") if k in logs}
             if shown:
                 self._progress.update(self._task, loss=" ".join(f"{k} {v:.4f}" for k, v in shown.items()))
 

@@ -2,6 +2,7 @@
 with multi-task mixing and task prefixes."""
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from tunelab.errors import TunelabError
 from tunelab.files import read_jsonl, sha256_of
 
-KIND_TO_TASK = {"generative": "sft", "classification": "classification", "preference": "dpo"}
+KIND_TO_TASK = {"generative": "sft", "classification": "classification", "preference": "dpo", "prompt": "rft"}
 
 
 @dataclass
@@ -33,7 +34,10 @@ def record_kind(record: dict[str, Any]) -> str | None:
     if not isinstance(record, dict):
         return None
     if "messages" in record:
-        return "generative"
+        messages = record["messages"]
+        ends_with_user = isinstance(messages, list) and messages and isinstance(messages[-1], dict) \
+            and messages[-1].get("role") == "user"
+        return "prompt" if ends_with_user else "generative"
     if {"prompt", "chosen", "rejected"} <= record.keys():
         return "preference"
     if {"text", "label"} <= record.keys():
@@ -182,7 +186,8 @@ def _load_mixture(mix: list, seed: int) -> TrainingData:
         sources.update(files)
     if len(kinds) != 1:
         raise TunelabError(f"train.mix combines kinds of data ({', '.join(sorted(kinds))})",
-                           fix="mix datasets of one kind (all chat, all classification or all preference)")
+                           fix="mix datasets of one kind (all chat, all classification, all preference or all "
+                               "prompts)")
     if kinds == {"preference"}:
         check_prompt_forms([r for rows in tasks for r in rows] + evals, "train.mix")
     # interleave (task, row) indices rather than the records: tasks whose records carry different
@@ -216,4 +221,9 @@ def to_dataset(records: list[dict[str, Any]], kind: str, labels: list[str] | Non
             else:
                 rows.append({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]})
         return datasets.Dataset.from_list(rows)
+    if kind == "prompt":
+        # TRL's GRPO samples answers to "prompt" and passes every other column to the reward
+        # function; the whole record travels as JSON text so records with different fields mix
+        return datasets.Dataset.from_dict({"prompt": [r["messages"] for r in records],
+                                           "item": [json.dumps(r, ensure_ascii=False) for r in records]})
     return datasets.Dataset.from_list([{"messages": r["messages"]} for r in records])

@@ -23,6 +23,7 @@ from tunelab.models import adapters
 from tunelab.models.load import (adapter_base, load_model, load_model_config, load_model_skeleton, load_tokenizer,
                                  resolve_model_path)
 from tunelab.train import callbacks as cb
+from tunelab.train import rft
 from tunelab.train.arguments import check_supported, training_kwargs
 from tunelab.train.assistant_spans import (ALL_TOKENS, RENDERED_SPANS, TRL_TRAINING_TEMPLATE, check_conversations,
                                            known_training_template, loss_mask_source)
@@ -56,17 +57,20 @@ def run(cfg: RunConfig) -> TrainResult:
     stage_data = [data] + [load_training_data(s.data, None, None, tc.seed).sample(tc.max_train_examples, tc.seed)
                            for s in stages[1:]]  # every stage's data checked before any weights load
     check_stage_kinds([d.kind for d in stage_data], [s.name for s in stages])
-    task = resolve_task(tc.task, data.kind)
+    tasks = [resolve_task(s.task or tc.task, d.kind) for s, d in zip(stages, stage_data)]
+    task = tasks[-1]  # the run's task: what its final weights were trained for (sft then rft: rft)
+    reward = rft.prepare_reward(tc, run_dir, [d for t, d in zip(tasks, stage_data) if t == "rft"])
     every = TrainingData(data.kind, [r for d in stage_data for r in d.train], [r for d in stage_data for r in d.eval],
                          {f: h for d in stage_data for f, h in d.sources.items()}, data.prefixes)
     labels = resolve_labels(tc.labels, every) if task == "classification" else None
     if labels:
         check_class_weights(tc.class_weights, labels)
     check_hardware(tc)
-    tokenizer, loss_mask = prepare_tokenizer(load_tokenizer(tc.model), task, tc.assistant_only_loss,
+    tokenizer, loss_mask = prepare_tokenizer(load_tokenizer(tc.model), "sft" if "sft" in tasks else task,
+                                             tc.assistant_only_loss,
                                              chat=task != "dpo" or needs_chat_template(every.train + every.eval))
     if loss_mask == RENDERED_SPANS:  # every conversation's assistant spans found, or refused, before weights load
-        for stage, stage_records in zip(stages, stage_data):
+        for stage, stage_records in ((s, d) for s, d, t in zip(stages, stage_data, tasks) if t == "sft"):
             check_conversations(tokenizer, stage_records.train, where=stage.data or "train.mix")
             check_conversations(tokenizer, stage_records.eval, where=tc.eval_data or stage.data or "train.mix",
                                 split="validation")
@@ -88,13 +92,14 @@ def run(cfg: RunConfig) -> TrainResult:
     for index, (stage, data) in enumerate(zip(stages, stage_data)):
         if index < len(done):
             continue
-        trainer = build_trainer(model, tokenizer, data, task, labels, tc, stage, run_dir, index, len(stages))
+        trainer = build_trainer(model, tokenizer, data, tasks[index], labels, tc, stage, run_dir, index, len(stages),
+                                reward=reward)
         # the interrupted stage continues from its last complete checkpoint; a later stage that
         # never reached one starts afresh from the previous stage's snapshot
         resume = tc.resume and index == len(done) and (
             index == 0 or cb.last_complete_checkpoint(Path(trainer.args.output_dir)) is not None)
         outcome = train_stage(trainer, resume)
-        if task == "dpo":
+        if tasks[index] in ("dpo", "rft"):
             drop_reference_adapter(model)  # TRL's frozen copy of the adapter is not part of the run
         results.append({"stage": stage.name, "data": stage.data, **outcome})
         interrupted = outcome["interrupted"]
@@ -104,8 +109,8 @@ def run(cfg: RunConfig) -> TrainResult:
             save_snapshot(trainer, snapshot_dir(run_dir, index, stage), results[-1])
     if trainer is None:  # every stage had finished before: only the run's own files remain to write
         trainer = build_trainer(model, tokenizer, data, task, labels, tc, stages[-1], run_dir, len(stages) - 1,
-                                len(stages))
-        if task == "dpo":
+                                len(stages), reward=reward)
+        if task in ("dpo", "rft"):
             drop_reference_adapter(model)
 
     # an adapter trained on weights merged from an adapter run is saved merged (run_dir.save_weights)
@@ -122,6 +127,8 @@ def run(cfg: RunConfig) -> TrainResult:
     # under accelerate launch / torchrun no process returns (and exits) before process 0 has
     # finished the run directory, so whatever runs next on any of them finds it complete
     trainer.accelerator.wait_for_everyone()
+    if reward is not None:
+        reward.close()  # python graders' worker processes
     return TrainResult(run_dir, task, results[-1]["eval"], results, interrupted,
                        main_process=trainer.is_world_process_zero())
 
@@ -195,7 +202,7 @@ def prepare_tokenizer(tokenizer, task: str, assistant_only_loss: bool, chat: boo
     tasks). chat: the data is rendered with the chat template (SFT; DPO with conversational prompts)."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # batches need padding; masked out of the loss
-    if task in ("sft", "dpo") and chat and not getattr(tokenizer, "chat_template", None):
+    if task in ("sft", "dpo", "rft") and chat and not getattr(tokenizer, "chat_template", None):
         raise TunelabError("the tokenizer has no chat template, so chat data cannot be rendered",
                            fix="use a tokenizer with one (an instruct model's), or set tokenizer.chat_template")
     if task != "sft":
@@ -209,7 +216,7 @@ def prepare_tokenizer(tokenizer, task: str, assistant_only_loss: bool, chat: boo
 
 
 def build_trainer(model, tokenizer, data: TrainingData, task: str, labels, tc, stage: StageSettings, run_dir: Path,
-                  index: int, stage_count: int):
+                  index: int, stage_count: int, reward=None):
     has_eval = bool(data.eval)
     checkpoints = run_dir / "checkpoints" / (stage.name if stage_count > 1 else "")
     common = training_kwargs(tc, task=task, checkpoints_dir=checkpoints, has_eval=has_eval,
@@ -232,6 +239,9 @@ def build_trainer(model, tokenizer, data: TrainingData, task: str, labels, tc, s
     elif task == "dpo":
         trainer = build_dpo_trainer(model, tokenizer, train_ds, eval_ds, common=common, max_length=tc.max_length,
                                     beta=tc.dpo.beta, loss_type=tc.dpo.loss_type, callbacks=callbacks)
+    elif task == "rft":
+        trainer = rft.build_rft_trainer(model, tokenizer, train_ds, eval_ds, common=common, reward=reward,
+                                        callbacks=callbacks, **rft.grpo_kwargs(tc.rft))
     else:
         trainer = build_sft_trainer(model, tokenizer, train_ds, eval_ds, common=common, max_length=tc.max_length,
                                     assistant_only_loss=tc.assistant_only_loss, packing=tc.packing,

@@ -48,13 +48,24 @@ def planned_stages(tc) -> list[StageSettings]:
     return stages
 
 
+# Kinds of stage data that may follow one another in one run: the same kind, or supervised chat
+# (sft) then prompts for reinforcement fine-tuning (rft), which samples from the same causal LM
+# and needs a model that already answers in the right form. The reverse (sft after rft) would
+# overwrite what the grader taught by copying examples again; classification and preference
+# data train another head or need their own run's reference model.
+STAGE_SEQUENCES = {("generative", "prompt")}
+
+
 def check_stage_kinds(kinds: list[str], names: list[str]) -> None:
-    """Every stage trains the same model head on the same kind of records."""
-    if len(set(kinds)) > 1:
-        found = ", ".join(f"{n}: {k}" for n, k in zip(names, kinds))
-        raise TunelabError(f"the stages' data are of different kinds ({found})",
-                           fix="give every stage records of one kind (chat, classification or preference); "
-                               "train another kind in its own run from this run's directory")
+    """Every stage trains the same model head on the same kind of records, except that chat (sft)
+    stages may be followed by prompt (rft) stages."""
+    for (before, after), (name_before, name_after) in zip(zip(kinds, kinds[1:]), zip(names, names[1:])):
+        if before != after and (before, after) not in STAGE_SEQUENCES:
+            found = ", ".join(f"{n}: {k}" for n, k in zip(names, kinds))
+            raise TunelabError(f"stage {name_after} trains on {after} records after stage {name_before}'s {before} "
+                               f"records, which one run cannot do ({found})",
+                               fix="give every stage records of one kind, or sft (chat) stages followed by rft "
+                                   "(prompt) stages; train another kind in its own run from this run's directory")
 
 
 def snapshot_dir(run_dir: Path, index: int, stage: StageSettings) -> Path:
