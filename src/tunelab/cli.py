@@ -152,6 +152,46 @@ def train(
             out.print(f"  {name.removeprefix('eval_')}: {value:.4f}", highlight=False)
 
 
+@app.command("grade")
+def grade(
+    grader: str = typer.Argument(..., metavar="GRADER.json", help="OpenAI grader JSON (string_check, "
+                                 "text_similarity, python, score_model, multi)."),
+    data: str = typer.Option(..., "--data", help="Items the grader reads as `item`: a JSONL file or a prepared "
+                             "directory (its test.jsonl)."),
+    predictions: str = typer.Option(..., "--predictions", help="One answer per item: JSON strings, objects with "
+                                    "output_text or prediction, or chat records."),
+    out_file: Path = typer.Option(Path("grades.jsonl"), "--out", "-o", help="Per-item results (JSONL)."),
+    worst: int = typer.Option(10, "--worst", help="Lowest-scoring items shown."),
+    allow_python: bool = typer.Option(False, "--allow-python", help="Run python graders' code (in a subprocess "
+                                      "without network)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds a python grader may take per answer."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint for score_model "
+                                           "graders (default: OPENAI_BASE_URL)."),
+) -> None:
+    """Run a grader over model answers, to check it before training.
+
+    Prints the mean reward and the worst items with the reason for each score, and
+    writes every item's score, reason and sub-scores to a JSONL file."""
+    from tunelab.graders import GraderRuntime, load_grader
+    from tunelab.graders.batch import grade_all, read_answers, read_items, write_results
+
+    loaded = load_grader(grader)
+    with GraderRuntime(allow_python=allow_python, python_timeout_s=timeout, base_url=base_url) as runtime:
+        runtime.check_allowed(loaded)
+        report = grade_all(loaded, read_items(data), read_answers(predictions), runtime=runtime, where=predictions)
+    write_results(out_file, report)
+    passed = f", pass rate {report.pass_rate:.3f}" if report.pass_rate is not None else ""
+    out.print(f"{loaded.name} ({loaded.type}): mean reward {report.mean:.4f} (std {report.std:.4f}) over "
+              f"{len(report.rows):,} items{passed}; grader failures: {report.failures}", highlight=False,
+              soft_wrap=True)
+    table = Table("item", "reward", "answer", "reason", title=f"lowest {min(worst, len(report.rows))} rewards")
+    for row in report.worst(worst):
+        answer = row["output_text"] if len(row["output_text"]) <= 40 else row["output_text"][:40] + "…"
+        table.add_row(str(row["index"]), f"{row['score']:.4f}", answer, row["reason"] or "")
+    out.print(table)
+    out.print(f"per-item results: {out_file}", highlight=False, soft_wrap=True)
+
+
 @app.command("eval")
 def evaluate(
     model: str = typer.Argument(..., metavar="RUN_OR_MODEL", help="Run directory from `tunelab train` (or a "

@@ -24,3 +24,14 @@ def paired_bootstrap(metric: Callable, y_true, pred_a, pred_b, *, resamples: int
     verdict = "better" if low > 0 else "worse" if high < 0 else "no significant difference"
     return {"difference": float(difference), "ci_low": float(low), "ci_high": float(high),
             "confidence": confidence, "resamples": resamples, "verdict": verdict}
+
+
+def bootstrap_mean_interval(scores, *, resamples: int = 1000, seed: int = 0,
+                            confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of per-example scores over resamples of the examples."""
+    scores = np.asarray(scores, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = scores[rng.integers(0, scores.size, (resamples, scores.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.errors import TunelabError
-from tunelab.evaluate import forgetting, latency, robustness
+from tunelab.evaluate import forgetting, grading, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.generate import (corpus_log_likelihood, corpus_perplexity, generate_answers, load_generator, prompt_texts,
                                        reference_log_likelihood)
@@ -21,9 +21,10 @@ COMPARED = ("exact_match", "token_f1", "chrf", "rougeL")
 
 
 def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str], baselines: list[str], settings,
-             data_where: str, progress) -> dict[str, Any]:
+             data_where: str, progress, grader=None, runtime=None) -> dict[str, Any]:
     """The task-specific part of report.json for a chat model. Each conversation's first user
-    turn carries its task's prefix, as in training."""
+    turn carries its task's prefix, as in training. With a grader, each system's mean reward too
+    (tunelab.evaluate.grading), compared like the other metrics."""
     conversations = [{"messages": with_prefix(r, prefix)["messages"] if prefix else r["messages"]}
                      for r, prefix in zip(records, prefixes)]
     references = [r["messages"][-1]["content"] for r in records]
@@ -31,12 +32,18 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
     for name in baselines:
         systems[name] = score_system(name, baseline_source(name, run), conversations, references, settings,
                                      progress)
+    if grader is not None:
+        progress("grading the answers")
+        for s in systems.values():
+            s["results"] = grading.score(grader, runtime, s["answers"], records)
+            s["examples"]["reward"] = np.asarray([r.score for r in s["results"]], dtype=float)
+            s["metrics"].update(grading.figures(grader, s["results"]))
     tuned = systems["tuned"]
     comparisons = {name: {metric: paired_bootstrap(_mean_of_scores, tuned["examples"][metric],
                                                    tuned["examples"][metric], s["examples"][metric],
                                                    resamples=settings.resamples, seed=settings.seed,
                                                    confidence=settings.confidence)
-                          for metric in COMPARED}
+                          for metric in COMPARED + (("reward",) if grader is not None else ())}
                    for name, s in systems.items() if name != "tuned"}
     model_obj, tokenizer = tuned["loaded"]
     progress("robustness re-runs")
@@ -57,6 +64,8 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
         "forgetting": kept,
         "latency": timing,
         "timing_s": {name: round(s["seconds"], 2) for name, s in systems.items()},
+        "reward": (grading.reward_section(grader, {n: s["results"] for n, s in systems.items()}, records,
+                                          tuned["answers"], settings) if grader is not None else None),
         "headline": "exact_match",
         "predictions": tuned["answers"],
         # what an API would bill per request: prompt plus answer, with this model's tokenizer

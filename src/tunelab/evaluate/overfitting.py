@@ -1,6 +1,6 @@
 """Over-fitting check from the run's own metrics.jsonl (train.callbacks.MetricsLog): the train and
 eval loss curves, the gap between them at the end, the trend of eval loss over the last
-evaluations and the step where it turned up.
+evaluations and the step where it turned up; for reinforcement fine-tuning, the reward curves.
 
 How metrics.jsonl is read:
 - rows with "loss" are train-loss logs, rows with "eval_loss" evaluations, both keyed by "step";
@@ -112,3 +112,35 @@ def turned_up_step(evals: list[list[float]], best_step: int, best: float, margin
     if evals[-1][1] - best <= margin:
         return None
     return next(step for step, loss in evals if step > best_step and loss - best > margin)
+
+
+# what TRL's GRPO logs each step (train) or evaluation (eval_ prefix), as the report names them
+REWARD_SERIES = {"reward": "reward", "reward_std": "reward_std", "kl": "kl",
+                 "completions/mean_length": "completion_length"}
+
+
+def reward_curves(metrics_jsonl: Path) -> dict[str, Any] | None:
+    """A reinforcement fine-tuning run's training section: per logged step of its last rft stage,
+    the mean reward of the sampled answers, its spread, the KL to the reference and the mean
+    completion length (and the validation reward when it was evaluated), with the first and last
+    values of each. None when the run logged no reward (not an rft run)."""
+    path = Path(metrics_jsonl)
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rewarded = [r for r in rows if _number(r.get("reward")) or _number(r.get("eval_reward"))]
+    if not rewarded:
+        return None
+    stage = rewarded[-1].get("stage")
+    curves: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row.get("stage") != stage or "train_loss" in row:
+            continue
+        for key, name in REWARD_SERIES.items():
+            for prefix in ("", "eval_"):
+                if _number(row.get(prefix + key)):
+                    curves.setdefault(prefix + name, {})[row["step"]] = float(row[prefix + key])
+    series = {name: [[step, points[step]] for step in sorted(points)] for name, points in curves.items()}
+    return {"stage": stage, "curves": series,
+            "first": {name: points[0][1] for name, points in series.items()},
+            "last": {name: points[-1][1] for name, points in series.items()}}

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from tunelab import charts
+from tunelab.evaluate.report_reward import reward_section, training_rewards_section
 from tunelab.report_shell import Bullets, Chart, Note, Section, Status, Table, anchor, format_value
 
 METRIC_ORDER = ("accuracy", "macro_f1", "mcc", "ece", "brier", "exact_match", "token_f1", "bleu", "chrf", "rouge1",
@@ -28,9 +29,10 @@ OPTIONAL_PARTS = {"baselines": "baselines", "calibration": "calibration", "slice
 
 
 def build_sections(report: dict[str, Any]) -> list[Section]:
-    builders = (verdict_section, headline_section, comparisons_section, calibration_section, confusion_section,
-                per_class_section, slices_section, robustness_section, fairness_section, forgetting_section,
-                overfitting_section, latency_section, kpi_section, gate_section, timing_section)
+    builders = (verdict_section, headline_section, comparisons_section, reward_section, calibration_section,
+                confusion_section, per_class_section, slices_section, robustness_section, fairness_section,
+                forgetting_section, overfitting_section, training_rewards_section, latency_section, kpi_section,
+                gate_section, timing_section)
     return [section for section in (build(report) for build in builders) if section]
 
 

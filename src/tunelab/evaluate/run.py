@@ -13,12 +13,12 @@ from typing import Any
 
 from tunelab.config import EvalConfig
 from tunelab.errors import TunelabError
-from tunelab.evaluate import classification, generative
+from tunelab.evaluate import classification, generative, grading, reward
 from tunelab.evaluate.forgetting import forgetting_flag
 from tunelab.evaluate.gate import evaluate_gates
 from tunelab.evaluate.kpi import kpi_report
 from tunelab.evaluate.latency import device_description
-from tunelab.evaluate.overfitting import overfitting_report
+from tunelab.evaluate.overfitting import overfitting_report, reward_curves
 from tunelab.evaluate.report import render_html, render_markdown
 from tunelab.files import read_jsonl, write_json, write_jsonl, write_text
 from tunelab.train.run_dir import RunDir
@@ -41,18 +41,29 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     run = RunDir.open(model)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else run.path / "eval"
     data, records = test_records(run, cfg.data)
-    task = "classification" if "text" in records[0] else "generative"
-    evaluator = classification if task == "classification" else generative
-    section = evaluator.evaluate(model, records, run, prefixes=input_prefixes(run, records),
-                                 baselines=baseline_names(cfg.baselines), settings=cfg, data_where=data,
-                                 progress=progress)
+    task = "classification" if "text" in records[0] else "rft" if _is_prompt(records[0]) else "generative"
+    common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(cfg.baselines), settings=cfg,
+                  data_where=data, progress=progress)
+    if task == "classification":
+        section = classification.evaluate(model, records, run, **common)
+    else:
+        grader, runtime = grading.grader_for(cfg, run)
+        if task == "rft" and grader is None:
+            raise TunelabError("the test records are prompts (no reference reply), which only a grader can score, "
+                               "and none is given", where=str(data), fix="set eval.grader=GRADER.json")
+        evaluator = reward if task == "rft" else generative
+        section = evaluator.evaluate(model, records, run, **common, grader=grader, runtime=runtime)
+        if runtime is not None:
+            runtime.close()
     predictions = section.pop("predictions", None)
     headline = section.pop("headline")
     tokens_per_request = section.pop("tokens_per_request")
     report = {"task": task, "model": model, "data": str(data), "device": device_description(),
               "labels": section.pop("labels", None), **section}
     report.setdefault("forgetting", None)
+    report.setdefault("reward", None)
     report["overfitting"] = overfitting_report(run.path / "metrics.jsonl") if run.is_run else None
+    report["training_rewards"] = reward_curves(run.path / "metrics.jsonl") if run.is_run else None
     report["kpi"] = kpi_report(headline=headline, tuned=report["metrics"], baselines=report["baselines"],
                                comparisons=report["comparisons"], latency=report["latency"],
                                baseline_latency=(report["latency"] or {}).get("baseline"),
@@ -101,11 +112,12 @@ def load_test_records(data: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise TunelabError("test data not found", where=str(path), fix="give test.jsonl or a prepared directory")
     records = read_jsonl(path)
-    kinds = {"classification" if {"text", "label"} <= r.keys() else "chat" if _is_chat(r) else "other"
-             for r in records}
+    kinds = {"classification" if {"text", "label"} <= r.keys() else "chat" if _is_chat(r)
+             else "prompt" if _is_prompt(r) else "other" for r in records}
     if not records or len(kinds) != 1 or "other" in kinds:
-        raise TunelabError("test data must hold classification records (text, label) or chat records "
-                           "(messages ending with an assistant reply), one kind per file", where=str(path),
+        raise TunelabError("test data must hold classification records (text, label), chat records "
+                           "(messages ending with an assistant reply) or prompt records (messages ending with the "
+                           "user's turn, graded by a grader), one kind per file", where=str(path),
                            fix="evaluate the test.jsonl written by `tunelab data prepare`")
     return records
 
@@ -113,6 +125,11 @@ def load_test_records(data: str) -> list[dict[str, Any]]:
 def _is_chat(record: dict) -> bool:
     messages = record.get("messages")
     return isinstance(messages, list) and len(messages) >= 2 and messages[-1].get("role") == "assistant"
+
+
+def _is_prompt(record: dict) -> bool:
+    messages = record.get("messages")
+    return isinstance(messages, list) and len(messages) >= 1 and messages[-1].get("role") == "user"
 
 
 def flags(report: dict[str, Any]) -> list[str]:
@@ -145,7 +162,9 @@ def flags(report: dict[str, Any]) -> list[str]:
 
 def verdict_line(report: dict[str, Any], headline: str) -> str:
     metrics = report["metrics"]
-    shown = ("macro_f1", "mcc") if report["task"] == "classification" else ("exact_match", "token_f1")
+    shown = {"classification": ("macro_f1", "mcc"), "rft": ("reward", "pass_rate")}.get(
+        report["task"], ("exact_match", "token_f1", "reward"))
+    shown = [m for m in shown if m in metrics]
     parts = [f"tuned {', '.join(f'{_pretty(m)} {metrics[m]:.3f}' for m in shown)}"]
     for name, comparison in report["comparisons"].items():
         c = comparison[headline]
@@ -155,8 +174,8 @@ def verdict_line(report: dict[str, Any], headline: str) -> str:
 
 
 def _pretty(metric: str) -> str:
-    return {"macro_f1": "macro-F1", "mcc": "MCC", "exact_match": "exact match", "token_f1": "token F1"}.get(metric,
-                                                                                                        metric)
+    return {"macro_f1": "macro-F1", "mcc": "MCC", "exact_match": "exact match", "token_f1": "token F1",
+            "reward": "mean reward", "pass_rate": "pass rate"}.get(metric, metric)
 
 
 def write_reports(out_dir: Path, report: dict[str, Any], records, predictions) -> None:

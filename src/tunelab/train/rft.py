@@ -22,10 +22,12 @@ from typing import Any
 from trl import GRPOConfig, GRPOTrainer
 
 from tunelab.errors import TunelabError
+from tunelab.files import write_json
 from tunelab.graders import GraderRuntime, grade, load_grader
 from tunelab.train.dpo import is_peft
 
 GRADER_ERRORS = "grader_errors.jsonl"
+GRADER_FILE = "grader.json"
 MAX_ERROR_ROWS = 1000  # enough to see every kind of failure; the count per step is in metrics.jsonl
 
 
@@ -153,4 +155,7 @@ def prepare_reward(tc, run_dir: Path, rft_stage_data: list) -> GraderReward | No
     for data in rft_stage_data:
         check_group_size(tc.rft, batch_size=tc.batch_size, grad_accum=tc.grad_accum,
                          eval_batch_size=tc.eval_batch_size or tc.batch_size, has_eval=bool(data.eval))
-    return grader_reward(tc.grader, tc.rft, run_dir)
+    reward = grader_reward(tc.grader, tc.rft, run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:  # kept with the weights: `tunelab eval` grades with it
+        write_json(Path(run_dir) / GRADER_FILE, reward.grader.spec)
+    return reward

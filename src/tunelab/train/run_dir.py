@@ -164,6 +164,13 @@ class RunDir:
         return base.get("id") if isinstance(base, dict) else (base or self.adapter_base)
 
     @property
+    def grader(self) -> str | None:
+        """The grader JSON a reinforcement fine-tuning run was rewarded by, kept beside its
+        weights (train/rft.py writes it), else None."""
+        path = self.path / "grader.json"
+        return str(path) if path.is_file() else None
+
+    @property
     def max_length(self) -> int:
         """Inputs longer than this were truncated in training: later stages truncate alike."""
         return int(self.train_config.get("max_length") or 512)
@@ -235,7 +242,9 @@ class RunDir:
         training data: [{"path": directory, "task": name or None}], one per mixture task (else
         the first training source's)."""
         sources = self.training_sources()
-        if not any(s["task"] for s in sources):
+        if self.task == "rft" and self.train_config.get("stages"):
+            sources = sources[-1:]  # sft then rft: the rft stage's prompts are what the final weights face
+        elif not any(s["task"] for s in sources):
             sources = sources[:1]
         return [{"path": source["data"], "task": source["task"]} for source in sources
                 if (Path(source["data"]) / "test.jsonl").is_file()]

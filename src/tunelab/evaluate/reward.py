@@ -1,0 +1,97 @@
+"""Evaluation by a grader: the mean reward (OpenAI grader JSON, tunelab.graders) of the tuned model's
+greedy answers and of each baseline's, on the same held-out records, compared by paired bootstrap.
+
+This module evaluates prompt records (a reinforcement fine-tuning run's test split: messages
+ending with the user's turn, reference fields beside them), where the reward is the headline:
+there is no reference reply to compute exact match against. Chat records with a grader are
+evaluated as generative runs are, with the reward added (tunelab.evaluate.generative, through
+tunelab.evaluate.grading). The grader is eval.grader, else the grader.json an rft run saved
+beside its weights.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from tunelab.evaluate import generative
+from tunelab.evaluate.compare import paired_bootstrap
+from tunelab.evaluate.generate import generate_answers, load_generator, prompt_texts
+from tunelab.evaluate.grading import figures, reward_section, score
+from tunelab.train.data import with_prefix
+from tunelab.train.run_dir import RunDir
+
+# prompt_texts renders a chat record's messages before its final reply: a prompt record gets an
+# empty reply slot, which prompt_texts drops, so both kinds of record render the same way
+REPLY_SLOT = {"role": "assistant", "content": ""}
+
+
+def as_chat(record: dict[str, Any]) -> dict[str, Any]:
+    return {"messages": [*record["messages"], REPLY_SLOT]} if record["messages"][-1]["role"] == "user" else record
+
+
+def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str], baselines: list[str], settings,
+             data_where: str, progress, grader, runtime) -> dict[str, Any]:
+    """The task-specific part of report.json for prompt records. Each prompt's first user turn
+    carries its task's prefix, as in training; the grader reads the record as it is."""
+    conversations = [as_chat(with_prefix(r, prefix) if prefix else r) for r, prefix in zip(records, prefixes)]
+    systems = {"tuned": answer_and_grade(model, model, conversations, records, grader, runtime, settings, progress)}
+    for name in baselines:
+        source = generative.baseline_source(name, run)
+        systems[name] = answer_and_grade(name, source, conversations, records, grader, runtime, settings, progress)
+    compared = ("reward", "passed") if grader.pass_threshold is not None else ("reward",)
+    tuned = systems["tuned"]
+    comparisons = {name: {_metric(m): paired_bootstrap(_mean, tuned["examples"][m], tuned["examples"][m],
+                                                       s["examples"][m], resamples=settings.resamples,
+                                                       seed=settings.seed, confidence=settings.confidence)
+                          for m in compared}
+                   for name, s in systems.items() if name != "tuned"}
+    model_obj, tokenizer = tuned["loaded"]
+    progress("latency")
+    timing = generative.latency_section(systems, conversations, settings)
+    progress("forgetting")
+    kept = generative.forgetting_section(model_obj, tokenizer, run, settings.forgetting)
+    return {
+        "metrics": tuned["metrics"],
+        "baselines": {name: {**s["metrics"], "source": s["source"]} for name, s in systems.items() if name != "tuned"},
+        "comparisons": comparisons,
+        "calibration": None, "fairness": None, "robustness": None,
+        "slices": generative.slices_section(records, {"reward": tuned["examples"]["reward"]}),
+        "forgetting": kept,
+        "latency": timing,
+        "timing_s": {name: round(s["seconds"], 2) for name, s in systems.items()},
+        "reward": reward_section(grader, {name: s["results"] for name, s in systems.items()}, records,
+                                 tuned["answers"], settings),
+        "headline": "reward",
+        "predictions": tuned["answers"],
+        "tokens_per_request": tuned["tokens_per_request"],
+    }
+
+
+def answer_and_grade(name: str, source: str, conversations, records, grader, runtime, settings, progress):
+    progress(f"generating with {name}")
+    started = time.perf_counter()
+    model, tokenizer = load_generator(source)
+    prompts = prompt_texts(tokenizer, conversations)
+    generated = generate_answers(model, tokenizer, prompts, max_new_tokens=settings.generation.max_new_tokens,
+                                 batch_size=settings.generation.batch_size)
+    progress(f"grading {name}'s answers")
+    results = score(grader, runtime, generated.texts, records)
+    scores = np.asarray([r.score for r in results], dtype=float)
+    examples = {"reward": scores}
+    if grader.pass_threshold is not None:
+        examples["passed"] = (scores >= grader.pass_threshold).astype(float)
+    prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    return {"metrics": {**figures(grader, results), "examples": len(records)}, "examples": examples,
+            "results": results, "answers": generated.texts, "source": source, "loaded": (model, tokenizer),
+            "tokens_per_request": float(np.mean(prompt_tokens) + np.mean(generated.new_tokens)),
+            "seconds": time.perf_counter() - started}
+
+
+def _metric(name: str) -> str:
+    return "pass_rate" if name == "passed" else name
+
+
+def _mean(_, scores) -> float:
+    return float(np.mean(scores))
