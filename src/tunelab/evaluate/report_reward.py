@@ -22,7 +22,7 @@ def reward_section(r: dict[str, Any]) -> Section | None:
     grader = reward.get("grader") or {}
     threshold = grader.get("pass_threshold")
     blocks: list = [Note(f"Grader {grader.get('name')} ({grader.get('type')}) scored every system's greedy answer to "
-                         f"each test example; intervals are {format_value(reward.get('confidence'))} bootstrap "
+                         f"each test example; intervals are {reward.get('confidence', 0.95):.0%} bootstrap "
                          "intervals of the mean." + (f" An answer passes at {format_value(threshold)} or above."
                                                      if threshold is not None else ""))]
     rows = [[name, s.get("mean"), f"{format_value(s.get('ci_low'))} to {format_value(s.get('ci_high'))}",
