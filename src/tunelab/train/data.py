@@ -75,7 +75,12 @@ def load_files(data: str, eval_data: str | None = None) -> tuple[list, list, dic
 
 def kind_of(records: list[dict[str, Any]], where: str) -> str:
     """The records' one canonical kind, once each record is known to be usable for training."""
-    kinds = {record_kind(r) for r in records}
+    found = [record_kind(r) for r in records]
+    kinds = set(found)
+    if kinds == {"generative", "prompt"}:
+        # chat records, some without their final reply (or prompts, some with one): the majority
+        # says which were meant, and check_usable names the first record that is not
+        kinds = {max(("generative", "prompt"), key=found.count)}
     if None in kinds or len(kinds) != 1:
         found = ", ".join(sorted(str(k) for k in kinds))
         raise TunelabError(f"records are not all of one canonical kind (found {found})", where=where,

@@ -75,6 +75,11 @@ class GraderReward:
                                     "reason": result.reason, "answer": answer, "item": json.loads(record)},
                                    ensure_ascii=False) + "\n")
 
+    def keep_with_run(self) -> None:
+        """grader.json in the run directory, so `tunelab eval` grades with the grader that trained it."""
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json(self.errors_path.parent / GRADER_FILE, self.grader.spec)
+
     def close(self) -> None:
         self.runtime.close()
 
@@ -83,8 +88,10 @@ def grader_reward(grader_file: str | None, settings, run_dir: Path) -> GraderRew
     """The reward of an rft run, checked before any weights load: the grader file is valid, and a
     python grader runs only where the configuration enables it."""
     if not grader_file:
-        raise TunelabError("rft training needs a grader, and train.grader is not set",
-                           fix="pass train.grader=GRADER.json (OpenAI's grader JSON; see docs/rft.md)")
+        raise TunelabError("the training records end with the user's turn, which makes them prompts for "
+                           "reinforcement fine-tuning (rft), and rft needs a grader: train.grader is not set",
+                           fix="for sft, end each conversation with the assistant's reply; for rft, pass "
+                               "train.grader=GRADER.json (OpenAI's grader JSON, see docs/rft.md)")
     grader = load_grader(grader_file)
     runtime = GraderRuntime(allow_python=settings.allow_python_graders,
                             python_timeout_s=settings.python_grader_timeout_s, base_url=settings.score_model_base_url)
@@ -123,6 +130,7 @@ def build_rft_trainer(model, tokenizer, train_dataset, eval_dataset, *, common: 
     # GRPO counts its own tokens (num_tokens); the Trainer's counter looks for input_ids in
     # batches of prompts that have none, and warns on every step
     args = GRPOConfig(**{**common, "include_num_input_tokens_seen": "no"}, **grpo, log_completions=False)
+    reward.keep_with_run()
     named = model.config._name_or_path
     if grpo["beta"] and not is_peft(model):
         model.config._name_or_path = save_reference(model, tokenizer, Path(common["output_dir"]) / "reference", args)
@@ -152,10 +160,8 @@ def prepare_reward(tc, run_dir: Path, rft_stage_data: list) -> GraderReward | No
     checked against each rft stage's data before any weights load."""
     if not rft_stage_data:
         return None
+    reward = grader_reward(tc.grader, tc.rft, run_dir)
     for data in rft_stage_data:
         check_group_size(tc.rft, batch_size=tc.batch_size, grad_accum=tc.grad_accum,
                          eval_batch_size=tc.eval_batch_size or tc.batch_size, has_eval=bool(data.eval))
-    reward = grader_reward(tc.grader, tc.rft, run_dir)
-    if int(os.environ.get("RANK", "0")) == 0:  # kept with the weights: `tunelab eval` grades with it
-        write_json(Path(run_dir) / GRADER_FILE, reward.grader.spec)
     return reward

@@ -37,7 +37,7 @@ def test_detect_format_for_each_format(value, fmt):
 def test_every_format_has_a_kind():
     assert KIND_OF_FORMAT == {"chat": "generative", "sharegpt": "generative", "alpaca": "generative",
                               "prompt_completion": "generative", "preference": "preference",
-                              "classification": "classification"}
+                              "classification": "classification", "prompts": "prompt"}
 
 
 def test_preference_wins_over_prompt_completion_keys():

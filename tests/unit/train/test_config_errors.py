@@ -7,6 +7,7 @@ late would report "cannot load model" instead of the expected sentence.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,26 @@ CASES = {
         ["train.class_weights has 2 weights for 3 labels (negative, neutral, positive)", "one weight per label"]),
     "empty train.jsonl": ("llama", "empty", {}, ["the training split has no records"]),
     "no usable record": (
+        "llama", "half-answered", {},
+        ["record 2 cannot be trained on (the conversation ends with 'user', not 'assistant')"]),
+    "prompts without a grader": (
         "llama", "no-assistant", {},
-        ["record 1 cannot be trained on (the conversation ends with 'user', not 'assistant')"]),
+        ["the training records end with the user's turn", "train.grader is not set",
+         "for sft, end each conversation with the assistant's reply"]),
+    "sft task on prompts": (
+        "llama", "no-assistant", {"task": "sft"},
+        ["train.task is sft but the data is prompt records", "set train.task=rft"]),
+    "python grader not enabled": (
+        "llama", "no-assistant", {"grader": "PYTHON_GRADER"},
+        ["grader 'code' runs python code (code), and python graders are off",
+         "train.rft.allow_python_graders=true"]),
+    "invalid grader": (
+        "llama", "no-assistant", {"grader": "BAD_GRADER"},
+        ["grader 'exact' field 'operation' must be one of eq, ne, like, ilike (got 'equal')"]),
+    "group size": (
+        "llama", "no-assistant", {"grader": "GRADER", "batch_size": 6, "rft.num_generations": 4},
+        ["train.batch_size x train.grad_accum x processes (6 x 1 x 1) is not a multiple of "
+         "train.rft.num_generations (4)"]),
     "no chat template": ("llama-no-template", "chat", {}, ["the tokenizer has no chat template"]),
     "classification task on chat data": (
         "llama", "chat", {"task": "classification"},
@@ -64,12 +83,31 @@ def make(tiny_llama_dir, tiny_bert_dir, tmp_path):
         prepared = tmp_path / "prepared"
         prepared.mkdir()
         records = {"chat": chat_records(), "cls": classification_records(), "empty": [],
-                   "no-assistant": [{"messages": r["messages"][:1]} for r in chat_records()]}
+                   "no-assistant": [{"messages": r["messages"][:1]} for r in chat_records()],
+                   "half-answered": [chat_records()[0], {"messages": chat_records()[1]["messages"][:1]}]}
         if data == "missing":
             return model_dir, tmp_path / "no-such-dir"
         write_records(prepared / "train.jsonl", records[data])
         return model_dir, prepared
     return build
+
+
+GRADERS = {  # grader files the rft cases name, written into the test's directory
+    "GRADER": {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
+               "reference": "{{ item.answer }}", "operation": "eq"},
+    "BAD_GRADER": {"type": "string_check", "name": "exact", "input": "{{ sample.output_text }}",
+                   "reference": "{{ item.answer }}", "operation": "equal"},
+    "PYTHON_GRADER": {"type": "python", "name": "code", "source": "def grade(sample, item):\n    return 1.0\n"},
+}
+
+
+def with_graders(settings: dict, directory: Path) -> dict:
+    """The case's settings with grader placeholders replaced by grader files."""
+    if settings.get("grader") not in GRADERS:
+        return settings
+    path = directory / f"{settings['grader'].lower()}.json"
+    path.write_text(json.dumps(GRADERS[settings["grader"]]))
+    return {**settings, "grader": str(path)}
 
 
 def assert_one_sentence(message: str, fragments: list[str]) -> None:
@@ -86,6 +124,7 @@ def test_config_error_found_before_loading_weights(model, data, settings, fragme
         raise AssertionError("weights were loaded before the configuration was checked")
 
     monkeypatch.setattr(train_run, "load_model", no_weights)
+    settings = with_graders(settings, tmp_path)
     with pytest.raises(TunelabError) as caught:
         train_run.run(train_config(model=model_dir, data=data_path, output_dir=tmp_path / "run", **settings))
     assert_one_sentence(str(caught.value), fragments)
@@ -103,6 +142,7 @@ def test_config_error_through_the_cli(model, data, settings, fragments, make, tm
     from tunelab import cli
     model_dir, data_path = make(model, data)
     monkeypatch.chdir(tmp_path)
+    settings = with_graders(settings, tmp_path)
     monkeypatch.setattr(sys, "argv", ["tunelab", *cli_args(model_dir, data_path, tmp_path / "run", settings)])
     with pytest.raises(SystemExit) as exited:
         cli.main()

@@ -149,7 +149,7 @@ def test_stages_of_different_kinds_are_refused_before_loading_weights(tiny_llama
     prefs = write_prepared(tmp_path / "prefs", [{"prompt": "a", "chosen": "b", "rejected": "c"}])
     monkeypatch.setattr(run_module, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
     stages = [stage_data[0], {"name": "prefs", "data": str(prefs)}]
-    with pytest.raises(TunelabError, match="stages' data are of different kinds"):
+    with pytest.raises(TunelabError, match="stage prefs trains on preference records after stage"):
         run_module.run(staged(tiny_llama, tmp_path / "run", stages))
 
 
