@@ -7,7 +7,8 @@ since a key=value override replaces a whole list.
 
 chat_lora trains a LoRA adapter on a tiny Llama; dpo_after_sft starts from that run, as its header
 says; progressive runs three stages; multitask mixes three chat tasks with their prefixes;
-sentiment fine-tunes a tiny BERT classifier."""
+sentiment fine-tunes a tiny BERT classifier; rft runs its SFT stage, then its RFT stage with the
+example's own grader (groups of two answers, to fit the two-example batches)."""
 from __future__ import annotations
 
 import json
@@ -89,6 +90,9 @@ def workspace(tmp_path_factory) -> Path:
     words = {"negative": "awful slow refund", "neutral": "the parcel arrived", "positive": "great quick help"}
     sentiment = [{"text": f"{words[labels[i % 3]]} {i}", "label": labels[i % 3]} for i in range(15)]
     write_prepared(root / "sentiment", sentiment[:12], sentiment[12:])
+    invoices = [{"messages": [{"role": "user", "content": f"which invoice is overdue, {i} or {i + 1}"}],
+                 "answer": f"INV-{i}"} for i in range(10)]
+    write_prepared(root / "prompts", invoices[:8], invoices[8:])
     return root
 
 
@@ -107,6 +111,10 @@ def runs(workspace) -> dict[str, Path]:
         for item in train_section["mix"]:
             item["data"] = str(w / item["task"])
 
+    def sft_then_rft(train_section):
+        for stage, folder in zip(train_section["stages"], ("chat", "prompts")):
+            stage["data"] = str(w / folder)
+
     jobs = {
         "chat_lora": lambda: train(EXAMPLES / "chat_lora.yaml", tiny, f"train.data={w / 'chat'}",
                                    f"train.output_dir={w / 'runs/chat-lora'}", cwd=w),
@@ -117,6 +125,9 @@ def runs(workspace) -> dict[str, Path]:
         "sentiment": lambda: train(EXAMPLES / "sentiment.yaml", f"train.model={w / 'tiny-bert'}",
                                    f"train.data={w / 'sentiment'}", f"train.output_dir={w / 'runs/sentiment'}",
                                    cwd=w),
+        "rft": lambda: train(copy_example("rft.yaml", w, sft_then_rft), tiny, f"train.output_dir={w / 'runs/rft'}",
+                             f"train.grader={EXAMPLES / 'graders' / 'invoice_id.json'}", "train.rft.num_generations=2",
+                             "train.rft.max_completion_length=8", cwd=w),
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
@@ -127,7 +138,7 @@ def runs(workspace) -> dict[str, Path]:
             future.result()  # raises the run's failure with its output
     return {name: w / "runs" / folder for name, folder in (
         ("chat_lora", "chat-lora"), ("progressive", "progressive"), ("multitask", "multitask"),
-        ("sentiment", "sentiment"), ("dpo_after_sft", "dpo"))}
+        ("sentiment", "sentiment"), ("dpo_after_sft", "dpo"), ("rft", "rft"))}
 
 
 def run_directory(run_dir: Path, weights: str) -> tuple[dict, dict]:
@@ -181,3 +192,15 @@ def test_sentiment_fine_tunes_a_classifier_over_its_labels(runs):
     assert (manifest["task"], manifest["method"]) == ("classification", "full")
     assert manifest["labels"] == ["negative", "neutral", "positive"]
     assert config["train"]["max_train_examples"] == 6000 and config["eval"]["baselines"] == ["probe", "base"]
+
+
+def test_rft_runs_its_sft_stage_then_its_rft_stage_with_the_examples_grader(runs):
+    manifest, config = run_directory(runs["rft"], "adapter_model.safetensors")
+    assert (manifest["task"], manifest["method"]) == ("rft", "lora")
+    assert [s["stage"] for s in manifest["stages"]] == ["sft", "rft"]
+    example_grader = json.loads((EXAMPLES / "graders" / "invoice_id.json").read_text())
+    assert json.loads((runs["rft"] / "grader.json").read_text()) == example_grader
+    rewards = [r for r in map(json.loads, (runs["rft"] / "metrics.jsonl").read_text().splitlines())
+               if r.get("stage") == "rft" and "reward" in r]
+    assert [r["step"] for r in rewards] == [1, 2] and all({"kl", "reward_std"} <= r.keys() for r in rewards)
+    assert config["train"]["rft"]["beta"] == 0.04 and config["eval"]["baselines"] == ["base"]

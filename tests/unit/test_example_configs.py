@@ -11,6 +11,7 @@ import yaml
 
 from tunelab.cli import app
 from tunelab.config import load_config
+from tunelab.graders import load_grader
 from tunelab.train.stages import planned_stages
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -46,7 +47,8 @@ def parse_command(args: list[str]) -> tuple[str, dict]:
 
 def test_the_examples_are_there():
     names = {p.name for p in CONFIGS}
-    assert {"chat_lora.yaml", "dpo_after_sft.yaml", "progressive.yaml", "multitask.yaml", "sentiment.yaml"} <= names
+    assert {"chat_lora.yaml", "dpo_after_sft.yaml", "progressive.yaml", "multitask.yaml", "sentiment.yaml",
+            "rft.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -101,6 +103,11 @@ def test_what_the_examples_declare():
     assert (dpo.task, dpo.model, dpo.dpo.loss_type) == ("dpo", "runs/sft", "sigmoid")
     progressive = load_config(EXAMPLES / "progressive.yaml").train
     assert [s.name for s in planned_stages(progressive)] == ["general", "domain", "style"]
+    rft = load_config(EXAMPLES / "rft.yaml").train
+    assert [(s.name, s.task) for s in planned_stages(rft)] == [("sft", None), ("rft", None)]  # tasks from the data
+    grader = load_grader(str(EXAMPLES.parent / rft.grader))  # the grader the example names is valid
+    assert (grader.type, sorted(grader.graders)) == ("multi", ["close", "exact"])
+    assert (rft.batch_size * rft.grad_accum) % rft.rft.num_generations == 0
     multitask = load_config(EXAMPLES / "multitask.yaml").train
     assert {m.task: m.weight for m in multitask.mix} == {"summarize": 5, "reply": 3, "intent": 2}
     assert all(m.prefix for m in multitask.mix)
