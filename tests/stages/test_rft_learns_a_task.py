@@ -79,8 +79,9 @@ def test_rft_with_a_string_check_grader_beats_its_sft_starting_point(tmp_path):
     # the grader is exact match: the eval's mean rewards are the exact-match figures measured above
     assert report["task"] == "rft" and report["metrics"]["reward"] == pytest.approx(rft)
     assert report["baselines"][str(tmp_path / "sft")]["reward"] == pytest.approx(sft)
+    interval = f"{comparison['ci_low']:+.3f} to {comparison['ci_high']:+.3f}"
     assert comparison["ci_low"] > 0 and comparison["verdict"] == "better", \
-        f"reward difference {comparison['difference']:+.3f} ({comparison['ci_low']:+.3f} to {comparison['ci_high']:+.3f})"
+        f"reward difference {comparison['difference']:+.3f} ({interval})"
     training = report["training_rewards"]["curves"]
     assert {"reward", "reward_std", "kl", "completion_length"} <= training.keys()
     assert training["reward"][-1][0] == 80

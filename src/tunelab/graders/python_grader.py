@@ -68,13 +68,13 @@ class PythonGraderProcess:
 
     def _start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-I", str(WORKER), str(self.memory_mb)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k in PASSED_ENV})
+            [sys.executable, "-I", str(WORKER), str(self.memory_mb)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k in PASSED_ENV})
         self._buffer = b""
         reply = self._ask({"source": self.source}, STARTUP_S)
         if "error" in reply:
             self.close()
-            raise GradeFailure("python_grader_runtime_error", f"the python grader's {reply['error']}")
+            raise GradeFailure("python_grader_runtime_error", f"the python grader's source {reply['error']}")
 
     def _ask(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         try:

@@ -54,7 +54,7 @@ def main() -> None:
         exec(compile(setup["source"], "<grader>", "exec"), namespace)
         grade = namespace["grade"]
     except BaseException as exc:  # noqa: BLE001 (anything the user's module does is reported)
-        reply({"error": f"the source does not load: {_where(exc)}"})
+        reply({"error": f"does not load: {_where(exc)}"})
         return
     reply({"ready": True})
     for line in sys.stdin:

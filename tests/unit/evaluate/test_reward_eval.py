@@ -94,8 +94,10 @@ def test_eval_with_a_grader_on_chat_records_adds_the_reward(two_models, tmp_path
                for i in range(12)]
     grader = tmp_path / "grader.json"
     grader.write_text(json.dumps(FUZZY))
-    settings = load_config(None, [*FAST, f"eval.grader={grader}", f"eval.baselines=[{other}]"]).eval
-    report = eval_run.run(settings, str(tuned), str(write_jsonl("test.jsonl", records)), out_dir=tmp_path / "eval").report
+    settings = load_config(None, [*FAST, f"eval.grader={grader}", f"eval.baselines=[{other}]", f"eval.model={tuned}",
+                                  f"eval.data={write_jsonl('test.jsonl', records)}",
+                                  f"eval.out_dir={tmp_path / 'eval'}"]).eval
+    report = eval_run.run(settings).report
     assert report["task"] == "generative" and "exact_match" in report["metrics"]
     predictions = [json.loads(line)["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
     expected = sum(grade(FUZZY, p, r).score for p, r in zip(predictions, records)) / len(records)
@@ -110,12 +112,14 @@ def test_eval_on_prompt_records_makes_the_reward_the_headline(two_models, tmp_pa
     prompts = [{"messages": [{"role": "user", "content": f"what is {i} plus one"}], "answer": f"it is {i + 1}"}
                for i in range(12)]
     data = write_jsonl("prompts.jsonl", prompts)
+    where = [f"eval.model={tuned}", f"eval.data={data}"]
     with pytest.raises(TunelabError, match="only a grader can score, and none is given; set eval.grader"):
-        eval_run.run(load_config(None, FAST).eval, str(tuned), str(data), out_dir=tmp_path / "none")
+        eval_run.run(load_config(None, [*FAST, *where, f"eval.out_dir={tmp_path / 'none'}"]).eval)
     grader = tmp_path / "grader.json"
     grader.write_text(json.dumps(FUZZY))
-    settings = load_config(None, [*FAST, f"eval.grader={grader}", f"eval.baselines=[{other}]"]).eval
-    report = eval_run.run(settings, str(tuned), str(data), out_dir=tmp_path / "eval").report
+    settings = load_config(None, [*FAST, *where, f"eval.grader={grader}", f"eval.baselines=[{other}]",
+                                  f"eval.out_dir={tmp_path / 'eval'}"]).eval
+    report = eval_run.run(settings).report
     assert report["task"] == "rft" and set(report["comparisons"][str(other)]) == {"reward", "pass_rate"}
     assert report["verdict"].startswith("tuned mean reward") and report["kpi"]["quality"]["metric"] == "reward"
     assert (tmp_path / "eval" / "report.html").is_file()

@@ -13,8 +13,8 @@ from tunelab.graders import GraderRuntime, grade, run_grader
 GRADER = {"type": "score_model", "name": "judge", "model": "judge-model", "range": [0, 10],
           "sampling_params": {"temperature": 0, "seed": 7, "max_completions_tokens": 5},
           "input": [{"role": "developer", "content": "Score the answer from 0 to 10."},
-                    {"role": "user", "content": [{"type": "input_text",
-                                                  "text": "Question: {{ item.question }}\nAnswer: {{ sample.output_text }}"}]}]}
+                    {"role": "user", "content": [
+                        {"type": "input_text", "text": "Question: {{ item.question }}\nAnswer: {{ sample.output_text }}"}]}]}
 
 
 class FakeEndpoint(BaseHTTPRequestHandler):
