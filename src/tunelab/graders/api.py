@@ -24,7 +24,8 @@ def validate_grader(grader: dict[str, Any]) -> dict[str, Any]:
 
 def run_grader(grader: dict[str, Any], model_sample: str, item: Any = None, *,
                runtime: GraderRuntime | None = None) -> dict[str, Any]:
-    """Grade one model sample (its text; parsed into output_json when it is JSON) for one item."""
+    """Grade one model sample (its text; parsed into output_json when it is JSON) for one item. A
+    server passes one runtime to every call: it keeps the sentence encoder and python workers."""
     loaded = load_grader(grader, where="grader")
     runtime = runtime or GraderRuntime()
     tokens_before = dict(runtime.token_usage)

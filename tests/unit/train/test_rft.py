@@ -159,3 +159,19 @@ def test_an_interrupted_rft_run_resumes_from_its_checkpoint(tiny_llama, tmp_path
     steps = [r["step"] for r in metrics_rows(tmp_path / "resumed") if "reward" in r]
     assert steps == [1, 2, 3, 4]
     assert_same_weights(weights_in(tmp_path / "resumed"), weights_in(straight.run_dir))
+
+
+def test_rft_metrics_reach_mlflow(tiny_llama, tmp_path, monkeypatch):
+    """transformers' MLflow callback logs what TRL logs: reward, its spread, KL and completion
+    length per step, beside the validation reward."""
+    import mlflow
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    data = write_prepared(tmp_path / "data", prompts(), prompts(4, start=40))
+    run_module.run(rft_config(tiny_llama, tmp_path / "run", data, grader_file(tmp_path, SIMILAR), eval_steps=3,
+                              eval_batch_size=4, tracking={"backend": "mlflow"}))
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert {"reward", "reward_std", "kl", "completions/mean_length", "eval_reward"} <= run.data.metrics.keys()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "reward")] == [1, 2, 3]
