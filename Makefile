@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.tunelab-installed
 
-.PHONY: setup demo test bench docs clean
+.PHONY: setup demo test bench docs guard clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,9 +50,17 @@ bench: setup
 		echo "== $$script"; HF_HUB_OFFLINE=1 $(BIN)/python $$script || failed="$$failed $$script"; \
 	done; if [ -n "$$failed" ]; then echo "benchmarks that failed:$$failed"; exit 1; fi
 
+# The learned input guard (docs/guard.md): its training data derived from the labelled prompt set,
+# the embedded MiniLM fine-tuned on it (examples/guard.yaml -> guard/run), the threshold chosen on
+# the dev split, and rules / classifier / both measured on the held-out split (data/guard/scores.json).
+guard: setup
+	$(BIN)/python examples/guard_data.py
+	HF_HUB_OFFLINE=1 $(BIN)/tunelab train examples/guard.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/guard_measure.py guard/run
+
 # The configuration reference is generated from the pydantic models (a test checks it is current).
 docs: setup
 	$(BIN)/python -m tunelab.config_reference > docs/configuration.md
 
 clean:
-	rm -rf demo build dist src/*.egg-info .pytest_cache
+	rm -rf demo guard build dist src/*.egg-info .pytest_cache

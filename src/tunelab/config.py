@@ -274,6 +274,14 @@ class GateSettings(Section):
     enforce: bool = Field(False, description="Exit 1 when a threshold fails (for CI/CD before a deploy); --gate sets it.")
 
 
+class ExplainSettings(Section):
+    examples: int = Field(0, ge=0, description="Test predictions explained with Integrated Gradients for the report's explanation section (classification; 0: no section).")
+    steps: int = Field(16, ge=2, le=256, description="Integration steps per explanation (more: closer to exact, slower).")
+    top_tokens: int = Field(10, ge=1, description="Most influential words listed per predicted class.")
+    errors: int = Field(5, ge=0, description="Misclassified test examples shown with every word's attribution.")
+    deletion_tokens: int = Field(3, ge=1, description="Faithfulness check: words deleted from each text, top-attributed against random.")
+
+
 class EvalConfig(Section):
     model: str | None = Field(None, description="Run directory from `tunelab train` (or a model directory) to evaluate; the CLI argument sets it.")
     data: str | None = Field(None, description="Test JSONL, or a prepared directory (its test.jsonl); None: the test split beside the data the run trained on.")
@@ -295,6 +303,7 @@ class EvalConfig(Section):
     gate: GateSettings = Field(default_factory=GateSettings, description="Thresholds `tunelab eval --gate` enforces.")
     grader: str | None = Field(None, description="Grader JSON whose mean reward tuned and baselines are compared on (default: the run's train.grader).")
     allow_python_graders: bool = Field(False, description="Run python graders of eval.grader (the run's own grader follows its train.rft setting).")
+    explain: ExplainSettings = Field(default_factory=ExplainSettings, description="Token attributions of test predictions (classification).")
 
 
 class GuardSettings(Section):
@@ -302,6 +311,8 @@ class GuardSettings(Section):
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for.")
     redact_pii: bool = Field(True, description="Redact PII in prompts (the data stage's detector) before the model and the log see them.")
     block_injection: bool = Field(True, description="Refuse prompts the prompt-injection/jailbreak screen flags.")
+    classifier: str | None = Field(None, description="Run directory of a prompt-injection classifier (labels attack/benign, e.g. trained with examples/guard.yaml) screening beside the rules (None: rules only).")
+    classifier_threshold: float = Field(0.5, gt=0, lt=1, description="Block when the classifier's attack probability is at least this, or the rules fire (docs/guard.md; examples/guard.yaml records the value chosen on the dev split).")
 
 
 class ServeConfig(Section):

@@ -57,6 +57,16 @@ class Chart:
 
 
 @dataclass
+class Highlighted:
+    """A text with scored spans ({"start", "end", "score", "token"}), such as an explained
+    prediction: each span shaded by its score in the page (green positive, red negative, the
+    exact score in its tooltip); the caption, the text and the strongest spans in Markdown."""
+    caption: str
+    text: str
+    spans: list[dict[str, Any]]
+
+
+@dataclass
 class Section:
     key: str  # the section's anchor in the page (made URL-safe and unique when rendered)
     title: str
@@ -130,6 +140,8 @@ def format_value(value) -> str:
 def _markdown_block(block) -> list[str]:
     if isinstance(block, Chart):
         return []
+    if isinstance(block, Highlighted):
+        return _highlighted_markdown(block)
     if isinstance(block, Note):
         text = _md(_cell(block.text))
         strong = block.style == "verdict" or isinstance(block.text, Status)
@@ -145,6 +157,8 @@ def _markdown_block(block) -> list[str]:
 def _html_block(block) -> str:
     if isinstance(block, Chart):
         return f'<div class="chart">{block.svg}</div>'
+    if isinstance(block, Highlighted):
+        return _highlighted_html(block)
     if isinstance(block, Note):
         return f'<p class="{block.style or "note"}">{_html_cell(block.text)}</p>'
     if isinstance(block, Bullets):
@@ -157,6 +171,34 @@ def _html_block(block) -> str:
     body = "".join("<tr>" + "".join(f'<td{NUM_CLASS if n else ""}>{_html_cell(value)}</td>'
                                     for value, n in zip(row, numeric)) + "</tr>" for row in block.rows)
     return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _highlighted_markdown(block: Highlighted) -> list[str]:
+    towards = sorted((s for s in block.spans if s["score"] > 0), key=lambda s: -s["score"])[:5]
+    against = sorted((s for s in block.spans if s["score"] < 0), key=lambda s: s["score"])[:5]
+
+    def listed(spans) -> str:
+        return ", ".join(f"{_md(s['token'])} ({s['score']:+.3f})" for s in spans) or "none"
+    return [f"**{_md(block.caption)}**", "", f"> {_md(block.text)}", "",
+            f"towards the prediction: {listed(towards)}; against it: {listed(against)}", ""]
+
+
+def _highlighted_html(block: Highlighted) -> str:
+    """The text with each scored span in a <mark> shaded by |score| (relative to the text's
+    largest); characters outside the spans as they are."""
+    largest = max((abs(s["score"]) for s in block.spans), default=0) or 1
+    parts, position = [], 0
+    for span in sorted(block.spans, key=lambda s: s["start"]):
+        if span["start"] < position:
+            continue
+        parts.append(esc(block.text[position:span["start"]]))
+        alpha = round(0.08 + 0.6 * abs(span["score"]) / largest, 2)
+        colour = "26,127,55" if span["score"] >= 0 else "207,34,46"
+        parts.append(f'<mark style="background: rgba({colour},{alpha})" title="{span["score"]:+.4f}">'
+                     f'{esc(block.text[span["start"]:span["end"]])}</mark>')
+        position = span["end"]
+    parts.append(esc(block.text[position:]))
+    return f'<div class="explained"><p class="caption">{esc(block.caption)}</p><p>{"".join(parts)}</p></div>'
 
 
 def _html_cell(value) -> str:
@@ -201,6 +243,8 @@ th, td { padding: .28rem .7rem; border-bottom: 1px solid #d8dee4; text-align: le
 thead th { background: #f6f8fa; white-space: nowrap; } .num { text-align: right; white-space: nowrap; }
 figure { margin: .6rem 0 1rem; } figcaption { font-weight: 600; margin-bottom: .3rem; }
 svg { max-width: 100%; height: auto; }
+.explained p { margin: .2rem 0 .8rem; line-height: 1.9; } .explained .caption { font-weight: 600; margin-bottom: 0; }
+mark { color: inherit; padding: .05rem .1rem; border-radius: 3px; }
 @media print {
   body { max-width: none; padding: 0; font-size: 10.5pt; } nav { display: none; }
   section, figure, table { break-inside: avoid; } h2 { break-after: avoid; }

@@ -18,6 +18,8 @@ CUES = {"negative": ["awful", "broken", "refund"], "neutral": ["okay", "arrived"
         "positive": ["great", "lovely", "perfect"]}
 FAST = ["eval.resamples=200", "eval.latency.requests=8", "eval.latency.batch_sizes=[1,8]",
         "eval.robustness.max_examples=60"]
+# the explanation section on 40 test predictions; texts are three words, so the deletion test removes one
+EXPLAIN = ["eval.explain.examples=40", "eval.explain.errors=3", "eval.explain.deletion_tokens=1"]
 
 
 def records(n: int, seed: int) -> list[dict]:
@@ -54,7 +56,7 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(workspace) -> dict:
     proc = tunelab("eval", workspace / "run", "--data", workspace / "data", "--baseline", "probe", "--baseline",
-                   "base", "--out", workspace / "eval", *FAST, cwd=workspace)
+                   "base", "--out", workspace / "eval", *FAST, *EXPLAIN, cwd=workspace)
     assert "vs probe" in proc.stdout and "vs base" in proc.stdout
     assert "Loading weights" not in proc.stderr  # tunelab's progress lines, not a bar per model load
     return json.loads((workspace / "eval" / "report.json").read_text())
@@ -95,9 +97,30 @@ def test_reports_are_written_for_people_too(report, workspace):
     assert html.count("<svg") >= 4
 
 
+def test_explanation_section_finds_the_cue_words_and_measures_faithfulness(report, workspace):
+    explained = report["explanations"]
+    assert (explained["method"], explained["examples"], explained["unit"]) == ("integrated_gradients", 40, "word")
+    # the words that decide each label are among the three that push hardest towards it
+    for label, cues in CUES.items():
+        top = [row["token"] for row in explained["by_class"][label][:3]]
+        assert set(top) & set(cues), (label, explained["by_class"][label])
+    faithfulness = explained["faithfulness"]
+    print(f"\ndeletion test on {faithfulness['examples']} texts: top word {faithfulness['top_k_drop']:.3f}, "
+          f"random word {faithfulness['random_drop']:.3f}; integration error {explained['integration_error']:.3f}")
+    assert faithfulness["examples"] == 40 and faithfulness["top_k_drop"] > 2 * faithfulness["random_drop"]
+    assert not any(flag.startswith("explanations") for flag in report["flags"])
+    for error in explained["errors"]:
+        assert error["label"] != error["predicted"]
+        assert all(error["text"][s["start"]:s["end"]] == s["token"] for s in error["explanation"])
+    html = (workspace / "eval" / "report.html").read_text()
+    markdown = (workspace / "eval" / "report.md").read_text()
+    assert '<section id="explanations">' in html and "Deletion test" in markdown
+    assert html.count("<mark ") == sum(len(error["explanation"]) for error in explained["errors"])
+
+
 def test_two_runs_give_identical_numbers(report, workspace):
     tunelab("eval", workspace / "run", "--data", workspace / "data", "--baseline", "probe", "--baseline", "base",
-            "--out", workspace / "eval-again", "--quiet", *FAST, cwd=workspace)
+            "--out", workspace / "eval-again", "--quiet", *FAST, *EXPLAIN, cwd=workspace)
     again = json.loads((workspace / "eval-again" / "report.json").read_text())
     measured = ("latency", "timing_s", "kpi")  # wall-clock figures differ between runs by nature
     assert {k: v for k, v in again.items() if k not in measured} == {k: v for k, v in report.items() if k not in measured}

@@ -52,6 +52,13 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
                    for name, s in systems.items() if name != "tuned"}
     progress("robustness re-runs")
     robust = robustness_section(predict, raw_texts, prefixes, y_true, predicted, len(labels), settings.robustness)
+    explained, explain_seconds = None, {}
+    if settings.explain.examples:
+        progress("explaining predictions")
+        started = time.perf_counter()
+        explained = explanations_section(tuned, tokenizer, raw_texts, prefixes, y_true, predicted, probabilities,
+                                         labels, predict, settings.explain, max_length=max_length, seed=settings.seed)
+        explain_seconds = {"explanations": round(time.perf_counter() - started, 2)}
     progress("latency")
     timing = latency_section(predict, systems, texts, settings.latency)
     return {
@@ -64,7 +71,8 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
         "fairness": fairness_section(records, y_true, predicted, labels, settings.fairness),
         "robustness": robust,
         "latency": timing,
-        "timing_s": {name: round(s["seconds"], 2) for name, s in systems.items()},
+        "explanations": explained,
+        "timing_s": {**{name: round(s["seconds"], 2) for name, s in systems.items()}, **explain_seconds},
         "headline": "macro_f1",
         # what an API would bill per request, measured with this model's tokenizer
         "tokens_per_request": float(np.mean([len(ids) for ids in tokenizer(texts[:1000])["input_ids"]])),
@@ -158,6 +166,15 @@ def fairness_section(records, y_true, predicted, labels, settings) -> dict[str, 
     # records without a group are left out of the fairness check rather than made a group of their own
     return fairness.group_fairness(y_true[grouped], predicted[grouped], [str(g) for g in groups if g is not None],
                                    labels, max_gap=settings.max_gap, min_group_size=settings.min_group_size)
+
+
+def explanations_section(model, tokenizer, raw_texts, prefixes, y_true, predicted, probabilities, labels, predict,
+                         settings, *, max_length: int, seed: int) -> dict[str, Any]:
+    from tunelab.evaluate.explanations import explanation_report  # captum loads only when asked for
+    return explanation_report(model, tokenizer, raw_texts, prefixes, y_true, predicted, probabilities, labels, predict,
+                              examples=settings.examples, steps=settings.steps, top_tokens=settings.top_tokens,
+                              errors=settings.errors, deletion_tokens=settings.deletion_tokens,
+                              max_length=max_length, seed=seed)
 
 
 def robustness_section(predict, texts, prefixes, y_true, predicted, n_labels, settings) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from tunelab import charts
+from tunelab.evaluate.report_explanations import explanation_section
 from tunelab.evaluate.report_reward import reward_section, training_rewards_section
 from tunelab.report_shell import Bullets, Chart, Note, Section, Status, Table, anchor, format_value
 
@@ -25,14 +26,15 @@ PRIMARY_METRICS = ("macro_f1", "exact_match", "token_f1")  # what a slice chart 
 OPTIONAL_PARTS = {"baselines": "baselines", "calibration": "calibration", "slices": "slices",
                   "robustness": "robustness", "fairness": "fairness (no meta.group in the data)",
                   "forgetting": "forgetting (no general data given)", "overfitting": "over-fitting",
-                  "latency": "latency", "kpi": "KPI and cost", "gate": "deploy gate (run with --gate)"}
+                  "explanations": "explanations (set eval.explain.examples)", "latency": "latency",
+                  "kpi": "KPI and cost", "gate": "deploy gate (run with --gate)"}
 
 
 def build_sections(report: dict[str, Any]) -> list[Section]:
     builders = (verdict_section, headline_section, comparisons_section, reward_section, calibration_section,
                 confusion_section, per_class_section, slices_section, robustness_section, fairness_section,
-                forgetting_section, overfitting_section, training_rewards_section, latency_section, kpi_section,
-                gate_section, timing_section)
+                forgetting_section, overfitting_section, training_rewards_section, explanation_section,
+                latency_section, kpi_section, gate_section, timing_section)
     return [section for section in (build(report) for build in builders) if section]
 
 

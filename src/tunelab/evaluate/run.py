@@ -62,6 +62,7 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
               "labels": section.pop("labels", None), **section}
     report.setdefault("forgetting", None)
     report.setdefault("reward", None)
+    report.setdefault("explanations", None)  # classification runs with eval.explain.examples only
     report["overfitting"] = overfitting_report(run.path / "metrics.jsonl") if run.is_run else None
     report["training_rewards"] = reward_curves(run.path / "metrics.jsonl") if run.is_run else None
     report["kpi"] = kpi_report(headline=headline, tuned=report["metrics"], baselines=report["baselines"],
@@ -150,6 +151,12 @@ def flags(report: dict[str, Any]) -> list[str]:
         worst = max(rated, key=lambda item: item[1]["flip_rate"], default=None)
         if worst and worst[1]["flip_rate"] > 0.1:
             found.append(f"robustness: {worst[1]['flip_rate']:.1%} of correct answers flip under {worst[0]}")
+    faithfulness = (report.get("explanations") or {}).get("faithfulness") or {}
+    if faithfulness.get("examples") and faithfulness["top_k_drop"] <= faithfulness["random_drop"]:
+        found.append(f"explanations: deleting the {faithfulness['k']} top-attributed words lowers the predicted "
+                     f"label's probability no more than deleting {faithfulness['k']} random words "
+                     f"({faithfulness['top_k_drop']:+.3f} against {faithfulness['random_drop']:+.3f}): the "
+                     "attributions do not show what this model relies on")
     for name, comparison in report["comparisons"].items():
         if any(c["verdict"] == "worse" for c in comparison.values()):
             found.append(f"the tuned model is worse than {name} on "

@@ -1,0 +1,183 @@
+"""Token attributions (Integrated Gradients through captum) on a classifier whose evidence is known:
+a tiny BERT trained here on sentences where one cue word decides the label among filler words.
+Attributions must point at the cue word, keep character offsets into the text, add up to the
+change in log-probability they explain, and pass the deletion test (deleting the top-attributed
+word hurts the prediction more than deleting a random one), with the figures printed."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tunelab.errors import TunelabError
+from tunelab.evaluate.explain import attribute, deletion_test, delete_spans, explain, top_spans
+from tunelab.evaluate.explanations import influential_tokens
+
+TOKENIZER = Path(__file__).resolve().parents[2] / "assets" / "tiny-chat-tokenizer"
+CUES = {"negative": ["awful", "broken", "refund"], "neutral": ["okay", "arrived", "average"],
+        "positive": ["great", "lovely", "perfect"]}
+LABELS = sorted(CUES)
+FILLER = ["the", "order", "was", "item", "service", "today", "my", "box", "and", "it", "came", "with", "a", "note"]
+
+
+def sentence(rng: random.Random) -> tuple[str, str, str]:
+    """(text, label, cue word): six filler words and one cue word at a random place."""
+    label = rng.choice(LABELS)
+    cue = rng.choice(CUES[label])
+    words = [rng.choice(FILLER) for _ in range(6)]
+    words.insert(rng.randrange(len(words) + 1), cue)
+    return " ".join(words) + ".", label, cue
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(model, tokenizer) after ~150 steps of plain torch training: it reads the cue words."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                        num_labels=3, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
+    model = BertForSequenceClassification(config)
+    rng = random.Random(0)
+    data = [sentence(rng) for _ in range(600)]
+    # sentences without a cue word, labelled evenly: no class is what the model says when it sees
+    # no evidence, so each class's cue words carry the prediction (and the attributions)
+    data += [(" ".join(rng.choice(FILLER) for _ in range(7)) + ".", LABELS[i % 3], "") for i in range(150)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for epoch in range(8):
+        rng.shuffle(data)
+        for start in range(0, len(data), 32):
+            batch = data[start:start + 32]
+            encoded = tokenizer([t for t, _, _ in batch], padding=True, return_tensors="pt")
+            loss = model(**encoded, labels=torch.tensor([LABELS.index(l) for _, l, _ in batch])).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    model.eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def held_out(trained):
+    model, tokenizer = trained
+    rng = random.Random(1)
+    rows = [sentence(rng) for _ in range(60)]
+    with torch.no_grad():
+        logits = model(**tokenizer([t for t, _, _ in rows], padding=True, return_tensors="pt")).logits
+    accuracy = (logits.argmax(-1).numpy() == np.array([LABELS.index(l) for _, l, _ in rows])).mean()
+    assert accuracy >= 0.95, f"the tiny model did not learn the cue words (accuracy {accuracy:.2f})"
+    return rows
+
+
+def probabilities(model, tokenizer, texts: list[str]) -> np.ndarray:
+    with torch.no_grad():
+        logits = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    return torch.softmax(logits.double(), -1).numpy()
+
+
+def test_spans_are_whole_words_with_offsets_into_the_text(trained):
+    model, tokenizer = trained
+    text = "my  box came with a refund-note, today"
+    spans = explain(model, tokenizer, text)
+    assert all(text[s["start"]:s["end"]] == s["token"] for s in spans)
+    assert [s["start"] for s in spans] == sorted(s["start"] for s in spans)
+    # word pieces merged into the pre-tokenizer's words (punctuation is a word of its own)
+    assert [s["token"] for s in spans] == ["my", "box", "came", "with", "a", "refund", "-", "note", ",", "today"]
+    pieces = explain(model, tokenizer, text, merge_subwords=False)
+    assert len(pieces) > len(spans)  # "refund", "today" are several BPE pieces in a 512-token vocabulary
+    assert all(text[s["start"]:s["end"]] == s["token"] for s in pieces)
+    assert sum(s["score"] for s in pieces) == pytest.approx(sum(s["score"] for s in spans), abs=1e-4)
+
+
+def test_scores_add_up_to_the_change_in_log_odds(trained):
+    """Completeness: the attributions of a text sum to the label's log-odds on the text minus
+    those on the all-pad baseline, up to the integration error that captum reports (which
+    shrinks with the steps: this tiny model's path is steep, so it needs many)."""
+    model, tokenizer = trained
+    text = "the order was awful and it came with a note."
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    baseline = torch.full_like(ids, tokenizer.pad_token_id)  # this tokenizer adds no special tokens
+    with torch.no_grad():
+        label = int(model(input_ids=ids).logits.argmax())
+        p_text = torch.softmax(model(input_ids=ids).logits.double(), -1)[0, label].item()
+        p_base = torch.softmax(model(input_ids=baseline).logits.double(), -1)[0, label].item()
+    change = np.log(p_text / (1 - p_text)) - np.log(p_base / (1 - p_base))
+    assert LABELS[label] == "negative"
+    exact = attribute(model, tokenizer, text, steps=256)
+    assert exact.label == label and exact.change == pytest.approx(change, abs=1e-3)
+    assert sum(s["score"] for s in exact.spans) == pytest.approx(change, abs=0.01 * abs(change))
+    assert exact.integration_error < 0.01 * abs(change)
+    coarse = attribute(model, tokenizer, text, steps=8)
+    assert coarse.integration_error == pytest.approx(abs(sum(s["score"] for s in coarse.spans) - change), abs=1e-3)
+
+
+def test_attributions_point_at_the_cue_word_and_pass_the_deletion_test(trained, held_out):
+    model, tokenizer = trained
+    texts = [t for t, _, _ in held_out]
+    explanations = [explain(model, tokenizer, t) for t in texts]
+    cue_on_top = np.mean([top_spans(spans, 1)[0]["token"] == cue for spans, (_, _, cue) in zip(explanations, held_out)])
+    predicted = probabilities(model, tokenizer, texts).argmax(1).tolist()
+    result = deletion_test(lambda batch: probabilities(model, tokenizer, batch), texts, explanations, predicted,
+                           k=1, seed=0)
+    print(f"\ncue word ranked first in {cue_on_top:.0%} of {len(texts)} texts; deleting the top word lowers the "
+          f"predicted label's probability by {result['top_k_drop']:.3f}, a random word by {result['random_drop']:.3f} "
+          f"(top beats random in {result['top_k_beats_random']:.0%})")
+    assert cue_on_top >= 0.9
+    assert result["examples"] == len(texts)
+    assert result["top_k_drop"] > 0.3 and result["top_k_drop"] > 3 * result["random_drop"]
+    assert result["top_k_beats_random"] >= 0.9
+
+
+def test_explaining_another_label_gives_the_cue_a_negative_score(trained):
+    model, tokenizer = trained
+    text = "my box came with a lovely note."
+    for_positive = {s["token"]: s["score"] for s in explain(model, tokenizer, text)}
+    for_negative = {s["token"]: s["score"] for s in explain(model, tokenizer, text, target="negative")}
+    assert for_positive["lovely"] > 0 > for_negative["lovely"]
+    assert explain(model, tokenizer, text, target=LABELS.index("negative")) == explain(model, tokenizer, text,
+                                                                                      target="negative")
+    with pytest.raises(TunelabError, match="unknown label 'angry'"):
+        explain(model, tokenizer, text, target="angry")
+
+
+def test_prefix_is_attributed_but_left_out_and_truncated_tokens_are_not_listed(trained):
+    model, tokenizer = trained
+    text = "the item was great."
+    spans = explain(model, tokenizer, text, prefix="review: ")
+    assert [s["token"] for s in spans] == ["the", "item", "was", "great", "."]
+    assert all(text[s["start"]:s["end"]] == s["token"] for s in spans)
+    long_text = " ".join(["box"] * 40) + " awful"
+    kept = tokenizer(long_text, truncation=True, max_length=10, return_offsets_mapping=True)["offset_mapping"][-1][1]
+    cut = explain(model, tokenizer, long_text, max_length=10)
+    assert 0 < len(cut) < 10 and cut[-1]["end"] <= kept and "awful" not in {s["token"] for s in cut}
+    assert explain(model, tokenizer, "") == []
+
+
+def test_a_slow_tokenizer_is_refused_in_one_sentence(trained):
+    model, _ = trained
+
+    class Slow:
+        is_fast = False
+        name_or_path = "my-tokenizer"
+    with pytest.raises(TunelabError, match="my-tokenizer: explanations need a fast tokenizer"):
+        explain(model, Slow(), "text")
+
+
+def test_delete_spans_and_influential_tokens_golden_values():
+    text = "Great food, awful service"
+    spans = [{"token": "Great", "start": 0, "end": 5, "score": 0.5}, {"token": "food", "start": 6, "end": 10, "score": 0.1},
+             {"token": ",", "start": 10, "end": 11, "score": -0.05},
+             {"token": "awful", "start": 12, "end": 17, "score": -0.4},
+             {"token": "service", "start": 18, "end": 25, "score": 0.2}]
+    assert delete_spans(text, top_spans(spans, 2)) == " food, awful "
+    assert [s["token"] for s in top_spans(spans, 3)] == ["Great", "service", "food"]
+    other = [{"token": "great", "start": 0, "end": 5, "score": 0.3}, {"token": "bad", "start": 6, "end": 9, "score": -0.2}]
+    ranked = influential_tokens([spans, other, other], ["pos", "pos", "neg"], ["neg", "pos"], top=2)
+    assert ranked["pos"] == [{"token": "great", "total": 0.8, "mean": 0.4, "examples": 2},
+                             {"token": "service", "total": 0.2, "mean": 0.2, "examples": 1}]
+    assert ranked["neg"] == [{"token": "great", "total": 0.3, "mean": 0.3, "examples": 1}]
