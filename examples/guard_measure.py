@@ -2,9 +2,8 @@
 validation split (dev round 3) only, then score the rules, the classifier and both combined on
 the held-out split (round 4), which nothing was trained or tuned on.
 
-The threshold is the highest one that catches the most validation attacks with rules OR
-classifier while refusing at most --max-fpr of the validation's benign prompts
-(tunelab.serve.guard_classifier.choose_threshold). Writes every prompt's attack probability to
+The threshold is the lowest one at which rules OR classifier refuse at most --max-fpr of the
+validation split's benign prompts (tunelab.serve.guard_classifier.choose_threshold). Writes every prompt's attack probability to
 --scores (data/guard/scores.json by default), which is what lets a test recompute the documented
 figures without the model; prints the figures as Markdown table rows.
 Run: python examples/guard_measure.py guard/run [--data data/guard] [--max-fpr 0.05]

@@ -142,25 +142,19 @@ def guard_figures(attack: list[bool], rules_flagged: list[bool], probabilities: 
 
 def choose_threshold(attack: list[bool], rules_flagged: list[bool], probabilities: list[float], *,
                      max_false_positive_rate: float) -> float:
-    """The threshold that catches the most attacks with both screens combined while refusing at
-    most `max_false_positive_rate` of the benign prompts; among equals, the highest (fewest
-    false positives on prompts unlike these). Candidates are the probabilities themselves,
-    rounded down to 3 decimals so the threshold written in a config selects the same prompts."""
-    attack_mask = np.asarray(attack, dtype=bool)
-    rules = np.asarray(rules_flagged, dtype=bool)
-    scores = np.asarray(probabilities, dtype=float)
-    best = None
-    for candidate in sorted({np.floor(p * 1000) / 1000 for p in scores} | {0.999}, reverse=True):
-        if not 0 < candidate < 1:
-            continue
-        flagged = rules | (scores >= candidate)
-        if flagged[~attack_mask].mean() > max_false_positive_rate:
-            continue
-        recall = flagged[attack_mask].mean()
-        if best is None or recall > best[0]:
-            best = (recall, candidate)
-    if best is None:
-        raise TunelabError(f"the rules alone refuse more than {max_false_positive_rate:.1%} of the benign prompts, "
-                           "so no classifier threshold can meet that false-positive budget",
-                           fix="raise the budget or check the benign prompts")
-    return float(best[1])
+    """The lowest threshold (0.001 to 0.999, in steps of 0.001) at which the rules OR the classifier
+    refuse at most `max_false_positive_rate` of the benign prompts: as many attacks as that
+    false-positive budget allows. Recall on the same prompts does not enter: on a split the
+    rules were developed on they already catch every attack, so it cannot tell thresholds apart,
+    and attacks phrased in new ways score lower than these, which argues for the lowest
+    threshold the budget allows."""
+    benign = ~np.asarray(attack, dtype=bool)
+    rules = np.asarray(rules_flagged, dtype=bool)[benign]
+    scores = np.asarray(probabilities, dtype=float)[benign]
+    for threshold in np.round(np.arange(1, 1000) / 1000, 3):
+        if (rules | (scores >= threshold)).mean() <= max_false_positive_rate:
+            return float(threshold)
+    reason = ("the rules alone refuse" if rules.mean() > max_false_positive_rate
+              else "even at 0.999 the rules and the classifier refuse")
+    raise TunelabError(f"{reason} more than {max_false_positive_rate:.1%} of the benign prompts, so no classifier "
+                       "threshold meets that false-positive budget", fix="raise the budget or check the benign prompts")

@@ -89,6 +89,16 @@ def full_report() -> dict:
              "reason": "ece 0.0734 is above the maximum 0.05"}]},
         "flags": ["fairness: the true-positive-rate gap between groups is 10.0%, above the 3.0% threshold",
                   "over-fitting: validation loss turned up"],
+        "explanations": {
+            "method": "integrated_gradients", "steps": 16, "examples": 40, "unit": "word", "integration_error": 0.0213,
+            "by_class": {"negative": [{"token": "refund", "total": 3.2145, "mean": 0.4018, "examples": 8}],
+                         "neutral": [], EVIL: [{"token": "<b>", "total": 0.5, "mean": 0.5, "examples": 1}]},
+            "errors": [{"text": f"great {EVIL} service", "label": "negative", "predicted": "neutral", "confidence": 0.61,
+                        "explanation": [{"token": "great", "start": 0, "end": 5, "score": 0.4},
+                                        {"token": EVIL, "start": 6, "end": 31, "score": -0.2},
+                                        {"token": "service", "start": 32, "end": 39, "score": 0.05}]}],
+            "faithfulness": {"k": 3, "examples": 38, "top_k_drop": 0.2734, "random_drop": 0.0412,
+                             "top_k_beats_random": 0.8947, "random_draws": 5}},
         "timing_s": {"tuned": 1.25, "probe": 0.4, "base": 0.31},
         "verdict": "tuned macro-F1 0.793, MCC 0.701; vs probe 0.651: better (diff +0.142, 95% CI +0.039 to +0.238)",
     }
@@ -120,7 +130,7 @@ def test_full_report_html_has_every_section_its_figures_and_charts():
     headings = re.findall(r"<h2>(.*?)</h2>", page)
     assert headings == ["Verdict", "Headline: tuned vs baselines", "Comparisons with intervals", "Calibration",
                         "Confusion matrix", "Per class", "Slices", "Robustness", "Fairness", "Forgetting",
-                        "Over-fitting", "Latency", "KPI and cost", "Deploy gate", "Timing"]
+                        "Over-fitting", "Explanations", "Latency", "KPI and cost", "Deploy gate", "Timing"]
     for figure in ["0.7931", "0.6512", "+0.1419", "+0.0391 to +0.2377", "no significant difference", "0.0734",
                    "0.2871", "0.7899", "0.7607", "0.1282", "5 of 39", "10.0%", "0.8486", "rising", "21.4", "25.9",
                    "412.5", "training_hours x gpu_hour_usd", "differences / probe", "ci low 0.0391",
@@ -170,7 +180,7 @@ def test_full_report_markdown_has_every_section_and_table():
     headings = re.findall(r"^## (.*)$", markdown, re.M)
     assert headings == ["Verdict", "Headline: tuned vs baselines", "Comparisons with intervals", "Calibration",
                         "Confusion matrix", "Per class", "Slices", "Robustness", "Fairness", "Forgetting",
-                        "Over-fitting", "Latency", "KPI and cost", "Deploy gate", "Timing"]
+                        "Over-fitting", "Explanations", "Latency", "KPI and cost", "Deploy gate", "Timing"]
     assert "| tuned | 0.8125 | 0.7931 | 0.7012 | 0.0734 | 0.2871 | 48 | runs/sentiment-lora |" in markdown
     assert "| negative | 17 | 2 | 1 |" in markdown  # the confusion matrix as a table: no charts in Markdown
     assert "| macro-F1 | +0.1419 | +0.0391 to +0.2377 | better |" in markdown
@@ -178,6 +188,24 @@ def test_full_report_markdown_has_every_section_and_table():
     assert "| ece | <= 0.0500 | 0.0734 | FAIL | ece 0.0734 is above the maximum 0.05 |" in markdown.replace("&lt;", "<")
     assert "| cost | missing | eval.cost.monthly_requests |  |  |" in markdown
     assert "<svg" not in markdown
+    assert "| negative | refund | 3.215 | 0.4018 | 8 |" in markdown
+    assert "towards the prediction: great (+0.400), service (+0.050); against it: &lt;script&gt;" in markdown
+
+
+def test_explanation_section_highlights_each_word_of_an_error_and_reports_the_deletion_test():
+    page = render_html(full_report())
+    section = page[page.index('<section id="explanations">'):page.index('<section id="latency">')]
+    assert "removing the top-attributed 3 words lowers the predicted label&#x27;s probability by 0.273" in section
+    assert "against 0.041 for 3 random words (faithful; larger in 89% of 38 texts)" in section
+    assert "to within 2.1% (median)" in section and "true negative, predicted neutral (confidence 0.61)" in section
+    marks = re.findall(r'<mark style="background: rgba\(([\d,]+),([\d.]+)\)" title="([^"]+)">(.*?)</mark>', section)
+    assert [(colour, title, text) for colour, _, title, text in marks] == [
+        ("26,127,55", "+0.4000", "great"), ("207,34,46", "-0.2000", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+        ("26,127,55", "+0.0500", "service")]
+    assert float(marks[0][1]) > float(marks[1][1]) > float(marks[2][1])  # shade follows |score|
+    report = full_report()
+    report["explanations"]["faithfulness"].update(top_k_drop=0.01, random_drop=0.02)
+    assert "NOT faithful" in render_html(report)
 
 
 @pytest.mark.parametrize("make", [minimal_report, generative_report])
@@ -202,7 +230,7 @@ def test_generative_comparisons_plot_points_metrics_on_their_own_scale():
 def test_a_report_without_the_optional_keys_still_renders():
     report = copy.deepcopy(full_report())
     for key in ("baselines", "comparisons", "calibration", "slices", "robustness", "fairness", "forgetting",
-                "overfitting", "latency", "kpi", "gate", "flags", "timing_s", "labels"):
+                "overfitting", "explanations", "latency", "kpi", "gate", "flags", "timing_s", "labels"):
         report.pop(key)
     page = render_html(report)
     assert re.findall(r"<h2>(.*?)</h2>", page) == ["Verdict", "Headline: tuned vs baselines", "Confusion matrix",

@@ -59,11 +59,12 @@ def test_figures_and_threshold_golden_values():
         "rules": {"attacks": 4, "benign": 4, "recall": 0.25, "false_positive_rate": 0.25},
         "classifier": {"attacks": 4, "benign": 4, "recall": 0.5, "false_positive_rate": 0.25},
         "both": {"attacks": 4, "benign": 4, "recall": 0.75, "false_positive_rate": 0.5}}
-    # by hand: at 0.65 both catch attacks 1-3 and refuse benign 0.70 and the rules' one (recall 0.75, fpr 0.5);
-    # 0.2 catches every attack but refuses 3 of 4 benign; 0.9 catches two attacks for one false positive
-    assert choose_threshold(attack, rules, probabilities, max_false_positive_rate=0.5) == 0.65
-    assert choose_threshold(attack, rules, probabilities, max_false_positive_rate=0.75) == 0.2
-    assert choose_threshold(attack, rules, probabilities, max_false_positive_rate=0.25) == 0.9
+    # by hand: the rules already refuse 1 of the 4 benign prompts (0.10); a budget of 2 leaves room for
+    # one more, so the threshold must lie above the second-highest other benign score (0.30), and so on
+    assert choose_threshold(attack, rules, probabilities, max_false_positive_rate=0.5) == 0.301
+    assert choose_threshold(attack, rules, probabilities, max_false_positive_rate=0.75) == 0.051
+    assert choose_threshold(attack, rules, probabilities, max_false_positive_rate=0.25) == 0.701
+    assert choose_threshold(attack, rules, probabilities, max_false_positive_rate=1.0) == 0.001
     with pytest.raises(TunelabError, match="the rules alone refuse more than 10.0%"):
         choose_threshold(attack, rules, probabilities, max_false_positive_rate=0.1)
 
