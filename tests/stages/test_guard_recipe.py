@@ -1,5 +1,5 @@
 """The learned guard's recipe end to end, as `make guard` runs it but at reduced size: the console
-command `tunelab train examples/guard.yaml` on the repository's guard data (a seeded sample of 240
+command `tunelab train examples/guard.yaml` on the repository's guard data (a seeded sample of 160
 training prompts, one epoch, 64 tokens), then the guard loads the run it wrote, scores the
 validation and held-out prompts, and is measured beside the rules with the same functions that
 produced docs/guard.md's figures (which come from the full recipe: see test_guard_classifier.py)."""
@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cli_helpers import tunelab
 
 from tunelab.serve.guard_classifier import GuardClassifier, guard_figures
@@ -24,7 +25,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def test_the_guard_recipe_trains_a_classifier_the_guard_loads(tmp_path):
     run = tmp_path / "guard"
     tunelab("train", ROOT / "examples" / "guard.yaml", f"train.data={ROOT / 'data' / 'guard'}",
-            "train.max_train_examples=240", "train.epochs=1", "train.max_length=64", f"train.output_dir={run}",
+            "train.max_train_examples=160", "train.epochs=1", "train.max_length=64", f"train.output_dir={run}",
             cwd=tmp_path)
     manifest = json.loads((run / "manifest.json").read_text())
     assert (manifest["task"], manifest["method"], manifest["labels"]) == ("classification", "full", ["attack", "benign"])
@@ -35,7 +36,7 @@ def test_the_guard_recipe_trains_a_classifier_the_guard_loads(tmp_path):
     val_p = np.array(guard.probabilities([r["text"] for r in val]))
     val_attack = np.array([r["label"] == "attack" for r in val])
     assert ((0 <= val_p) & (val_p <= 1)).all()
-    assert guard.probability(val[0]["text"]) == val_p[0]
+    assert guard.probability(val[0]["text"]) == pytest.approx(val_p[0], abs=1e-5)  # alone = in a padded batch
     # even this short run separates the classes on prompts it never saw
     assert val_p[val_attack].mean() > val_p[~val_attack].mean()
     figures = guard_figures([r["label"] == "attack" for r in held_out], [screen(r["text"]).flagged for r in held_out],

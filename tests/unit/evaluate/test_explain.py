@@ -158,6 +158,20 @@ def test_prefix_is_attributed_but_left_out_and_truncated_tokens_are_not_listed(t
     assert explain(model, tokenizer, "") == []
 
 
+def test_a_lora_classifier_is_explained_through_its_base_embeddings(trained):
+    """The default training method is LoRA: a PEFT-wrapped classifier explains like any other (a
+    fresh adapter changes nothing, so its attributions are the base model's)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    model, tokenizer = trained
+    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    text = "the box came with a great note."
+    through_lora, plain = explain(wrapped.eval(), tokenizer, text), explain(model, tokenizer, text)
+    assert [(s["token"], s["start"], s["end"]) for s in through_lora] == [(s["token"], s["start"], s["end"]) for s in plain]
+    assert [s["score"] for s in through_lora] == pytest.approx([s["score"] for s in plain], abs=1e-4)
+
+
 def test_a_slow_tokenizer_is_refused_in_one_sentence(trained):
     model, _ = trained
 
