@@ -10,12 +10,13 @@ held-out split (`guard_figures`). A prompt longer than the model's window is sco
 window (overlapping) and its probability is the highest, so an attack appended to a long,
 harmless text is not truncated away.
 
-How the server uses it: at start-up, before listening, `load_guard_classifier(cfg.guard.classifier)`
-(a directory that will not do is one TunelabError sentence); in `Guard.check`, right after the
-rules' `screen(text)` on the original (unredacted) text, `combined_screen(result,
-classifier.probability(text), cfg.guard.classifier_threshold)`. `probability` is one forward pass
-of its own model (about 10 ms for a short prompt on CPU): call it off the event loop, one call at
-a time per GuardClassifier.
+How the server is to use it (not wired yet): at start-up, before listening (tunelab.serve.run.run,
+next to create_app), `load_guard_classifier(cfg.guard.classifier)`, so a directory that will not
+do is one TunelabError sentence; the Guard built in create_app keeps it and the threshold, and
+Guard.check replaces `result = screen(text)` by `result = combined_screen(screen(text),
+classifier.probability(text), cfg.guard.classifier_threshold)` (the original, unredacted text,
+as the rules see it). `probability` is one forward pass of the guard's own model (milliseconds
+for a short prompt on CPU): off the event loop, one call at a time per GuardClassifier.
 """
 from __future__ import annotations
 
