@@ -22,6 +22,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # a real MiniLM fine-tune, however short: about a minute on 2 cores
 def test_the_guard_recipe_trains_a_classifier_the_guard_loads(tmp_path):
     run = tmp_path / "guard"
     tunelab("train", ROOT / "examples" / "guard.yaml", f"train.data={ROOT / 'data' / 'guard'}",
