@@ -19,6 +19,7 @@ from tunelab.serve.auth import ApiKeyCheck
 from tunelab.serve.cache import ResponseCache
 from tunelab.serve.errors import HTTP_CODES, error_body, install_error_handlers
 from tunelab.serve.guard import Guard
+from tunelab.serve.guard_classifier import load_guard_classifier
 from tunelab.serve.handlers import Handlers
 from tunelab.serve.metrics import RequestMetricsMiddleware, ServerMetrics
 from tunelab.serve.recording import CHAT, CLASSIFY, COMPLETIONS, PREDICT, RecordRequests
@@ -50,9 +51,11 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     keys = list(cfg.api_keys if api_keys is None else api_keys)
     metrics = ServerMetrics(cfg.max_batch_size)
     service = ModelService(cfg, metrics, model=model, live=live)
-    handlers = Handlers(service, cfg, metrics, Guard(redact_pii=cfg.guard.redact_pii,
-                                                     block_injection=cfg.guard.block_injection),
-                        ResponseCache(cfg.cache_size))
+    # a guard classifier that cannot load is one sentence now, before the server starts
+    guard = Guard(redact_pii=cfg.guard.redact_pii, block_injection=cfg.guard.block_injection,
+                  classifier=load_guard_classifier(cfg.guard.classifier),
+                  classifier_threshold=cfg.guard.classifier_threshold)
+    handlers = Handlers(service, cfg, metrics, guard, ResponseCache(cfg.cache_size))
     served = Served()
 
     @asynccontextmanager

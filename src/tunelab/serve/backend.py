@@ -108,6 +108,10 @@ class ClassifierBackend(Backend, Protocol):
     def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
         """(label, probability of every label) for each text, in order."""
 
+    def explain(self, text: str, label: str, prefix: str) -> list[dict[str, Any]]:
+        """Word attributions of `label` on `text` (read after `prefix`): [{token, start, end,
+        score}], character offsets into `text`, positive scores pushing towards `label`."""
+
 
 class TokenizerText:
     """The text half of a generator backend for engines with a Hugging Face tokenizer in

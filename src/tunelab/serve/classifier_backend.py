@@ -6,6 +6,7 @@ name its task): the texts arrive here prefixed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tunelab.serve.backend import CLASSIFICATION, vocab_size
 
@@ -48,6 +49,10 @@ class TransformersClassifier:
                                             max_length=self.max_length)
         return [(self.labels[int(i)], {label: float(p) for label, p in zip(self.labels, row)})
                 for i, row in zip(predicted, probabilities)]
+
+    def explain(self, text: str, label: str, prefix: str) -> list[dict[str, Any]]:
+        from tunelab.evaluate.explain import explain
+        return explain(self.model, self.tokenizer, text, target=label, prefix=prefix, max_length=self.max_length)
 
     def warmup(self) -> None:
         self.classify(["warm up"])

@@ -7,12 +7,14 @@ screen runs on the original text, so a placeholder never hides or creates an att
 """
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunelab.data.pii import DETECTION_ORDER, PiiDetector
 from tunelab.errors import TunelabError
+from tunelab.serve.guard_classifier import combined_screen
 from tunelab.serve.injection import screen
 
 SCREENED_ROLES = ("user", "system")  # text the client wrote; assistant/tool turns are redacted only
@@ -31,7 +33,10 @@ class GuardVerdict:
 
 class Guard:
     def __init__(self, *, redact_pii: bool = True, block_injection: bool = True,
-                 pii_types: list[str] | None = None, phone_region: str = "US"):
+                 pii_types: list[str] | None = None, phone_region: str = "US", classifier=None,
+                 classifier_threshold: float = 0.5):
+        """classifier: a learned prompt-injection classifier (serve.guard_classifier) whose say is
+        added to the rules' (combined_screen); its forward passes run one at a time."""
         unknown = sorted(set(pii_types or ()) - set(DETECTION_ORDER))
         if unknown:
             raise TunelabError(f"unknown PII type(s) {', '.join(unknown)}", where="guard",
@@ -39,6 +44,8 @@ class Guard:
         self.redact_pii = redact_pii
         self.block_injection = block_injection
         self.detector = PiiDetector(pii_types if pii_types is not None else DETECTION_ORDER, phone_region=phone_region)
+        self.classifier, self.classifier_threshold = classifier, classifier_threshold
+        self._classifier_lock = threading.Lock()
 
     def check(self, text: str) -> GuardVerdict:
         """Redact one piece of user text and screen it for injection."""
@@ -49,6 +56,10 @@ class Guard:
         if not self.block_injection:
             return GuardVerdict(True, None, redacted, dict(counts))
         result = screen(text)
+        if self.classifier is not None:
+            with self._classifier_lock:
+                probability = self.classifier.probability(text)
+            result = combined_screen(result, probability, self.classifier_threshold)
         return GuardVerdict(not result.flagged, result.reason, redacted, dict(counts), result.category,
                             result.score, result.rules)
 

@@ -135,6 +135,13 @@ class Handlers:
             raise ApiError(400, f"{field} is {requested}, above this server's limit of {limit}",
                            code="max_tokens_exceeded", param=field)
 
+    async def guarded(self, check, *args):
+        """The guard's verdict; off the event loop when a learned classifier (a model forward
+        pass) is part of it."""
+        if self.guard.classifier is None:
+            return check(*args)
+        return await asyncio.to_thread(check, *args)
+
     def screened(self, call: Call, verdict, logged_input: str) -> None:
         """Record the redacted input; refuse what the guard flagged."""
         call.record.update(input=logged_input)
@@ -152,7 +159,7 @@ class Handlers:
             return hit
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in request.messages]
-        verdict, redacted = self.guard.check_messages(messages)
+        verdict, redacted = await self.guarded(self.guard.check_messages, messages)
         self.screened(call, verdict, json.dumps(redacted, ensure_ascii=False))
         top = request.top_logprobs_wanted()
         if call.live.backend.task == CLASSIFICATION:
@@ -195,7 +202,8 @@ class Handlers:
             if max(ids) >= backend.vocab_size:
                 raise ApiError(400, f"prompt token id {max(ids)} is outside the model's vocabulary of "
                                     f"{backend.vocab_size} tokens", code="invalid_token_id", param="prompt")
-        verdicts = [self.guard.check(p if isinstance(p, str) else backend.decode(p)) for p in prompts]
+        verdicts = [await self.guarded(self.guard.check, p if isinstance(p, str) else backend.decode(p))
+                    for p in prompts]
         logged = [v.text for v in verdicts]
         self.screened(call, next((v for v in verdicts if not v.allowed), verdicts[0]),
                       logged[0] if len(logged) == 1 else json.dumps(logged, ensure_ascii=False))
@@ -243,13 +251,17 @@ class Handlers:
                                 "/v1/completions", code="not_a_classifier")
         if hit is not None:
             return hit
-        verdict = self.guard.check(request.text)
+        verdict = await self.guarded(self.guard.check, request.text)
         self.screened(call, verdict, verdict.text)
         (outcome,) = await self.classified(call, [call.prefix + verdict.text])
+        explanation = None
+        if request.explain:  # offsets index the text as the model read it (PII placeholders included)
+            future = self.service.enqueue_explanation(call.live, verdict.text, outcome.label, call.prefix)
+            (explanation,) = await self.until_answered(call, [future], [])
         response = Classification(id=call.record.request_id, created=int(time.time()),
                                   model=request.model or self.service.served_name, model_version=call.live.version,
                                   label=outcome.label, confidence=outcome.confidence,
-                                  probabilities=outcome.probabilities)
+                                  probabilities=outcome.probabilities, explanation=explanation)
         return self.answered(call, response, outcome)
 
     # the work, and the answer

@@ -207,6 +207,13 @@ class ModelService:
         self.metrics.queue_depth.set(self.batcher.depth)
         return future
 
+    def enqueue_explanation(self, live: LiveModel, text: str, label: str, prefix: str) -> asyncio.Future:
+        """Attributions run on the model thread like any model call, one request at a time (each
+        is already a batch of integration steps)."""
+        future = self.batcher.enqueue(("explain", live.version), (live, (text, label, prefix)), batchable=False)
+        self.metrics.queue_depth.set(self.batcher.depth)
+        return future
+
     def _on_batch(self, size: int) -> None:  # on the event loop, as each batch leaves the queue
         self.metrics.batch_size.observe(size)
         self.metrics.queue_depth.set(self.batcher.depth)
@@ -214,4 +221,6 @@ class ModelService:
     def _process(self, key: Hashable, payloads: list[tuple[LiveModel, Any]]) -> list[Any]:
         backend = payloads[0][0].backend
         items = [item for _, item in payloads]
+        if key[0] == "explain":
+            return [backend.explain(*item) for item in items]
         return backend.classify(items) if key[0] == "classify" else backend.generate(items)
