@@ -111,6 +111,44 @@ def _print_prepare_summary(report: dict, out_dir: Path) -> None:
     out.print(f"outputs in {out_dir}/ (report: {out_dir / 'report.html'})", highlight=False)
 
 
+@data_app.command("augment")
+def data_augment(
+    prepared: Path = typer.Argument(..., metavar="PREPARED_DIR", help="Directory written by `tunelab data prepare`."),
+    args: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...",
+                                     help="Overrides such as data.augment.variants=3."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="New prepared directory."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (its data.augment: section)."),
+    variants: Optional[int] = typer.Option(None, "--variants", help="Rule-based variants per training record."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="OpenAI-compatible API base URL for "
+                                           "paraphrases and synthetic examples."),
+    endpoint_model: Optional[str] = typer.Option(None, "--endpoint-model", help="Model name sent to the endpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Add synthetic examples to the training split.
+
+    Rule-based edits, instruction templates and, with --endpoint, paraphrases and few-shot
+    examples from an OpenAI-compatible API; each marked meta.synthetic, deduplicated against
+    the originals. val/test are copied unchanged; dropped.jsonl keeps what was set aside."""
+    from tunelab.data import augment
+
+    inputs, overrides = split_overrides(args or [])
+    if inputs:
+        raise TunelabError(f"unexpected arguments {', '.join(inputs)}",
+                           fix="give one prepared directory, then key=value overrides")
+    overrides += flag_overrides("data.augment.", variants=variants)
+    overrides += flag_overrides("data.augment.endpoint.", url=endpoint, model=endpoint_model)
+    cfg = load_config(config, overrides)
+    report = augment.run(cfg.data, prepared, out_dir, show_progress=not quiet).report
+    table = Table(title=f"tunelab data augment: {report['kind']} data", show_header=True)
+    for column in ("method", "generated", "kept", "duplicates", "unusable"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, row in report["by_method"].items():
+        table.add_row(name, *(f"{row[k]:,}" for k in ("generated", "kept", "duplicates", "unusable")))
+    out.print(table)
+    out.print(f"train: {report['originals']:,} originals + {report['synthetic']:,} synthetic; val and test "
+              f"copied unchanged; outputs in {out_dir}/", highlight=False, soft_wrap=True)
+
+
 @app.command("train")
 def train(
     args: list[str] = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",

@@ -74,6 +74,35 @@ class SplitConfig(Section):
         return self
 
 
+AugmentEdit = Literal["synonym", "word_order", "punctuation", "casing", "entity_swap"]
+
+
+class AugmentEndpointSettings(Section):
+    url: str | None = Field(None, description="Base URL of an OpenAI-compatible API (e.g. http://127.0.0.1:8000/v1, a `tunelab serve`); None: no paraphrases or synthetic examples.")
+    model: str = Field("default", description="Model name sent in each chat-completions request.")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the bearer token (unset or empty: none sent).")
+    paraphrases: int = Field(1, ge=0, description="Paraphrases asked for per training record.")
+    synthetic: int = Field(0, ge=0, description="New examples written from few-shot prompts (per label for classification, in all for chat).")
+    shots: int = Field(5, ge=1, description="Training examples shown in each synthetic-example prompt.")
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature of the endpoint.")
+    max_tokens: int = Field(256, ge=1, description="Longest answer, in tokens.")
+    concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(60, gt=0, description="Seconds to wait for one answer.")
+    retries: int = Field(2, ge=0, description="Retries of a request that failed to connect, timed out or got 408/429/5xx.")
+    max_unusable: float = Field(0.2, ge=0, le=1, description="Stop, writing nothing, when more than this share of answers is unusable (empty, the input repeated, unparsable).")
+
+
+class AugmentConfig(Section):
+    edits: list[AugmentEdit] = Field(
+        default_factory=lambda: ["synonym", "word_order", "punctuation", "casing", "entity_swap"],
+        description="Rule-based edits combined in each variant (user turns only for chat; entity swaps apply to the whole conversation, numbers only in classification texts).")
+    variants: int = Field(2, ge=0, description="Rule-based variants per training record (each a different random combination of edits).")
+    templates: bool = Field(True, description="Chat records: re-phrase the first user message with an instruction template in each variant.")
+    synonym_rate: float = Field(0.15, gt=0, le=1, description="Share of a text's words the synonym edit replaces (at least one).")
+    seed: int = Field(0, description="Seed of the edits and of the examples shown in synthetic-example prompts.")
+    endpoint: AugmentEndpointSettings = Field(default_factory=AugmentEndpointSettings, description="Paraphrases and synthetic examples from an OpenAI-compatible endpoint.")
+
+
 class DataConfig(Section):
     format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference, classification or prompts (chat records ending with the user's turn, for rft).")
     text_column: str = Field("text", description="Column with the text, for classification data.")
@@ -101,6 +130,7 @@ class DataConfig(Section):
     pii: PiiConfig = Field(default_factory=PiiConfig, description="PII detection and handling.")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Synthetic training examples (`tunelab data augment`).")
 
 
 # the training tasks and methods, declared once: the config types, the CLI's help and the
@@ -176,6 +206,17 @@ class MixSettings(Section):
     prefix: str | None = Field(None, description="Text put before each input; saved with the run so serving applies it.")
 
 
+class ReplaySettings(Section):
+    data: str = Field(..., description="General or earlier-task data mixed into training: a prepared directory (its train.jsonl) or a JSONL of the task's record kind.")
+    share: float = Field(0.2, gt=0, lt=1, description="Share of the training set made of replayed records (a seeded sample, cycled when the data is smaller).")
+
+
+class EwcSettings(Section):
+    data: str | None = Field(None, description="General (or earlier-task) JSONL the Fisher information is estimated on: {\"text\"} lines or chat records for SFT, classification records for a classifier.")
+    strength: float = Field(100.0, gt=0, description="EWC penalty strength: (strength / 2) * sum of Fisher * (weight - starting weight)^2, the Fisher normalised to mean 1 over the trainable weights.")
+    fisher_examples: int = Field(200, ge=1, description="General examples the diagonal empirical Fisher is averaged over (one backward pass each).")
+
+
 class TrainConfig(Section):
     model: str = Field("default", description="Base model: hub id, local directory, a previous run directory, or default (the embedded MiniLM).")
     data: str | None = Field(None, description="Prepared directory (train/val.jsonl) or a canonical JSONL file.")
@@ -223,6 +264,9 @@ class TrainConfig(Section):
     liger: bool = Field(False, description="Use Liger kernels (GPU, needs liger-kernel).")
     resume: bool = Field(False, description="Continue from the last complete checkpoint in output_dir.")
     memory_limit_gb: float | None = Field(None, gt=0, description="Memory the pre-flight check may plan for (default: what the device has free).")
+    replay: ReplaySettings | None = Field(None, description="Replay against forgetting: general or earlier-task records mixed into training.")
+    regularization: Literal["none", "ewc"] = Field("none", description="ewc: elastic weight consolidation, a Fisher-weighted penalty towards the starting weights (needs train.ewc.data).")
+    ewc: EwcSettings = Field(default_factory=EwcSettings, description="Elastic weight consolidation settings, with regularization ewc.")
 
 
 NormalizeStep = Literal["lower", "punctuation", "articles", "whitespace"]

@@ -23,7 +23,7 @@ from tunelab.models import adapters
 from tunelab.models.load import (adapter_base, load_model, load_model_config, load_model_skeleton, load_tokenizer,
                                  resolve_model_path)
 from tunelab.train import callbacks as cb
-from tunelab.train import rft
+from tunelab.train import ewc, replay, rft
 from tunelab.train.arguments import check_supported, training_kwargs
 from tunelab.train.assistant_spans import (ALL_TOKENS, RENDERED_SPANS, TRL_TRAINING_TEMPLATE, check_conversations,
                                            known_training_template, loss_mask_source)
@@ -47,7 +47,8 @@ class TrainResult:
     main_process: bool = True  # False on the other processes of a multi-process launch
 
 
-def run(cfg: RunConfig) -> TrainResult:
+def run(cfg: RunConfig, callbacks: tuple = ()) -> TrainResult:
+    """callbacks: extra TrainerCallbacks for every stage (`tunelab tune` reports and prunes through one)."""
     tc = cfg.train
     started = time.time()
     datasets.disable_progress_bars()  # rich bars show progress; per-map tqdm bars only add noise
@@ -57,6 +58,8 @@ def run(cfg: RunConfig) -> TrainResult:
     stage_data = [data] + [load_training_data(s.data, None, None, tc.seed).sample(tc.max_train_examples, tc.seed)
                            for s in stages[1:]]  # every stage's data checked before any weights load
     check_stage_kinds([d.kind for d in stage_data], [s.name for s in stages])
+    stage_data = [replay.mix_in(d, tc.replay, tc.seed) for d in stage_data]  # train.replay, if set
+    data = stage_data[0]
     tasks = [resolve_task(s.task or tc.task, d.kind) for s, d in zip(stages, stage_data)]
     task = tasks[-1]  # the run's task: what its final weights were trained for (sft then rft: rft)
     reward = rft.prepare_reward(tc, run_dir, [d for t, d in zip(tasks, stage_data) if t == "rft"])
@@ -66,6 +69,7 @@ def run(cfg: RunConfig) -> TrainResult:
     if labels:
         check_class_weights(tc.class_weights, labels)
     check_hardware(tc)
+    ewc.check(tc, task, labels)  # EWC without general data is refused here, before any weights load
     tokenizer, loss_mask = prepare_tokenizer(load_tokenizer(tc.model), "sft" if "sft" in tasks else task,
                                              tc.assistant_only_loss,
                                              chat=task != "dpo" or needs_chat_template(every.train + every.eval))
@@ -82,6 +86,9 @@ def run(cfg: RunConfig) -> TrainResult:
     model = load_model(tc.model, task, labels=labels, quantization_config=quantization(tc.method))
     model = adapters.apply_method(model, tc.method, task=task, lora=tc.lora, freeze_last_n=tc.freeze_last_n)
     trainable = adapters.count_trainable(model)
+    anchor = (ewc.estimate(model, ewc.load_general(tc.ewc.data, task, labels, tc.ewc.fisher_examples), task,
+                           tokenizer, labels, strength=tc.ewc.strength, max_length=tc.max_length)
+              if tc.regularization == "ewc" else None)
     configure_tracking(tc.tracking, run_dir)
 
     # --resume: stages whose snapshot is complete are skipped; the next starts from the last of them
@@ -94,6 +101,10 @@ def run(cfg: RunConfig) -> TrainResult:
             continue
         trainer = build_trainer(model, tokenizer, data, tasks[index], labels, tc, stage, run_dir, index, len(stages),
                                 reward=reward)
+        if anchor is not None:
+            ewc.attach(trainer, anchor, tasks[index])
+        for callback in callbacks:
+            trainer.add_callback(callback)
         # the interrupted stage continues from its last complete checkpoint; a later stage that
         # never reached one starts afresh from the previous stage's snapshot
         resume = tc.resume and index == len(done) and (
