@@ -276,6 +276,50 @@ def evaluate(
             raise typer.Exit(1)
 
 
+@app.command("tune")
+def tune(
+    args: list[str] = typer.Argument(..., metavar="CONFIG.yaml [KEY=VALUE]...",
+                                     help="A YAML config (its train:, eval: and tune: sections) and overrides "
+                                          "such as tune.pruner=none."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Finished trials to reach (tune.trials)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue (or join) the study in tune.storage."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL, e.g. sqlite:///tune.db or "
+                                          "postgresql://host/db, shared by machines."),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Directory of trials and results (tune.output_dir)."),
+) -> None:
+    """Search hyperparameters with Optuna, each trial a run directory.
+
+    TPE proposes values from tune.space, a pruner stops weak trials early, the eval stage scores
+    each on the validation split. Results go to results.json and results.csv."""
+    inputs, overrides = split_overrides(args or [])
+    if len(inputs) != 1:
+        raise TunelabError(f"expected one config file, got {', '.join(inputs) or 'none'}",
+                           fix="pass one YAML file with a tune: section, then key=value overrides")
+    overrides += flag_overrides("tune.", trials=trials, storage=storage, output_dir=out_dir)
+    cfg = load_config(inputs[0], overrides)
+    from tunelab import tune as tune_stage  # optuna, torch, transformers: after the config is known good
+
+    quiet_library_output()
+    result = tune_stage.run(cfg, resume=resume, log=lambda m: err.print(f"[dim]tune: {m}[/dim]", highlight=False))
+    results = result.results
+    names = sorted({p for t in results["trials"] for p in t["params"]})
+    table = Table("trial", "state", results["metric"], *names, title=f"tunelab tune: {results['study']}")
+    for t in results["trials"]:
+        table.add_row(str(t["number"]), t["state"], "-" if t["value"] is None else f"{t['value']:.4f}",
+                      *(f"{t['params'][n]:.3g}" if isinstance(t["params"].get(n), float) else str(t["params"].get(n, "-"))
+                        for n in names))
+    out.print(table)
+    best = results["best"]
+    if best:
+        out.print(f"best: trial {best['number']}, {results['metric']} {best['value']:.4f}; run directory: "
+                  f"{best['run_dir']}", highlight=False, soft_wrap=True)
+    out.print(f"results: {result.out_dir / 'results.json'} (also results.csv); study {results['study']} in "
+              f"{results['storage']}", highlight=False, soft_wrap=True)
+    if result.interrupted:
+        out.print("interrupted: continue with `tunelab tune ... --resume`", highlight=False)
+        raise typer.Exit(130)
+
+
 @app.command("export")
 def export(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directory from `tunelab train`."),
