@@ -22,7 +22,6 @@ Writes DIR/results.json (default benchmarks/out/augment) and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -64,12 +63,12 @@ def augmented(plain: Path, out: Path) -> tuple[Path, dict]:
 def train_and_predict(data_dir: Path, run_dir: Path, epochs: float, seed: int, test_texts: list[str],
                       labels: list[str]) -> tuple[np.ndarray, float]:
     from tunelab.evaluate.predict import classify, load_classifier
+    from tunelab.train.run_dir import RunDir
     if not (run_dir / "manifest.json").is_file():  # a finished run directory is reused: the bench resumes
         _train(data_dir, run_dir, epochs, seed, labels)
     model, tokenizer = load_classifier(str(run_dir))
     predicted, _ = classify(model, tokenizer, test_texts, max_length=64)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    return np.asarray(predicted), float(manifest.get("wall_time_s") or 0)
+    return np.asarray(predicted), float(RunDir.open(run_dir).training_seconds or 0)
 
 
 def _train(data_dir: Path, run_dir: Path, epochs: float, seed: int, labels: list[str]) -> None:

@@ -70,7 +70,8 @@ def main() -> None:
     settings = load_config(None, ["eval.robustness.perturbations=[]", "eval.latency.batch_sizes=[1]",
                                   "eval.latency.requests=4"]).eval
     settings.baselines = [str(default_dir)]
-    report = eval_run.run(settings, best_dir, str(data / "test.jsonl"), out_dir=args.out / "test-eval").report
+    settings.model, settings.data, settings.out_dir = best_dir, str(data / "test.jsonl"), str(args.out / "test-eval")
+    report = eval_run.run(settings).report
     comparison = report["comparisons"][str(default_dir)]["macro_f1"]
     figures = {
         "budget": {"train_examples": args.train, "val_examples": args.val, "trials": args.trials},

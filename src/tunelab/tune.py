@@ -201,8 +201,9 @@ def run_trial(trial: optuna.Trial, cfg: RunConfig, validation: str, metric: str,
         log(f"trial {trial.number}: pruned after {reporter.evaluations} evaluation(s)")
         raise optuna.TrialPruned()
     settings = cfg.eval.model_copy(deep=True)
+    settings.model, settings.data, settings.out_dir = str(run_dir), validation, str(run_dir / "eval")
     settings.baselines, settings.robustness.perturbations = [], []  # the objective needs the tuned model only
-    report = eval_run.run(settings, str(run_dir), validation, out_dir=run_dir / "eval").report
+    report = eval_run.run(settings).report
     if report["metrics"].get(metric) is None:
         raise TunelabError(f"the eval report has no metric {metric!r}", where="tune.metric",
                            fix=f"choose one of {', '.join(k for k, v in report['metrics'].items() if isinstance(v, float))}")

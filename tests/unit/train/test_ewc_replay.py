@@ -29,7 +29,7 @@ def test_attach_keeps_the_trainers_own_hook_and_splits_the_penalty_over_accumula
     trainer = FakeTrainer(hook=lambda outputs, labels, num_items_in_batch=None: torch.tensor(7.0), accumulation=4)
     ewc.attach(trainer, anchor, "classification")
     loss = trainer.compute_loss_func(None, None, num_items_in_batch=8)
-    assert float(loss) == 7.0 + 0.5 * 4.0 / 4  # penalty 2.0 once per optimizer step of 4 micro-batches
+    assert loss.item() == 7.0 + 0.5 * 4.0 / 4  # penalty 2.0 once per optimizer step of 4 micro-batches
     assert anchor.last_penalty == 2.0
 
 
