@@ -11,6 +11,8 @@ and learns B; EWC keeps more of A than plain training but at the cost of learnin
 """
 import json
 
+import pytest
+
 from cli_helpers import tunelab, write_jsonl
 from tiny_models import RECIPE_MODEL, build_task_tokenizer, build_tiny_llama, make_task_examples
 
@@ -26,6 +28,7 @@ def copy_examples(n, seed, exclude):
             for r in make_task_examples(n, seed=seed, exclude=exclude)]
 
 
+@pytest.mark.slow
 def test_replay_and_ewc_keep_task_a_while_learning_task_b(tmp_path):
     base = build_tiny_llama(tmp_path / "base", build_task_tokenizer(tmp_path / "tok"), **RECIPE_MODEL)
     a_train = make_task_examples(2000, seed=0)

@@ -51,6 +51,7 @@ def project(tmp_path_factory):
     return root, config_file
 
 
+@pytest.mark.slow
 def test_search_writes_trials_results_and_resumes_the_same_study(project):
     root, config = project
     out = root / "search"
@@ -78,6 +79,7 @@ def test_search_writes_trials_results_and_resumes_the_same_study(project):
     assert resumed["trials"][:3] == results["trials"]  # the first three were not run again
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study(project):
     root, config = project
     out = root / "shared"
