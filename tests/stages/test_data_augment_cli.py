@@ -3,7 +3,6 @@ chat records, paraphrases and synthetic examples from an OpenAI-compatible endpo
 answers like one, and a live `tunelab serve`), and the failures: an endpoint that is down or
 answers garbage stops the run with one sentence and nothing written."""
 import json
-import sys
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +14,7 @@ from cli_helpers import tunelab, write_jsonl
 from tunelab.data.dedup import exact_key
 from tunelab.data.text import joined_text
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "serve"))
-from serve_helpers import live_server, serve_settings, tiny_llama_run  # noqa: E402,F401
+from serve_helpers import live_server, serve_config, tiny_llama_run  # noqa: E402,F401
 
 SENTENCES = {
     "positive": ["I really love this movie, it was great", "What a wonderful day with James in London",
@@ -175,7 +173,7 @@ def test_an_endpoint_down_or_answering_garbage_stops_with_nothing_written(prepar
 
 def test_a_live_tunelab_server_is_an_augmentation_endpoint(prepared, tiny_llama_run, tmp_path):
     out = tmp_path / "served"
-    settings = serve_settings(tiny_llama_run, tmp_path, model_name="tiny", cache_size=0, max_tokens_limit=64)
+    settings = serve_config(tiny_llama_run, tmp_path, model_name="tiny", cache_size=0, guard={"max_tokens": 64})
     with live_server(settings) as server:
         tunelab("data", "augment", prepared / "chat", "--out", out, "--variants", 0, "--endpoint",
                 f"{server.base_url}/v1", "--endpoint-model", "tiny", "data.augment.endpoint.max_tokens=12",
