@@ -362,8 +362,11 @@ class GuardSettings(Section):
 class ServeConfig(Section):
     model: str | None = Field(None, description="Run directory to serve (the CLI argument overrides it).")
     model_name: str | None = Field(None, description="Model id clients pass in `model` (default: the run directory's name).")
-    adapters: dict[str, str] = Field(default_factory=dict, description="Extra LoRA adapters of the same base, by the model name clients pass (NAME=ADAPTER_DIR on the command line, repeatable).")
-    backend: Literal["transformers", "vllm"] = Field("transformers", description="Generation engine; vllm needs a GPU and the vllm package.")
+    adapters: dict[str, str] = Field(default_factory=dict, description="LoRA adapters of the served model's base registered at start-up, by the model name clients pass (NAME=ADAPTER_DIR on the command line, repeatable); more can be registered while it serves.")
+    engine: Literal["transformers", "vllm", "onnx"] = Field("transformers", description="Inference engine: transformers; vllm (a GPU and the vllm package); onnx (ONNX Runtime on CPU, for an ONNX classifier export). `serve.backend` is its older name.")
+    max_adapters: int = Field(8, ge=0, description="LoRA adapters of the served base kept loaded at once; the least recently used is unloaded to load another (0: none, and an adapter run is served merged).")
+    max_models: int = Field(2, ge=0, description="Registered runs that are not adapters of the served base (full fine-tunes, other bases) kept loaded at once, each its own model; the least recently used is dropped first (0: none).")
+    mix_adapters: bool = Field(True, description="Batch greedy requests for different adapters together (PEFT mixed-adapter batches, vLLM per-request LoRA); false: each adapter batches alone.")
     host: str | None = Field(None, description="Address to bind (default: 127.0.0.1; 0.0.0.0 only with API keys).")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens (TUNELAB_API_KEYS, comma-separated, adds to these).")
@@ -378,6 +381,19 @@ class ServeConfig(Section):
     registry: str | None = Field("registry.json", description="Model registry file: served versions and which is live; it belongs to one served model (None: no registry, no hot swap).")
     registry_poll_s: float = Field(1.0, gt=0, description="Seconds between checks of the registry for a new live version.")
     promote: bool = Field(False, description="Make the run given to `tunelab serve` live even while another server serves the registry's live version (that server then swaps to it too).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_is_engine(cls, data: Any) -> Any:
+        """`serve.backend` (the older name) sets serve.engine."""
+        if isinstance(data, dict) and "backend" in data:
+            data = dict(data)
+            backend = data.pop("backend")
+            if data.get("engine", backend) != backend:
+                raise ValueError(f"serve.backend ({backend}) and serve.engine ({data['engine']}) disagree: set only "
+                                 "serve.engine")
+            data["engine"] = backend
+        return data
 
 
 WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")

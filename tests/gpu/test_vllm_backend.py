@@ -40,7 +40,9 @@ def llama_with_adapter(tmp_path_factory):
 def engine(llama_with_adapter):
     from tunelab.serve.vllm_backend import VllmGenerator
     run, adapter = llama_with_adapter
-    return VllmGenerator.load(run, {"support": str(adapter)}, engine_options=ENGINE)
+    engine = VllmGenerator.load(run, adapter_slots=2, engine_options=ENGINE)
+    engine.load_adapter("support", str(adapter))
+    return engine
 
 
 def prompt_ids(backend, n):
@@ -65,9 +67,12 @@ def test_vllm_serves_the_adapter_a_request_names(engine):
     from tunelab.serve.backend import GenerationJob
     ids = prompt_ids(engine, 4)
     base = engine.generate([GenerationJob(prompt_ids=i, max_tokens=8) for i in ids])
-    tuned = engine.generate([GenerationJob(prompt_ids=i, max_tokens=8, adapter=engine.adapters["support"])
-                             for i in ids])
+    tuned = engine.generate([GenerationJob(prompt_ids=i, max_tokens=8, adapter="support") for i in ids])
     assert [g.texts for g in base] != [g.texts for g in tuned]
+    mixed = engine.generate([GenerationJob(prompt_ids=i, max_tokens=8, adapter=name)
+                             for name in (None, "support") for i in ids])  # one call, a LoRARequest per prompt
+    # another batch composition may flip a near-tie in vLLM's kernels, rarely
+    assert sum(a.texts == b.texts for a, b in zip(mixed, base + tuned)) >= 6
 
 
 def test_the_server_keeps_guard_log_and_metrics_in_front_of_vllm(engine, llama_with_adapter, tmp_path):
@@ -75,8 +80,8 @@ def test_the_server_keeps_guard_log_and_metrics_in_front_of_vllm(engine, llama_w
     from tunelab.serve.app import create_app
     from tunelab.serve.predlog import read_predictions
     from tunelab.serve.service import LiveModel
-    run, _ = llama_with_adapter
-    settings = serve_config(run, tmp_path, model_name="tiny", backend="vllm")
+    run, adapter = llama_with_adapter
+    settings = serve_config(run, tmp_path, model_name="tiny", engine="vllm", adapters={"support": str(adapter)})
     app = create_app(settings, live=LiveModel(engine, "gpu-v1", str(run)))
     with TestClient(app) as http:
         while http.get("/ready").status_code != 200:

@@ -17,14 +17,17 @@ from tunelab import __version__
 from tunelab.config import ServeConfig
 from tunelab.serve.auth import ApiKeyCheck
 from tunelab.serve.cache import ResponseCache
-from tunelab.serve.errors import HTTP_CODES, error_body, install_error_handlers
+from tunelab.errors import TunelabError
+from tunelab.serve.errors import HTTP_CODES, ApiError, error_body, install_error_handlers
 from tunelab.serve.guard import Guard
 from tunelab.serve.guard_classifier import load_guard_classifier
 from tunelab.serve.handlers import Handlers
 from tunelab.serve.metrics import RequestMetricsMiddleware, ServerMetrics
 from tunelab.serve.recording import CHAT, CLASSIFY, COMPLETIONS, PREDICT, RecordRequests
+from tunelab.serve.pool import ADAPTER, Registration
 from tunelab.serve.schemas import (ChatCompletion, ChatCompletionRequest, Classification, ClassifyRequest, Completion,
-                                   CompletionRequest, ErrorResponse, Health, ModelCard, ModelList)
+                                   CompletionRequest, DeletedModel, ErrorResponse, Health, ModelCard, ModelList,
+                                   RegisterModelRequest)
 from tunelab.serve.service import LiveModel, ModelService
 
 # one server-sent event, as FastAPI's own SSE support documents it (OpenAPI 3.2's event shape);
@@ -104,16 +107,33 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     async def predict(request: ClassifyRequest, http: Request):
         return as_json(await handlers.classify(request, http))
 
-    @app.get("/v1/models", response_model=ModelList, responses=errors, summary="The served model and its adapters")
+    @app.get("/v1/models", response_model=ModelList, responses=errors,
+             summary="The served model and the adapters and models registered beside it")
     async def models():
-        live, _, _, _ = handlers.resolve(None, None)
-        created, backend = int(time.time()), live.backend
-        common = {"created": created, "version": live.version, "task": backend.task,
-                  "tasks": live.tasks,
-                  "context_length": backend.context_length}
-        cards = [ModelCard(id=service.served_name, root=live.name, **common)]
-        cards += [ModelCard(id=name, root=name, parent=service.served_name, **common) for name in backend.adapters]
-        return ModelList(data=cards)
+        live, _, _ = await handlers.resolve(None, None)
+        backend = live.backend
+        cards = [ModelCard(id=service.served_name, root=live.name, created=int(time.time()), version=live.version,
+                           task=backend.task, tasks=live.tasks, context_length=backend.context_length)]
+        return ModelList(data=cards + [card_of(service, r) for r in service.pool.registrations()])
+
+    @app.post(ADMIN_MODELS, response_model=ModelCard, status_code=201, responses=errors,
+              summary="Register a run under a model id: a LoRA adapter of the served base, or a model of its own")
+    async def register_model(request: RegisterModelRequest):
+        await handlers.resolve(None, None)  # 503 until the served model is up: adapters are matched to its base
+        try:
+            registration = await service.register(request.id, request.path)
+        except TunelabError as exc:
+            raise ApiError(400, str(exc), code="model_not_servable", param="path") from None
+        return card_of(service, registration)
+
+    @app.delete(ADMIN_MODELS + "/{model_id}", response_model=DeletedModel, responses=errors,
+                summary="Stop serving a registered id (requests already accepted for it are answered)")
+    async def unregister_model(model_id: str):
+        await handlers.resolve(None, None)
+        if await service.unregister(model_id) is None:
+            raise ApiError(404, f"no model '{model_id}' is registered here (the served model itself cannot be "
+                                "removed)", code="model_not_found", param="model_id")
+        return DeletedModel(id=model_id, deleted=True)
 
     @app.get("/health", response_model=Health, summary="Liveness: the process answers")
     async def health():
@@ -139,6 +159,23 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
 
     app.openapi = lambda: openapi_schema(app, cfg, service, bool(keys))
     return app
+
+
+ADMIN_MODELS = "/v1/admin/models"
+
+
+def card_of(service: ModelService, registration: Registration) -> ModelCard:
+    """The /v1/models entry of a registered id: its run's name, never its path."""
+    live = service.live
+    if registration.kind == ADAPTER:
+        return ModelCard(id=registration.model_id, root=registration.root, parent=service.served_name,
+                         created=int(time.time()), version=live.version, task=live.backend.task,
+                         tasks=registration.tasks, context_length=live.backend.context_length,
+                         loaded=service.pool.is_loaded(registration))
+    loaded = service.pool.loaded_model(registration)
+    return ModelCard(id=registration.model_id, root=registration.root, created=int(time.time()),
+                     version=registration.version, task=registration.task, tasks=registration.tasks,
+                     context_length=loaded.backend.context_length if loaded else None, loaded=loaded is not None)
 
 
 class BodySizeLimit:
@@ -187,11 +224,14 @@ def as_json(answer):
 
 
 def error_responses(with_keys: bool) -> dict[int, dict]:
-    described = {400: "Invalid request (schema, limits, context length, task, guard).",
+    described = {400: "Invalid request (schema, limits, context length, task, guard; a run that cannot be "
+                      "registered).",
                  404: "Unknown model id (or, on /v1/classify and /predict, no classifier served).",
                  413: "Request body larger than the server accepts.",
                  415: "The body is not sent as application/json.",
-                 429: "Queue full; retry after Retry-After.", 503: "The model is not loaded yet."}
+                 429: "Queue full; retry after Retry-After.",
+                 500: "A registered adapter or model could not be loaded (model_load_failed).",
+                 503: "The model is not loaded yet."}
     if with_keys:
         described[401] = "Missing or invalid API key."
     return {status: {"model": ErrorResponse, "description": text} for status, text in described.items()}
@@ -201,10 +241,11 @@ def openapi_schema(app: FastAPI, cfg: ServeConfig, service: ModelService, with_k
     """FastAPI's schema, made to say what this server does (clients and the schemathesis fuzz
     test read it): invalid bodies get the OpenAI-style 400, not FastAPI's 422; max_tokens has
     this server's ceiling and the served model's context, token ids its vocabulary, which no
-    static model knows, and `task` the run's tasks; and, with API keys, the bearer scheme. Built
-    again for a new version."""
+    static model knows, and `task` the tasks of the run and the registered ones; and, with API
+    keys, the bearer scheme. Built again for a new version or registration."""
     live = service.live
-    version = live.version if live else None
+    registered = service.pool.registrations()
+    version = (live.version if live else None, tuple(r.serial for r in registered))
     if app.openapi_schema is not None and getattr(app, "openapi_version_of", None) == version:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -230,7 +271,7 @@ def openapi_schema(app: FastAPI, cfg: ServeConfig, service: ModelService, with_k
     if live is not None:
         for token in token_id_schemas(schemas.get("CompletionRequest", {}).get("properties", {}).get("prompt", {})):
             token["maximum"] = live.backend.vocab_size - 1
-        tasks = live.tasks
+        tasks = sorted(set(live.tasks).union(*(r.tasks for r in registered)))
         for name in ("ChatCompletionRequest", "CompletionRequest", "ClassifyRequest"):
             task = schemas.get(name, {}).get("properties", {}).get("task")
             if task is not None:

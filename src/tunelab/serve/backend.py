@@ -2,10 +2,14 @@
 is given (`GenerationJob`) and what it returns (`Generation`, `TokenLogprob`).
 
 Engines implement it without inheriting from anything: the transformers generator
-(transformers_backend.py), the transformers classifier (classifier_backend.py) and the vLLM
-generator (vllm_backend.py). The batcher, the service and the handlers call nothing else, so a
-new engine (ONNX, a remote one) is one more module with these methods. Every method that
-touches a model runs on the batcher's single model thread.
+(transformers_backend.py), the transformers classifier (classifier_backend.py), the vLLM
+generator (vllm_backend.py) and the ONNX Runtime classifier (onnx_backend.py). The batcher, the
+service, the model pool and the handlers call nothing else, so a new engine is one more module
+with these methods. Every method that touches a model runs on the batcher's single model thread.
+
+A generator that can also serve LoRA adapters of its base (`AdapterHost`) has them loaded and
+unloaded by name at runtime (tunelab.serve.pool decides which, and when) and answers a batch
+whose jobs name different adapters in one call.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-RUN_ADAPTER = "run"  # engine name of the served run's own adapter, when the run is an adapter
+RUN_ADAPTER = "run"  # engine name of the served run's own adapter, when the run is an adapter (kept unmerged)
 GENERATIVE, CLASSIFICATION = "generative", "classification"
 
 
@@ -36,7 +40,7 @@ class GenerationJob:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     n: int = 1
-    adapter: str | None = None  # engine adapter name; None: the run's default
+    adapter: str | None = None  # engine name of a loaded adapter (the pool sets it); None: the served run itself
     logprobs: int | None = None  # alternatives per token to return (0: the chosen token's only); None: none
     echo_logprobs: bool = False  # also the prompt tokens' logprobs (with `logprobs`)
     streamer: Any = None  # a streamer the tokens are pushed to as they come
@@ -66,7 +70,6 @@ class Backend(Protocol):
     streams: bool  # generate() pushes text to job.streamer as it is produced
     context_length: int | None  # prompt plus generated tokens, at most; None: unknown
     vocab_size: int  # token ids a request may send run from 0 to vocab_size - 1
-    adapters: dict[str, str]  # client model id -> engine adapter name
     default_temperature: float  # what a request without temperature decodes with
 
     def encode(self, text: str, *, special_tokens: bool) -> list[int]:
@@ -90,13 +93,27 @@ class GeneratorBackend(Backend, Protocol):
         """A conversation as the model's chat template renders it, ready for the reply."""
 
     def generate(self, jobs: list[GenerationJob]) -> list[Generation]:
-        """The jobs of one batch key (greedy jobs of one adapter together, or one sampling job),
-        each cut at its own end token, max_tokens and stop strings, stopped early when its
-        `cancelled` event is set."""
+        """The jobs of one batch key (greedy jobs together, each with its own adapter on an
+        AdapterHost, or one sampling job), each cut at its own end token, max_tokens and stop
+        strings, stopped early when its `cancelled` event is set."""
 
     def streamer(self) -> Any:
         """A streamer whose text the event loop reads with `async for` (create it on the loop);
         called only when `streams` is true."""
+
+
+@runtime_checkable
+class AdapterHost(Protocol):
+    """A generator that also serves LoRA adapters of its base model, by engine name, loaded and
+    unloaded while it serves (on the model thread, between batches)."""
+
+    base_model: str  # the base the adapters must have been trained on (as PEFT recorded it)
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Load the adapter directory `path` under `name` (a name not loaded now)."""
+
+    def unload_adapter(self, name: str) -> None:
+        """Free a loaded adapter."""
 
 
 @runtime_checkable

@@ -2,12 +2,13 @@
 
 A job waits until `max_batch_size` compatible jobs are queued or `max_wait_ms` have passed since
 the oldest one arrived, whichever comes first; jobs that queued up while the model was busy are
-already past their wait and go at once. Only jobs with the same key share a batch (same adapter,
-same kind of work); a job that cannot share (sampling, streaming) runs alone without waiting. A
-job whose future is cancelled (its client went away) is dropped from the queue unrun.
+already past their wait and go at once. Only jobs with the same key share a batch (the service
+keys them by model and kind of work, and by adapter only where adapters cannot mix); a job that
+cannot share (sampling, streaming) runs alone without waiting. A job whose future is cancelled
+(its client went away) is dropped from the queue unrun.
 
-Every model call runs on one worker thread: the model (and PEFT's active adapter, which is
-global state) is only ever touched by that thread, and the event loop never blocks on it.
+Every model call runs on one worker thread: the model (and the adapters loaded into it and
+unloaded from it) is only ever touched by that thread, and the event loop never blocks on it.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class Job:
 
 
 class DynamicBatcher:
-    """`process(key, payloads) -> results` (same order and length) runs on the model thread.
+    """`process(key, payloads) -> results` (same order and length; an exception in place of a
+    result fails that job alone) runs on the model thread.
     `on_batch(size)` is told every batch size (for the metrics)."""
 
     def __init__(self, process: Callable[[Hashable, list[Any]], list[Any]], *, max_batch_size: int,
@@ -144,5 +146,13 @@ class DynamicBatcher:
                     job.future.set_exception(exc)
             return
         for job, result in zip(batch, results):
-            if not job.future.done():
+            if job.future.done():
+                continue
+            if isinstance(result, BaseException):  # this job's own failure; the others got answers
+                job.future.set_exception(result)
+            else:
                 job.future.set_result(result)
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the model thread between batches (work on a model outside any request)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)

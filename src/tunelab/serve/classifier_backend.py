@@ -20,7 +20,6 @@ class TransformersClassifier:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.adapters: dict[str, str] = {}  # one head per run: no adapters by name
         self.context_length = None  # longer inputs are truncated, never refused
         self.vocab_size = vocab_size(tokenizer, model.config)
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

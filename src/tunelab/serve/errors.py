@@ -40,6 +40,14 @@ def queue_full() -> ApiError:
                     headers={"Retry-After": "1"})
 
 
+def load_failed(model_id: str, exc: BaseException) -> ApiError:
+    """The answer when a registered adapter or model could not be loaded: a fault of the server
+    (its files), not of the request."""
+    why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return ApiError(500, f"the model '{model_id}' could not be loaded ({why})", type="server_error",
+                    code="model_load_failed", param="model")
+
+
 def printable(text: str) -> str:
     """Text that encodes as UTF-8: a lone surrogate a client sent must not break the answer."""
     return text.encode("utf-8", "replace").decode("utf-8")

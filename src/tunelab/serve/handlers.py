@@ -1,5 +1,6 @@
 """What each model endpoint does with a validated request. One prologue for all of them
-(`begin`): pick the model or adapter and the task, enforce the limits, settle the temperature,
+(`begin`): pick the model (the served one, a registered adapter, or a registered model of its
+own, loaded first if it is not) and the task, enforce the limits, settle the temperature,
 answer from the cache; then the input guard, the work queued for the batcher (dropped when the
 client leaves), the OpenAI response, and the request's record for the prediction log (written
 by tunelab.serve.recording whatever the outcome)."""
@@ -18,13 +19,14 @@ from tunelab.serve import streaming
 from tunelab.serve.backend import CLASSIFICATION, Generation, GenerationJob
 from tunelab.serve.batching import QueueFull
 from tunelab.serve.cache import ResponseCache, request_key
-from tunelab.serve.errors import ApiError, ClientLeft, queue_full
+from tunelab.serve.errors import ApiError, ClientLeft, load_failed, queue_full
 from tunelab.serve.guard import Guard
 from tunelab.serve.logprobs import chat_logprobs, completion_logprobs, label_logprobs
 from tunelab.serve.metrics import ServerMetrics
 from tunelab.serve.recording import CHAT, COMPLETIONS, RequestRecord, record_of
 from tunelab.serve.schemas import (AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionRequest, Classification,
                                    ClassifyRequest, Completion, CompletionChoice, CompletionRequest, Usage)
+from tunelab.serve.pool import ADAPTER, Registration
 from tunelab.serve.service import LiveModel, ModelService
 
 GREEDY_BELOW = 1e-5
@@ -37,9 +39,8 @@ class Call:
     request: Any
     http: Request
     record: RequestRecord
-    live: LiveModel
-    adapter: str | None  # engine adapter name
-    adapter_id: str | None  # the id the client named it by
+    live: LiveModel  # the model that answers (the served one, or a registered model's own)
+    registration: Registration | None  # the registered adapter or model the request named; None: the served model
     prefix: str  # the task's input prefix
     temperature: float = 0.0
     cache_key: str | None = None
@@ -63,13 +64,15 @@ class Handlers:
 
     # the prologue every model endpoint shares
 
-    def begin(self, endpoint: str, request, http: Request, *, cacheable: bool) -> tuple[Call, Any]:
+    async def begin(self, endpoint: str, request, http: Request, *, cacheable: bool) -> tuple[Call, Any]:
         """(the call, the cached answer or None): model, adapter and task resolved, limits
         checked, temperature settled, the cache asked."""
         record = record_of(http.scope)
-        live, adapter, adapter_id, task = self.resolve(request.model, getattr(request, "task", None))
-        record.update(model_version=live.version, adapter=adapter_id, task=task)
-        call = Call(endpoint, request, http, record, live, adapter, adapter_id, self.task_prefix(live, task))
+        live, registration, task = await self.resolve(request.model, getattr(request, "task", None))
+        record.update(model_version=live.version, adapter=registration.model_id if registration else None, task=task)
+        named = registration if registration is not None and registration.kind == ADAPTER else live
+        call = Call(endpoint, request, http, record, live, registration,
+                    self.task_prefix(named.prefixes, named.tasks, task, request.model or self.service.served_name))
         for field, value in getattr(request, "max_tokens_fields", dict)().items():
             self.check_max_tokens(field, value)
         if hasattr(request, "temperature"):
@@ -78,7 +81,8 @@ class Handlers:
             # anyway (vLLM draws the same line)
             call.temperature = 0.0 if value < GREEDY_BELOW else value
         if cacheable and call.temperature == 0 and not getattr(request, "stream", False) and self.cache.enabled:
-            call.cache_key = request_key(endpoint, live.version, request.model_dump(mode="json"))
+            version = live.version + (f"/{registration.cache_tag}" if registration else "")
+            call.cache_key = request_key(endpoint, version, request.model_dump(mode="json"))
             hit = self.cache.get(call.cache_key)
             self.metrics.cache_hits.inc() if hit is not None else self.metrics.cache_misses.inc()
             if hit is not None:
@@ -87,39 +91,49 @@ class Handlers:
                 return call, response.model_copy(update={"id": record.request_id, "created": int(time.time())})
         return call, None
 
-    def resolve(self, model: str | None, task: str | None) -> tuple[LiveModel, str | None, str | None, str | None]:
-        """(live model, engine adapter name, adapter id, task) for the model id a request names;
-        `ID:TASK` names the task of a multi-task run."""
-        live = self.service.live
+    async def resolve(self, model: str | None, task: str | None) -> tuple[LiveModel, Registration | None, str | None]:
+        """(the model that answers, the registration the request named or None, the task) for the
+        model id a request names; `ID:TASK` names the task of a multi-task run. A registered
+        model that is not loaded is loaded here (the request waits for it)."""
+        live, pool = self.service.live, self.service.pool
         if not self.service.ready or live is None:
             why = "the model failed to load" if self.service.load_error else "the model is still loading"
             raise ApiError(503, f"{why}; retry shortly", type="server_error", code="model_not_ready",
                            headers={"Retry-After": "1"})
-        adapters = live.backend.adapters
-        known = [self.service.served_name, *adapters]
+
+        def known(name: str) -> bool:
+            return name == self.service.served_name or pool.get(name) is not None
+
         name = model
-        if model and model not in known and ":" in model and model.rsplit(":", 1)[0] in known:
+        if model and not known(model) and ":" in model and known(model.rsplit(":", 1)[0]):
             name, named_task = model.rsplit(":", 1)
             if task is not None and task != named_task:
                 raise ApiError(400, f"the model names task '{named_task}' and the request task '{task}'; name one",
                                code="invalid_request", param="task")
             task = named_task
         if name in (None, "", self.service.served_name):
-            return live, None, None, task
-        if name in adapters:
-            return live, adapters[name], name, task
-        raise ApiError(404, f"the model '{model}' does not exist; served here: {', '.join(known)}",
-                       code="model_not_found", param="model")
+            return live, None, task
+        registration = pool.get(name)
+        if registration is None:
+            ids = [self.service.served_name, *(r.model_id for r in pool.registrations())]
+            shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more (GET /v1/models)" if len(ids) > 20 else "")
+            raise ApiError(404, f"the model '{model}' does not exist; served here: {shown}",
+                           code="model_not_found", param="model")
+        if registration.kind == ADAPTER:
+            return live, registration, task
+        try:
+            return await pool.model(registration), registration, task
+        except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)
+            raise load_failed(name, exc) from None
 
-    def task_prefix(self, live: LiveModel, task: str | None) -> str:
+    def task_prefix(self, prefixes: dict[str, str], tasks: list[str], task: str | None, model_id: str) -> str:
         """The input prefix training put before `task`'s inputs (a run trained with one prefix
         has it on every input; one trained with several cannot guess: the request names one)."""
-        prefixes, tasks = live.prefixes, live.tasks
         if task is None:
             if len(prefixes) > 1:
                 raise ApiError(400, f"this model was trained on several tasks with their own input prefixes "
                                     f"({', '.join(sorted(prefixes))}): name one with `task` or `model: "
-                                    f"{self.service.served_name}:TASK`", code="task_required", param="task")
+                                    f"{model_id}:TASK`", code="task_required", param="task")
             return next(iter(prefixes.values()), "")
         if task not in tasks:
             trained = f"this model was trained on {', '.join(tasks)}" if tasks else "this model has no named tasks"
@@ -154,7 +168,7 @@ class Handlers:
     # endpoints
 
     async def chat(self, request: ChatCompletionRequest, http: Request):
-        call, hit = self.begin(CHAT, request, http, cacheable=True)
+        call, hit = await self.begin(CHAT, request, http, cacheable=True)
         if hit is not None:
             return hit
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -193,7 +207,7 @@ class Handlers:
         return self.answered(call, response, outcome, streaming.chat_chunk, texts, reasons, scores)
 
     async def completion(self, request: CompletionRequest, http: Request):
-        call, hit = self.begin(COMPLETIONS, request, http, cacheable=True)
+        call, hit = await self.begin(COMPLETIONS, request, http, cacheable=True)
         if hit is not None:
             return hit
         backend, top = call.live.backend, request.top_logprobs_wanted()
@@ -244,7 +258,7 @@ class Handlers:
         return self.answered(call, response, outcome, streaming.completion_chunk, texts, reasons, scores)
 
     async def classify(self, request: ClassifyRequest, http: Request) -> Classification:
-        call, hit = self.begin(http.url.path, request, http, cacheable=True)
+        call, hit = await self.begin(http.url.path, request, http, cacheable=True)
         if call.live.backend.task != CLASSIFICATION:
             # 404: the route exists, but no classifier is served here to answer it
             raise ApiError(404, "the served model is generative, not a classifier; use /v1/chat/completions or "
@@ -273,7 +287,7 @@ class Handlers:
         request = call.request
         return GenerationJob(prompt_ids=prompt_ids, max_tokens=self.max_new_tokens(call, len(prompt_ids), param),
                              temperature=call.temperature, top_p=request.top_p or 1.0, stop=request.stop_list(),
-                             seed=request.seed, n=request.n, adapter=call.adapter, logprobs=top,
+                             seed=request.seed, n=request.n, logprobs=top,
                              echo_logprobs=echo and top is not None)
 
     def max_new_tokens(self, call: Call, prompt_tokens: int, param: str) -> int:
@@ -290,7 +304,7 @@ class Handlers:
         return requested if requested is not None else min(default, room)
 
     async def generated(self, call: Call, jobs: list[GenerationJob]) -> list[Generation]:
-        futures = enqueued(lambda job: self.service.enqueue_generation(call.live, job), jobs)
+        futures = enqueued(lambda job: self.service.enqueue_generation(call.live, job, call.registration), jobs)
         results = await self.until_answered(call, futures, jobs)
         self.metrics.generated_tokens.inc(sum(sum(r.completion_tokens) for r in results))
         self.metrics.first_token.observe(time.perf_counter() - call.record.started)
@@ -341,7 +355,7 @@ class Handlers:
         raised here, before the response starts, so the client gets a plain 429)."""
         job.streamer = call.live.backend.streamer()
         try:
-            future = self.service.enqueue_generation(call.live, job)
+            future = self.service.enqueue_generation(call.live, job, call.registration)
         except QueueFull:
             raise queue_full() from None
 

@@ -32,7 +32,19 @@ class ServerMetrics:
         self.model_swaps = Counter("tunelab_model_swaps", "Live model versions swapped in without a restart.",
                                    registry=r)
         self.swaps_refused = Counter("tunelab_model_swaps_refused", "Live versions not swapped in: another task, "
-                                     "or a base serve.adapters do not fit.", ["reason"], registry=r)
+                                     "or a base the registered adapters do not fit.", ["reason"], registry=r)
+        # the model pool (labels: kind = adapter or model); a first request for an unloaded one
+        # waits for its load, so tunelab_model_load_seconds is that request's extra latency
+        self.model_loads = Counter("tunelab_model_loads", "Registered adapters and models loaded.", ["kind"],
+                                   registry=r)
+        self.model_evictions = Counter("tunelab_model_evictions", "Loaded adapters and models unloaded to make "
+                                       "room for another (least recently used first).", ["kind"], registry=r)
+        self.model_load_seconds = Histogram("tunelab_model_load_seconds", "Time to load a registered adapter or "
+                                            "model.", ["kind"], buckets=LATENCY_BUCKETS, registry=r)
+        self.model_load_failures = Counter("tunelab_model_load_failures", "Registered adapters and models that "
+                                           "failed to load.", ["kind"], registry=r)
+        self.models_loaded = Gauge("tunelab_models_loaded", "Registered adapters and models loaded now.", ["kind"],
+                                   registry=r)
         self.abandoned = Counter("tunelab_abandoned_requests", "Requests whose client left before the answer; "
                                  "their work was dropped.", registry=r)
 

@@ -10,7 +10,13 @@ lock: the file is only ever replaced whole.
    "live": "v2", "history": ["v1", "v2"],           # the live versions in order; last = live
    "events": [{"action": "promote"|"rollback", "version": ..., "from": ..., "at": iso}],
    "served": {"model_name": "support", "kind": "generative"},   # whom the registry belongs to
-   "servers": [{"id": ..., "pid": ..., "host": ..., "started_at": iso}]}   # servers using it now
+   "servers": [{"id": ..., "pid": ..., "host": ..., "started_at": iso}],   # servers using it now
+   "models": [{"id": "legal", "path": "/abs/run", "registered_at": iso}]}   # served beside the live version
+
+`models` are runs every server of the registry answers under their own id beside the live
+version (`tunelab models register RUN --id ID`, or a server's admin route): LoRA adapters of the
+served base, or whole runs (tunelab.serve.pool). They are not versions: promote and rollback
+never touch them.
 
 A registry belongs to one served model: the first server records its model name and kind
 (generative or classification). A server of another kind, or with another configured
@@ -43,7 +49,7 @@ def now_iso() -> str:
 
 
 def empty_registry() -> dict[str, Any]:
-    return {"versions": [], "live": None, "history": [], "events": [], "served": None, "servers": []}
+    return {"versions": [], "live": None, "history": [], "events": [], "served": None, "servers": [], "models": []}
 
 
 def run_kind(run_dir: str | Path) -> str:
@@ -127,6 +133,10 @@ class Registry:
         data = self.load()
         return _require(data, version, self.path)
 
+    def models(self) -> list[dict[str, Any]]:
+        """The runs served under their own ids beside the live version."""
+        return self.load()["models"]
+
     def mtime(self) -> float:
         """Modification time of the registry file (0.0 while it does not exist), for a cheap poll;
         it increases with every change, even two within the same filesystem clock tick."""
@@ -156,6 +166,34 @@ class Registry:
             if data["live"] != version:
                 _make_live(data, version, action="promote")
             return entry
+
+    def add_model(self, model_id: str, run_dir: str | Path) -> dict[str, Any]:
+        """Serve a run under `model_id` beside the live version, on every server of the registry
+        (registering the id again points it at the new run)."""
+        from tunelab.serve.pool import check_model_id
+        check_model_id(model_id, where=str(self.path))
+        resolved = Path(run_dir).expanduser().resolve()
+        if not resolved.is_dir():
+            raise TunelabError("run directory not found", where=str(run_dir),
+                               fix="pass the output directory of `tunelab train`")
+        with self._locked() as data:
+            served = (data.get("served") or {}).get("model_name")
+            if model_id == served:
+                raise TunelabError(f"'{model_id}' is the id of the registry's served model", where=str(self.path),
+                                   fix="register the run under another id")
+            entry = {"id": model_id, "path": str(resolved), "registered_at": now_iso()}
+            data["models"] = [m for m in data["models"] if m.get("id") != model_id] + [entry]
+            return entry
+
+    def remove_model(self, model_id: str) -> bool:
+        """Stop serving `model_id` (False when it was not registered)."""
+        if not self.path.exists():
+            return False
+        with self._locked() as data:
+            kept = [m for m in data["models"] if m.get("id") != model_id]
+            removed = len(kept) != len(data["models"])
+            data["models"] = kept
+            return removed
 
     # the servers using the registry
 

@@ -250,10 +250,24 @@ class ModelCard(BaseModel):
     owned_by: str = "tunelab"
     root: str = Field(description="The run this id serves (its directory's name, never a path).")
     parent: str | None = Field(None, description="For an adapter: the served base model id.")
-    version: str = Field(description="Live version of the served model.")
+    version: str = Field(description="Version of the run this id serves (an adapter: the served model's).")
     task: str = Field(description="generative or classification.")
     tasks: list[str] = Field(default_factory=list, description="Tasks of a multi-task run (name one with `task`).")
-    context_length: int | None = Field(None, description="Prompt plus generated tokens, at most.")
+    context_length: int | None = Field(None, description="Prompt plus generated tokens, at most (None: not known "
+                                                         "until it is loaded).")
+    loaded: bool = Field(True, description="Loaded now; a registered id that is not is loaded by its first request.")
+
+
+class RegisterModelRequest(Strict):
+    id: Text = Field(description="The model id clients will name: 1-128 letters, digits, '.', '_' or '-'.")
+    path: Text = Field(description="A run directory on the server: a LoRA adapter of the served model's base "
+                                   "(served on it), or any other run (served as a model of its own).")
+
+
+class DeletedModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool
 
 
 class ModelList(BaseModel):

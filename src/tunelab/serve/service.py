@@ -1,16 +1,17 @@
 """The served model's life: loading and warm-up before the server is ready, the registry it is
-served from, the dynamic batcher in front of it, and hot swaps when the registry's live version
-changes.
+served from, the model pool beside it (adapters and whole-run models registered at runtime), the
+dynamic batcher in front of them, and hot swaps when the registry's live version changes.
 
 A batch always runs on the backend its requests were checked against (the backend travels with
 the job), so a swap never hands a request to a model that has not seen it validated; the old
 backend is dropped once its last batch is done. A swap to a version this server cannot serve in
-place (another kind of model, or a base its serve.adapters do not fit) is refused: logged,
+place (another kind of model, or a base its registered adapters do not fit) is refused: logged,
 counted, and the current version keeps serving.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 from collections.abc import Hashable
@@ -20,13 +21,16 @@ from typing import Any
 
 from tunelab.config import ServeConfig
 from tunelab.errors import TunelabError
-from tunelab.serve.backend import Backend, GenerationJob
+from tunelab.serve.backend import AdapterHost, Backend, GenerationJob
 from tunelab.serve.batching import DynamicBatcher
+from tunelab.serve.errors import load_failed
 from tunelab.serve.metrics import ServerMetrics
+from tunelab.serve.pool import ADAPTER, ModelPool, Registration, same_base
 from tunelab.serve.registry import Claim, Registry, entry_kind, run_kind
 from tunelab.train.run_dir import RunDir
 
 log = logging.getLogger("tunelab.serve")
+_loaded = itertools.count(1)
 
 
 @dataclass
@@ -36,11 +40,13 @@ class LiveModel:
     run_dir: str
     prefixes: dict[str, str] = field(init=False)  # task -> input prefix, read once for every request
     tasks: list[str] = field(init=False)  # the run's named tasks
+    serial: int = field(init=False)  # this load of it (batches never mix two loaded models)
 
     def __post_init__(self) -> None:
         run = RunDir(self.run_dir)
         self.prefixes = run.prefixes
         self.tasks = sorted(set(run.tasks) | set(self.prefixes))
+        self.serial = next(_loaded)
 
     @property
     def name(self) -> str:
@@ -48,26 +54,30 @@ class LiveModel:
         return Path(self.run_dir).resolve().name
 
 
-def load_backend(run_dir: str | Path, *, engine: str = "transformers", adapters: dict[str, str] | None = None) -> Backend:
-    """The backend for a run directory: a classifier or a generator (transformers or vLLM)."""
+def load_backend(run_dir: str | Path, *, engine: str = "transformers", adapter_slots: int = 0) -> Backend:
+    """The backend for a run directory: a classifier (transformers, or ONNX Runtime for an ONNX
+    export) or a generator (transformers or vLLM) that can take `adapter_slots` LoRA adapters of
+    its base beside it (0: none; an adapter run is then merged)."""
+    if engine == "onnx":
+        from tunelab.serve.onnx_backend import OnnxClassifierBackend
+        return OnnxClassifierBackend.load(run_dir)
     run = RunDir.open(run_dir)
     if run.is_classifier:
-        if adapters:
-            raise TunelabError("serve.adapters are for generative runs; a classification run is served alone",
-                               where=str(run_dir))
         from tunelab.serve.classifier_backend import TransformersClassifier
         return TransformersClassifier.load(run_dir)
     if engine == "vllm":
         from tunelab.serve.vllm_backend import VllmGenerator
-        return VllmGenerator.load(run_dir, adapters)
+        return VllmGenerator.load(run_dir, adapter_slots=adapter_slots)
     from tunelab.serve.transformers_backend import TransformersGenerator
-    return TransformersGenerator.load(run_dir, adapters)
+    return TransformersGenerator.load(run_dir, adapter_slots=adapter_slots)
 
 
-def load_live(run_dir: str, version: str, cfg: ServeConfig) -> LiveModel:
-    """Load and warm a model (blocking: call it off the event loop)."""
+def load_live(run_dir: str, version: str, cfg: ServeConfig, *, adapter_slots: int | None = None) -> LiveModel:
+    """Load and warm a model (blocking: call it off the event loop); the served model has room
+    for serve.max_adapters adapters, a pool model for none."""
+    slots = cfg.max_adapters if adapter_slots is None else adapter_slots
     try:
-        backend = load_backend(run_dir, engine=cfg.backend, adapters=cfg.adapters)
+        backend = load_backend(run_dir, engine=cfg.engine, adapter_slots=slots)
         backend.warmup()
     except TunelabError:
         raise
@@ -113,8 +123,11 @@ class ModelService:
         self.server_id = uuid.uuid4().hex
         self.batcher = DynamicBatcher(self._process, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
                                       max_queue=cfg.max_queue, on_batch=self._on_batch)
+        vllm = "serve.engine is vllm, whose engine takes its share of GPU memory at start-up"
+        self.pool = ModelPool(max_adapters=cfg.max_adapters, max_models=cfg.max_models, metrics=metrics,
+                              load_model=self._load_pool_model, whole_models_refused=vllm if cfg.engine == "vllm" else None)
         self._tasks: list[asyncio.Task] = []
-        self._warm = self._attached = False
+        self._warm = self._attached = self._pooled = False
         self.served_name = cfg.model_name or (live.name if live else "tunelab")
 
     def open(self) -> None:
@@ -123,6 +136,26 @@ class ModelService:
         self.live, self.served_name = open_model(self.cfg, self.model, self.server_id)
         self._warm = True
         self._attached = bool(self.cfg.registry)  # listed among the registry's servers until stop()
+        self._open_pool()
+
+    def _open_pool(self) -> None:
+        """Bind the pool to the served model and register serve.adapters, loading as many as fit
+        (no request is being served yet, so this thread may touch the model)."""
+        self.pool.bind(self.live.backend, self.served_name)
+        configured = []
+        for name, path in self.cfg.adapters.items():
+            if not isinstance(self.live.backend, AdapterHost) or not RunDir(path).is_adapter \
+                    or not same_base(path, self.live.backend.base_model):
+                base = getattr(self.live.backend, "base_model", self.live.run_dir)
+                raise TunelabError(f"serve.adapters.{name} is not a LoRA adapter of the served model's base {base}",
+                                   where=str(path), fix="serve adapters of one base together, or register other "
+                                                        "runs as models of their own (serve.max_models)")
+            configured.append(self.pool.register(name, path, source="config"))
+        failures = self.pool.prepare(self.live.backend, configured[:self.cfg.max_adapters])
+        if failures:
+            raise TunelabError(f"cannot load the adapters in serve.adapters ({next(iter(failures.values()))})",
+                               fix="check that each is a LoRA adapter directory from `tunelab train`")
+        self._pooled = True
 
     async def start(self) -> None:
         self.batcher.start()
@@ -140,18 +173,23 @@ class ModelService:
         try:
             if self.live is None:
                 await asyncio.to_thread(self.open)
-            elif not self._warm:
-                await asyncio.to_thread(self.live.backend.warmup)
+            else:
+                if not self._warm:
+                    await asyncio.to_thread(self.live.backend.warmup)
+                if not self._pooled:
+                    await asyncio.to_thread(self._open_pool)
         except Exception as exc:  # noqa: BLE001 (reported by /ready; the process stays up for /health)
             self.load_error = str(exc)
             log.error("could not load the model: %s", exc)
             return
         self.ready = True
         if self.cfg.registry:
+            await asyncio.to_thread(self._sync_models, Registry(self.cfg.registry))
             self._tasks.append(asyncio.create_task(self._watch_registry(), name="tunelab-registry"))
 
     async def _watch_registry(self) -> None:
-        """Poll the registry file's mtime (cheap) and swap in a new live version when it changes."""
+        """Poll the registry file's mtime (cheap); when it changed, swap in a new live version and
+        take up the models registered or removed there."""
         registry = Registry(self.cfg.registry)
         seen = registry.mtime()
         while True:
@@ -162,8 +200,17 @@ class ModelService:
             seen = mtime
             try:
                 await self.swap_to(registry.live())
+                removed = await asyncio.to_thread(self._sync_models, registry)
+                if removed:
+                    await self._sweep()
             except Exception as exc:  # noqa: BLE001 (keep serving the old version; say why)
-                log.error("could not swap in the registry's live version: %s", exc)
+                log.error("could not take up the registry's changes: %s", exc)
+
+    def _sync_models(self, registry: Registry) -> bool:
+        """Serve the registry's models; whether any was removed (its adapter is to be freed)."""
+        before = {r.model_id for r in self.pool.registrations()}
+        self.pool.sync({m["id"]: m["path"] for m in registry.models()}, source="registry")
+        return bool(before - {r.model_id for r in self.pool.registrations()})
 
     def refusal(self, entry: dict[str, Any]) -> tuple[str, str] | None:
         """(reason label, sentence) when this server cannot serve `entry` in place, else None."""
@@ -171,12 +218,12 @@ class ModelService:
         if kind != self.live.backend.task:
             return "task", (f"{entry['version']} is a {kind} run and this server serves a "
                             f"{self.live.backend.task} model")
-        if self.cfg.adapters:
-            from tunelab.serve.transformers_backend import same_base
+        adapters = [r for r in self.pool.registrations() if r.kind == ADAPTER]
+        if adapters:
             base = RunDir(entry["path"]).adapter_base or entry["path"]
-            misfits = [name for name, path in self.cfg.adapters.items() if not same_base(path, base)]
+            misfits = [r.model_id for r in adapters if not same_base(r.path, base)]
             if misfits:
-                return "base", (f"{entry['version']} is not on the base of serve.adapters "
+                return "base", (f"{entry['version']} is not on the base of the registered adapters "
                                 f"({', '.join(misfits)}), so they could not be served with it")
         return None
 
@@ -190,27 +237,64 @@ class ModelService:
             return False
         log.info("loading %s (%s) to replace %s", entry["version"], entry["path"], self.live.version)
         self.live = await asyncio.to_thread(load_live, entry["path"], entry["version"], self.cfg)
+        self.pool.bind(self.live.backend, self.served_name)  # its adapters load again on first use
         self.metrics.model_swaps.inc()
         log.info("now serving %s", entry["version"])
         return True
 
+    # the pool, as the admin routes change it (a jobs server in this process calls pool.register)
+
+    async def register(self, model_id: str, run_dir: str) -> Registration:
+        """Serve `run_dir` as `model_id` now and, with a registry, on every server of the registry
+        from now on (recorded there); TunelabError when it cannot be served here."""
+        if not self.cfg.registry:
+            return self.pool.register(model_id, run_dir, source="api")
+        registration = self.pool.register(model_id, run_dir, source="registry")
+        try:
+            await asyncio.to_thread(Registry(self.cfg.registry).add_model, model_id, run_dir)
+        except Exception:
+            self.pool.unregister(model_id)
+            raise
+        return registration
+
+    async def unregister(self, model_id: str) -> Registration | None:
+        registration = self.pool.unregister(model_id)
+        if self.cfg.registry:
+            await asyncio.to_thread(Registry(self.cfg.registry).remove_model, model_id)
+        if registration is not None:
+            await self._sweep()
+        return registration
+
+    async def _sweep(self) -> None:
+        """Free removed adapters now, between batches (requests queued for one load it again)."""
+        if self.live is not None and isinstance(self.live.backend, AdapterHost):
+            backend = self.live.backend
+            await self.batcher.call(lambda: self.pool.sweep(backend))
+
+    def _load_pool_model(self, registration: Registration) -> LiveModel:
+        return load_live(registration.path, registration.version, self.cfg, adapter_slots=0)
+
     # model calls: each goes through the batcher and runs on its model thread
 
-    def enqueue_generation(self, live: LiveModel, job: GenerationJob) -> asyncio.Future:
-        future = self.batcher.enqueue(("generate", live.version, job.adapter), (live, job),
-                                      batchable=job.greedy and job.streamer is None)
+    def enqueue_generation(self, live: LiveModel, job: GenerationJob,
+                           adapter: Registration | None = None) -> asyncio.Future:
+        """Greedy jobs of one loaded model share batches whatever adapter they name, unless
+        serve.mix_adapters is off (then each adapter batches alone)."""
+        key = ("generate", live.serial) if self.cfg.mix_adapters else (
+            "generate", live.serial, adapter.serial if adapter else None)
+        future = self.batcher.enqueue(key, (live, job, adapter), batchable=job.greedy and job.streamer is None)
         self.metrics.queue_depth.set(self.batcher.depth)
         return future
 
     def enqueue_classification(self, live: LiveModel, text: str) -> asyncio.Future:
-        future = self.batcher.enqueue(("classify", live.version), (live, text))
+        future = self.batcher.enqueue(("classify", live.serial), (live, text, None))
         self.metrics.queue_depth.set(self.batcher.depth)
         return future
 
     def enqueue_explanation(self, live: LiveModel, text: str, label: str, prefix: str) -> asyncio.Future:
         """Attributions run on the model thread like any model call, one request at a time (each
         is already a batch of integration steps)."""
-        future = self.batcher.enqueue(("explain", live.version), (live, (text, label, prefix)), batchable=False)
+        future = self.batcher.enqueue(("explain", live.serial), (live, (text, label, prefix), None), batchable=False)
         self.metrics.queue_depth.set(self.batcher.depth)
         return future
 
@@ -218,9 +302,35 @@ class ModelService:
         self.metrics.batch_size.observe(size)
         self.metrics.queue_depth.set(self.batcher.depth)
 
-    def _process(self, key: Hashable, payloads: list[tuple[LiveModel, Any]]) -> list[Any]:
+    def _process(self, key: Hashable, payloads: list[tuple[LiveModel, Any, Registration | None]]) -> list[Any]:
         backend = payloads[0][0].backend
-        items = [item for _, item in payloads]
+        if key[0] == "classify":
+            return backend.classify([item for _, item, _ in payloads])
         if key[0] == "explain":
-            return [backend.explain(*item) for item in items]
-        return backend.classify(items) if key[0] == "classify" else backend.generate(items)
+            return [backend.explain(*item) for _, item, _ in payloads]
+        results: list[Any] = []
+        for chunk in adapter_chunks(payloads, self.cfg.max_adapters):
+            adapters = list({id(r): r for _, _, r in chunk if r is not None}.values())
+            failed = self.pool.prepare(backend, adapters) if adapters else {}
+            runnable = [job for _, job, r in chunk if r is None or r.serial not in failed]
+            for _, job, r in chunk:
+                job.adapter = r.engine_name if r is not None else None
+            answers = iter(backend.generate(runnable) if runnable else [])
+            results += [load_failed(r.model_id, failed[r.serial]) if r is not None and r.serial in failed
+                        else next(answers) for _, _, r in chunk]
+        return results
+
+
+def adapter_chunks(payloads: list, limit: int) -> list[list]:
+    """A batch cut, in order, into parts that each need at most `limit` adapters loaded at once."""
+    chunks: list[list] = []
+    names: set[int] = set()
+    for payload in payloads:
+        adapter = payload[2]
+        if not chunks or (adapter is not None and adapter.serial not in names and len(names) >= limit):
+            chunks.append([])
+            names = set()
+        if adapter is not None:
+            names.add(adapter.serial)
+        chunks[-1].append(payload)
+    return chunks

@@ -1,19 +1,18 @@
-"""The transformers generator (a GeneratorBackend): batched greedy decoding with left padding,
-per-request sampling, stop strings and cancellation through a per-row StoppingCriteria,
-streaming, log-probabilities, and several LoRA adapters of one base (PEFT).
+"""The transformers generator (a GeneratorBackend and an AdapterHost): batched greedy decoding
+with left padding, per-request sampling, stop strings and cancellation through a per-row
+StoppingCriteria, streaming, log-probabilities, and LoRA adapters of one base loaded and
+unloaded at runtime and mixed in one batch (PEFT).
 
 The model is loaded through tunelab.models.load, the one loader of every stage; the run
 directory is read through RunDir.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tunelab.errors import TunelabError
 from tunelab.serve.backend import (GENERATIVE, RUN_ADAPTER, Generation, GenerationJob, TokenizerText, TokenLogprob,
                                    first_stop, vocab_size)
 from tunelab.train.run_dir import RunDir
@@ -42,22 +41,19 @@ class StopOnText:
         return done
 
 
-def same_base(adapter_dir: str | Path, base: str) -> bool:
-    """Whether an adapter was trained on `base` (paths compared resolved, hub ids as written)."""
-    from tunelab.models.load import resolve_model_path
-    recorded = RunDir(adapter_dir).adapter_base
-    return recorded is not None and resolve_model_path(recorded) == resolve_model_path(base)
-
-
 class TransformersGenerator(TokenizerText):
+    """Also an AdapterHost: LoRA adapters of its base are loaded into one PeftModel by name, and
+    a greedy batch whose jobs name different adapters (or the base) is one `generate` call with
+    PEFT's `adapter_names` (one name per row, "__base__" for the base), so adapters never take
+    turns and PEFT's active adapter (global state) is never switched."""
     task = GENERATIVE
     streams = True  # tokens can be relayed as they are generated
 
-    def __init__(self, model, tokenizer, *, adapters: dict[str, str], default_adapter: str | None):
-        self.model = model
+    def __init__(self, model, tokenizer, *, base_model: str, default_adapter: str | None = None):
+        self.model = model  # a PeftModel once an adapter is loaded (or from the start, for an unmerged adapter run)
         self.tokenizer = tokenizer
-        self.adapters = adapters  # client model id -> PEFT adapter name
-        self.default_adapter = default_adapter
+        self.base_model = base_model
+        self.default_adapter = default_adapter  # what a job without an adapter runs: the run's own adapter, or the base
         self.eos_ids = self._eos_ids()
         config = getattr(model, "config", None)
         self.context_length = getattr(config, "max_position_embeddings", None)
@@ -67,9 +63,10 @@ class TransformersGenerator(TokenizerText):
         self.default_temperature = (generation.temperature or 1.0) if generation.do_sample else 0.0
 
     @classmethod
-    def load(cls, run_dir: str | Path, adapters: dict[str, str] | None = None) -> "TransformersGenerator":
-        """The run (merged onto its base when it is an adapter), or, with more adapters to serve,
-        its base with the run's adapter and each of them attached by name."""
+    def load(cls, run_dir: str | Path, *, adapter_slots: int = 0) -> "TransformersGenerator":
+        """The run. An adapter run is merged onto its base when no other adapter will be served
+        beside it (adapter_slots 0); otherwise it stays an adapter (RUN_ADAPTER) on its base, so
+        adapters of the same base can be loaded next to it."""
         from tunelab.models.load import check_adapter_base, load_model, load_tokenizer
         run = RunDir.open(run_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -78,29 +75,38 @@ class TransformersGenerator(TokenizerText):
         tokenizer.padding_side = "left"  # batched greedy output must equal one-at-a-time output
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        if not adapters:
-            model = load_model(str(run.path), "sft", dtype=dtype).to(device)
-            return cls(model.eval(), tokenizer, adapters={}, default_adapter=None)
         base = run.adapter_base or str(run.path)
-        sources = ([(RUN_ADAPTER, str(run.path))] if run.is_adapter else []) + [
-            (f"adapter_{i}", str(path)) for i, path in enumerate(adapters.values())]
-        for (name, path), client in zip(sources[-len(adapters):], adapters):
-            if not RunDir(path).is_adapter:
-                raise TunelabError(f"serve.adapters.{client} is not a LoRA adapter directory (no adapter_config.json)",
-                                   where=path, fix="list adapter run directories under serve.adapters")
-            if not same_base(path, base):
-                raise TunelabError(f"serve.adapters.{client} was trained on {RunDir(path).adapter_base}, not on the "
-                                   f"served model's base {base}", where=path,
-                                   fix="serve adapters of one base together, or start another server for it")
+        if not (run.is_adapter and adapter_slots):
+            model = load_model(str(run.path), "sft", dtype=dtype).to(device)
+            return cls(model.eval(), tokenizer, base_model=base)
         from peft import PeftModel
-        if run.is_adapter:
-            check_adapter_base(run.path, base)
-        model = load_model(base, "sft", dtype=dtype).to(device)
-        model = PeftModel.from_pretrained(model, sources[0][1], adapter_name=sources[0][0])
-        for name, path in sources[1:]:
-            model.load_adapter(path, adapter_name=name)  # one copy of the base, one small adapter each
-        named = {client: f"adapter_{i}" for i, client in enumerate(adapters)}
-        return cls(model.eval(), tokenizer, adapters=named, default_adapter=RUN_ADAPTER if run.is_adapter else None)
+        check_adapter_base(run.path, base)
+        model = PeftModel.from_pretrained(load_model(base, "sft", dtype=dtype).to(device), str(run.path),
+                                          adapter_name=RUN_ADAPTER)
+        return cls(model.eval(), tokenizer, base_model=base, default_adapter=RUN_ADAPTER)
+
+    def load_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+        if isinstance(self.model, PeftModel):
+            self.model.load_adapter(path, adapter_name=name)
+        else:  # the first adapter of a full run: wrap it (one copy of the base, one small adapter each)
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+        self.model.eval()
+
+    def unload_adapter(self, name: str) -> None:
+        if list(self.model.peft_config) == [name]:
+            # PEFT 0.21 cannot run a PeftModel left without adapters (its active adapter is gone):
+            # give back the plain base instead (LoRA layers removed, nothing merged)
+            self.model = self.model.unload()
+        else:
+            self.model.delete_adapter(name)
+
+    def _adapter_names(self, jobs: list[GenerationJob]) -> dict[str, Any]:
+        """PEFT's mixed-batch argument, one adapter name per row, when the model has adapters."""
+        from peft import PeftModel
+        if not isinstance(self.model, PeftModel):
+            return {}
+        return {"adapter_names": [job.adapter or self.default_adapter or "__base__" for job in jobs]}
 
     def _eos_ids(self) -> list[int]:
         eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -111,26 +117,15 @@ class TransformersGenerator(TokenizerText):
     @torch.inference_mode()
     def generate(self, jobs: list[GenerationJob]) -> list[Generation]:
         try:
-            with self._adapter(jobs[0].adapter):
-                results = self._generate(jobs)
-                for job, result in zip(jobs, results):
-                    if job.echo_logprobs and job.logprobs is not None and not job.cancelled.is_set():
-                        result.prompt_logprobs = self._prompt_logprobs(job)
-                return results
+            results = self._generate(jobs)
+            for job, result in zip(jobs, results):
+                if job.echo_logprobs and job.logprobs is not None and not job.cancelled.is_set():
+                    result.prompt_logprobs = self._prompt_logprobs(job)
+            return results
         except Exception:
             if jobs[0].streamer is not None:
                 jobs[0].streamer.end()  # a reader waiting for text must hear that none is coming
             raise
-
-    def _adapter(self, adapter: str | None):
-        """Activate the job's adapter (PEFT's active adapter is global: only the model thread sets it)."""
-        name = adapter or self.default_adapter
-        if name is not None:
-            self.model.set_adapter(name)
-            return nullcontext()
-        if self.adapters:  # the base model of a full run served with adapters
-            return self.model.disable_adapter()
-        return nullcontext()
 
     def _generate(self, jobs: list[GenerationJob]) -> list[Generation]:
         sampling = not jobs[0].greedy
@@ -150,7 +145,7 @@ class TransformersGenerator(TokenizerText):
                       "num_return_sequences": copies}
         want_logprobs = any(job.logprobs is not None for job in jobs)
         output = self.model.generate(
-            **padded, **kwargs, max_new_tokens=max(job.max_tokens for job in jobs), stopping_criteria=[criteria],
+            **padded, **kwargs, **self._adapter_names(rows), max_new_tokens=max(job.max_tokens for job in jobs), stopping_criteria=[criteria],
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.eos_ids or None,
             streamer=jobs[0].streamer, return_dict_in_generate=True, output_logits=want_logprobs)
         generated = output.sequences[:, prompt_length:].tolist()
@@ -189,7 +184,7 @@ class TransformersGenerator(TokenizerText):
     def _prompt_logprobs(self, job: GenerationJob) -> list[TokenLogprob]:
         """Each prompt token's logprob given the tokens before it (one forward pass, no padding)."""
         ids = torch.tensor([job.prompt_ids], device=self.model.device)
-        scores = self.model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
+        scores = self.model(input_ids=ids, **self._adapter_names([job])).logits[0, :-1].float().log_softmax(-1)
         return [TokenLogprob(job.prompt_ids[0], None)] + token_logprobs(scores, job.prompt_ids[1:], job.logprobs)
 
     def streamer(self):

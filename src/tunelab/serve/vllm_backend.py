@@ -2,7 +2,8 @@
 tunelab's guard, cache, prediction log, metrics and batcher stay in front while vLLM's engine
 (paged attention, CUDA graphs) generates. Written against vLLM's offline `LLM` API
 (`LLM.generate` with token-id prompts, `SamplingParams` with `logprobs` / `prompt_logprobs`,
-`LoRARequest`); vllm is imported only when this backend is chosen (`pip install tunelab[vllm]`).
+`LoRARequest` per request); vllm is imported only when this backend is chosen (`pip install
+tunelab[vllm]`).
 
 Each batch the tunelab batcher forms is one `LLM.generate` call, in which vLLM schedules the
 requests itself. `LLM` has no token streaming, so a streamed request is answered with its whole
@@ -11,6 +12,7 @@ dropped while it waits in the queue, not mid-batch).
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from tunelab.errors import TunelabError
@@ -18,19 +20,28 @@ from tunelab.serve.backend import (GENERATIVE, RUN_ADAPTER, Generation, Generati
                                    vocab_size)
 from tunelab.train.run_dir import RunDir
 
+MIN_LORA_RANK = 16  # vLLM's max_lora_rank when the adapters known at start are smaller: room for later ones
+
 
 class VllmGenerator(TokenizerText):
+    """Also an AdapterHost: an adapter "loaded" here is a name, a path and a LoRA id; vLLM loads
+    its weights when a request first names it (`LoRARequest` per request, so one `generate` call
+    mixes adapters) and keeps up to `max_loras` on the GPU itself; unloading removes it from the
+    engine (`LLMEngine.remove_lora`). Written against vLLM's API; not run on this project's CPU
+    machines."""
     task = GENERATIVE
     streams = False
 
-    def __init__(self, llm, tokenizer, *, adapters: dict[str, str], lora_paths: dict[str, str],
-                 default_adapter: str | None, context_length: int | None, default_temperature: float,
-                 vocab: int, eos_ids: list[int]):
+    def __init__(self, llm, tokenizer, *, base_model: str, lora_paths: dict[str, str], default_adapter: str | None,
+                 max_lora_rank: int, context_length: int | None, default_temperature: float, vocab: int,
+                 eos_ids: list[int]):
         self.llm = llm
         self.tokenizer = tokenizer
-        self.adapters = adapters  # client model id -> adapter name
-        self.lora_paths = lora_paths  # adapter name -> directory
-        self.lora_ids = {name: i + 1 for i, name in enumerate(lora_paths)}  # vLLM wants a positive int id each
+        self.base_model = base_model
+        self.lora_paths = dict(lora_paths)  # adapter name -> directory
+        self._ids = itertools.count(1)  # vLLM wants a positive int id each, never reused for another adapter
+        self.lora_ids = {name: next(self._ids) for name in self.lora_paths}
+        self.max_lora_rank = max_lora_rank
         self.default_adapter = default_adapter
         self.context_length = context_length
         self.default_temperature = default_temperature
@@ -38,14 +49,15 @@ class VllmGenerator(TokenizerText):
         self.eos_ids = eos_ids
 
     @classmethod
-    def load(cls, run_dir: str | Path, adapters: dict[str, str] | None = None,
-             engine_options: dict | None = None) -> "VllmGenerator":
-        """engine_options: extra `vllm.LLM` arguments (gpu_memory_utilization, max_model_len, ...)."""
+    def load(cls, run_dir: str | Path, *, adapter_slots: int = 0, engine_options: dict | None = None) -> "VllmGenerator":
+        """LoRA is enabled when the run is an adapter or adapters may be loaded (adapter_slots: how
+        many vLLM keeps on the GPU at once). engine_options: extra `vllm.LLM` arguments
+        (gpu_memory_utilization, max_model_len, ...)."""
         try:
             from vllm import LLM
         except ImportError:
-            raise TunelabError("serve.backend is vllm but the vllm package is not installed",
-                               fix="pip install 'tunelab[vllm]' on a CUDA machine, or use serve.backend=transformers") from None
+            raise TunelabError("serve.engine is vllm but the vllm package is not installed",
+                               fix="pip install 'tunelab[vllm]' on a CUDA machine, or use serve.engine=transformers") from None
         from transformers import AutoConfig, GenerationConfig
 
         from tunelab.models.load import check_adapter_base, load_tokenizer, resolve_model_path
@@ -53,16 +65,11 @@ class VllmGenerator(TokenizerText):
         if run.is_adapter:
             check_adapter_base(run.path, run.adapter_base)
         model_path = resolve_model_path(run.adapter_base) if run.is_adapter else str(run.path)
-        lora_paths = ({RUN_ADAPTER: str(run.path)} if run.is_adapter else {}) | {
-            f"adapter_{i}": str(path) for i, path in enumerate((adapters or {}).values())}
-        for path in lora_paths.values():
-            if not RunDir(path).is_adapter:
-                raise TunelabError("not a LoRA adapter directory (no adapter_config.json)", where=str(path),
-                                   fix="list adapter run directories under serve.adapters")
+        lora_paths = {RUN_ADAPTER: str(run.path)} if run.is_adapter else {}
+        rank = max([MIN_LORA_RANK] + [RunDir(p).adapter_config.get("r", 16) for p in lora_paths.values()])
         options = {}
-        if lora_paths:
-            ranks = [RunDir(p).adapter_config.get("r", 16) for p in lora_paths.values()]
-            options = {"enable_lora": True, "max_loras": len(lora_paths), "max_lora_rank": max(ranks)}
+        if lora_paths or adapter_slots:
+            options = {"enable_lora": True, "max_loras": max(1, adapter_slots + len(lora_paths)), "max_lora_rank": rank}
         llm = LLM(model=model_path, tokenizer=str(run.path), **options, **(engine_options or {}))
         tokenizer = load_tokenizer(str(run.path))
         config = AutoConfig.from_pretrained(model_path)
@@ -73,10 +80,22 @@ class VllmGenerator(TokenizerText):
         except OSError:
             temperature, eos = 0.0, None
         eos = tokenizer.eos_token_id if eos is None else eos
-        return cls(llm, tokenizer, adapters={client: f"adapter_{i}" for i, client in enumerate(adapters or {})},
-                   lora_paths=lora_paths, default_adapter=RUN_ADAPTER if run.is_adapter else None,
+        return cls(llm, tokenizer, base_model=run.adapter_base or str(run.path), lora_paths=lora_paths,
+                   default_adapter=RUN_ADAPTER if run.is_adapter else None, max_lora_rank=rank,
                    context_length=getattr(config, "max_position_embeddings", None), default_temperature=temperature,
                    vocab=vocab_size(tokenizer, config), eos_ids=[eos] if isinstance(eos, int) else list(eos or []))
+
+    def load_adapter(self, name: str, path: str) -> None:
+        rank = (RunDir(path).adapter_config or {}).get("r", 0)
+        if rank > self.max_lora_rank:
+            raise TunelabError(f"the adapter's rank {rank} is above the {self.max_lora_rank} this vLLM engine was "
+                               "started with", where=path, fix="restart the server to serve it")
+        self.lora_paths[name] = path
+        self.lora_ids[name] = next(self._ids)
+
+    def unload_adapter(self, name: str) -> None:
+        self.lora_paths.pop(name)
+        self.llm.llm_engine.remove_lora(self.lora_ids.pop(name))
 
     def sampling_params(self, job: GenerationJob):
         from vllm import SamplingParams
@@ -87,6 +106,7 @@ class VllmGenerator(TokenizerText):
                               prompt_logprobs=job.logprobs if job.echo_logprobs else None)
 
     def lora_request(self, adapter: str | None):
+        """The LoRARequest of a job's adapter (None: the base)."""
         name = adapter or self.default_adapter
         if name is None:
             return None
@@ -98,7 +118,7 @@ class VllmGenerator(TokenizerText):
         live = [job for job, skip in zip(jobs, skipped) if not skip]
         prompts = [{"prompt_token_ids": job.prompt_ids} for job in live]
         outputs = iter(self.llm.generate(prompts, [self.sampling_params(job) for job in live],
-                                         lora_request=self.lora_request(jobs[0].adapter), use_tqdm=False)
+                                         lora_request=[self.lora_request(job.adapter) for job in live], use_tqdm=False)
                        if live else [])
         results = []
         for job, skip in zip(jobs, skipped):

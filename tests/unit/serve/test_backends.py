@@ -5,7 +5,8 @@ run's task prefix through tunelab.evaluate.predict.classify."""
 import torch
 
 from serve_helpers import PREFIX, lora_adapters, tiny_classifier_run, tiny_llama_run  # noqa: F401
-from tunelab.serve.backend import Backend, ClassifierBackend, GenerationJob, GeneratorBackend, first_stop
+from tunelab.serve.backend import (AdapterHost, Backend, ClassifierBackend, GenerationJob, GeneratorBackend,
+                                   first_stop)
 from tunelab.serve.classifier_backend import TransformersClassifier
 from tunelab.serve.service import load_backend
 from tunelab.serve.streaming import held_back
@@ -73,18 +74,27 @@ def test_seeded_sampling_repeats_and_n_gives_n_choices(tiny_llama_run):
 def test_adapters_answer_as_peft_alone_would_and_the_base_stays_the_base(tiny_llama_run, lora_adapters):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-    served = load_backend(tiny_llama_run, adapters={k: str(v) for k, v in lora_adapters.items()})
+    served = load_backend(tiny_llama_run, adapter_slots=2)
+    assert isinstance(served, AdapterHost)
+    for name, path in lora_adapters.items():
+        served.load_adapter(name, str(path))
     plain = load_backend(tiny_llama_run)
     text = prompts(plain, 2)
-    answers = {}
-    for name in [None, "support", "legal"]:
-        adapter = served.adapters[name] if name else None
-        answers[name] = served.generate(jobs_for(served, text, max_tokens=8, adapter=adapter))
+    answers = {name: served.generate(jobs_for(served, text, max_tokens=8, adapter=name))
+               for name in [None, "support", "legal"]}
     assert answers[None] == plain.generate(jobs_for(plain, text, max_tokens=8))
     assert answers["support"] != answers[None] and answers["legal"] != answers["support"]
+    # one batch naming the base and both adapters answers each row as its own adapter would
+    mixed = served.generate([job for name in [None, "support", "legal"]
+                             for job in jobs_for(served, text, max_tokens=8, adapter=name)])
+    assert mixed == answers[None] + answers["support"] + answers["legal"]
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_run), lora_adapters["legal"])
-    plain.model = reference.eval()
+    plain.model, plain.default_adapter = reference.eval(), "default"  # PEFT's own name for a lone adapter
     assert plain.generate(jobs_for(plain, text, max_tokens=8)) == answers["legal"]
+    served.unload_adapter("legal")
+    served.unload_adapter("support")  # the last one: the plain base is given back
+    assert not hasattr(served.model, "peft_config")
+    assert served.generate(jobs_for(served, text, max_tokens=8)) == answers[None]
 
 
 def test_classifier_batches_like_single_calls_and_answers_as_evaluation_predicts(tiny_classifier_run):
@@ -109,7 +119,7 @@ def test_every_engine_implements_the_one_backend_protocol(tiny_llama_run, tiny_c
     assert isinstance(generator, TransformersGenerator) and isinstance(generator, GeneratorBackend)
     assert isinstance(load_backend(tiny_classifier_run), ClassifierBackend)
     # vLLM needs a GPU to load; its class declares every member of the protocol
-    members = {name for cls in (Backend, GeneratorBackend)
+    members = {name for cls in (Backend, GeneratorBackend, AdapterHost)
                for name in [*cls.__annotations__, *(n for n, v in vars(cls).items() if callable(v))]
                if not name.startswith("_")}
     declared = set(dir(VllmGenerator)) | set(VllmGenerator.__init__.__code__.co_names)

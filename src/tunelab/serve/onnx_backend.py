@@ -1,0 +1,83 @@
+"""The ONNX Runtime classifier (a ClassifierBackend): `serve.engine: onnx` answers /v1/classify
+(and chat or text completions, with the label) from a classification run exported with
+`tunelab export RUN --format onnx [--int8]`, on CPU.
+
+The export is opened by the export package's own loader (`tunelab.export.onnx_runtime.
+OnnxClassifier`: the session, tokenizer, labels and truncation `tunelab eval` scored the export
+with), so a served answer is the answer the export's evaluation counted. Task prefixes are the
+handlers' concern, as for every backend: texts arrive here prefixed, so they go to the loader's
+`predict` (which adds none), not to its `classify` (which would add the prefix a second time).
+
+Generative ONNX exports are not served: a sentence says so and names the way that works.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tunelab.errors import TunelabError
+from tunelab.serve.backend import CLASSIFICATION, vocab_size
+from tunelab.train.run_dir import RunDir
+
+
+def onnx_export_task(export_dir: str | Path) -> str | None:
+    """The task of an ONNX export directory, or None when it is not one (the one place this
+    module reads an export's manifest; RunDir's export fields replace it once they are on main)."""
+    run = RunDir.open(export_dir)
+    manifest = run.manifest
+    if manifest.get("stage") != "export" or manifest.get("format") != "onnx":
+        return None
+    return CLASSIFICATION if run.is_classifier else run.task
+
+
+class OnnxClassifierBackend:
+    task = CLASSIFICATION
+    streams = False
+    default_temperature = 0.0
+    context_length = None  # longer inputs are truncated, never refused
+
+    def __init__(self, classifier: Any):
+        """`classifier`: an export loaded by `OnnxClassifier.load` (its `tokenizer`, `labels`,
+        `max_length` and `predict(texts) -> (indices, probabilities)`)."""
+        self.classifier = classifier
+        self.tokenizer = classifier.tokenizer
+        self.labels = list(classifier.labels)
+        self.max_length = classifier.max_length
+        self.vocab_size = vocab_size(self.tokenizer)
+
+    @classmethod
+    def load(cls, export_dir: str | Path) -> "OnnxClassifierBackend":
+        task = onnx_export_task(export_dir)
+        if task is None:
+            raise TunelabError("serve.engine onnx serves an ONNX export, and this directory is not one",
+                               where=str(export_dir), fix="export the run with `tunelab export RUN --format onnx` "
+                                                          "and serve that directory, or use serve.engine=transformers")
+        if task != CLASSIFICATION:
+            raise TunelabError("serve.engine onnx serves classifier exports; generative ONNX exports are not served",
+                               where=str(export_dir),
+                               fix="serve the run it was exported from with serve.engine=transformers")
+        try:
+            from tunelab.export.onnx_runtime import OnnxClassifier
+        except ImportError:
+            raise TunelabError("serve.engine onnx needs tunelab's ONNX export support (tunelab.export.onnx_runtime), "
+                               "which this installation lacks", fix="install a tunelab with `tunelab export "
+                                                                    "--format onnx`") from None
+        return cls(OnnxClassifier.load(export_dir))
+
+    def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special_tokens, truncation=True,
+                              max_length=self.max_length)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token], skip_special_tokens=False)
+
+    def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
+        predicted, probabilities = self.classifier.predict(texts, batch_size=len(texts) or 1)
+        return [(self.labels[int(i)], {label: float(p) for label, p in zip(self.labels, row)})
+                for i, row in zip(predicted, probabilities)]
+
+    def warmup(self) -> None:
+        self.classify(["warm up"])
