@@ -1,7 +1,8 @@
-"""Fixtures and helpers of the serving tests: a tiny Llama run with two LoRA adapters of it, a
-tiny BERT classification run (with a task prefix in its manifest), a ServeConfig for them, a
-live uvicorn server on a free loopback port, and the one wait-until-ready every serving test
-and the serving benchmark use. Everything is built locally, seeded, in kilobytes.
+"""Fixtures and helpers of the serving tests: a tiny Llama run with two (and eight) LoRA
+adapters of it and another full run, a tiny BERT classification run (with a task prefix in its
+manifest), a ServeConfig for them, a live uvicorn server on a free loopback port, the answer a
+run gives when served alone, and the one wait-until-ready every serving test and the serving
+benchmark use. Everything is built locally, seeded, in kilobytes.
 
 Test modules import what they use by name (`from serve_helpers import tiny_llama_run, ...`;
 tests/conftest.py puts tests/ on sys.path).
@@ -43,19 +44,54 @@ def tiny_llama_run(tmp_path_factory) -> Path:
 def lora_adapters(tiny_llama_run, tmp_path_factory) -> dict[str, Path]:
     """Two LoRA adapters of the tiny Llama, randomly initialised (not the zero init) so each
     changes the answers."""
+    return {name: random_lora(tiny_llama_run, tmp_path_factory.mktemp(f"adapter-{name}"), seed)
+            for seed, name in enumerate(["support", "legal"], start=1)}
+
+
+def random_lora(base: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter of `base`, randomly initialised from `seed` (not the zero init, so it
+    changes the answers), saved with the base's tokenizer, so it is also a run of its own that
+    `tunelab serve` can serve alone."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-    adapters = {}
-    for seed, name in enumerate(["support", "legal"], start=1):
-        torch.manual_seed(seed)
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_run),
-                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"],
-                                          init_lora_weights=False))
-        out = tmp_path_factory.mktemp(f"adapter-{name}")
-        model.save_pretrained(out)
-        adapters[name] = out
-    return adapters
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"],
+                                      init_lora_weights=False))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def eight_adapters(tiny_llama_run, tmp_path_factory) -> dict[str, Path]:
+    """Eight LoRA adapters of the tiny Llama (seeds 10-17): a0 ... a7."""
+    return {f"a{i}": random_lora(tiny_llama_run, tmp_path_factory.mktemp(f"adapter-a{i}"), 10 + i) for i in range(8)}
+
+
+@pytest.fixture(scope="session")
+def other_llama_run(tiny_llama_run, tmp_path_factory) -> Path:
+    """Another full run with the same tokenizer and another seed: a model of its own, not an
+    adapter of the served base."""
+    from tiny_models import build_tiny_llama
+    from transformers import AutoTokenizer
+    return build_tiny_llama(tmp_path_factory.mktemp("other-llama"), AutoTokenizer.from_pretrained(tiny_llama_run),
+                            hidden=64, layers=2, heads=4, max_positions=256, seed=5, tied=False)
+
+
+def answered_alone(run_dir, conversations: list, max_tokens: int) -> list[str]:
+    """The greedy answers a run gives chat requests, one at a time, when it is the only model
+    served: the run loaded as `tunelab serve RUN` loads it (an adapter run stays an adapter of
+    its base)."""
+    from tunelab.serve.backend import GenerationJob
+    from tunelab.serve.service import load_backend
+    backend = load_backend(run_dir, adapter_slots=1)
+    answers = []
+    for messages in conversations:
+        ids = backend.encode(backend.render_chat(messages), special_tokens=False)
+        answers.append(backend.generate([GenerationJob(prompt_ids=ids, max_tokens=max_tokens)])[0].texts[0])
+    return answers
 
 
 @pytest.fixture(scope="session")

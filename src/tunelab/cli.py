@@ -475,8 +475,9 @@ def _print_monitor_summary(result) -> None:
     out.print(f"report: {result.out_dir / 'report.html'} (also report.json, report.md)", highlight=False, soft_wrap=True)
 
 
-models_app = typer.Typer(help="Manage the versions `tunelab serve` may serve.\n\n"
-                         "The registry file lists every registered run and which one is live.",
+models_app = typer.Typer(help="Manage the versions and models `tunelab serve` may serve.\n\n"
+                         "The registry file lists every registered run, which one is live, and the models "
+                         "served beside it.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 REGISTRY_OPTION = typer.Option(Path("registry.json"), "--registry", "-r", help="Registry file.")
@@ -484,8 +485,9 @@ REGISTRY_OPTION = typer.Option(Path("registry.json"), "--registry", "-r", help="
 
 @models_app.command("list")
 def models_list(registry: Path = REGISTRY_OPTION) -> None:
-    """Show the registered versions (the live one is marked) and the models served
-    beside it."""
+    """Show the registered versions and models.
+
+    The live version is marked; models registered with --id are served beside it."""
     from tunelab.serve.registry import Registry
 
     data = Registry(registry).load()
@@ -518,9 +520,9 @@ def models_register(run_dir: Path = typer.Argument(..., metavar="RUN_DIR",
                         help="Serve the run under this model id beside the live version (a LoRA adapter "
                              "of the served base, or a model of its own) instead of adding a version."),
                     registry: Path = REGISTRY_OPTION) -> None:
-    """Add a run as the next version, or (--id) as a model served beside it.
+    """Add a run as the next version, or as a model (--id).
 
-    The first version registered becomes live. Servers of the registry answer a model
+    With --id the run is served under that id beside the live version. The first version registered becomes live. Servers of the registry answer a model
     registered with --id within about a second, without a restart."""
     from tunelab.serve.registry import Registry
 

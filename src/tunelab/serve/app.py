@@ -120,6 +120,9 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
               summary="Register a run under a model id: a LoRA adapter of the served base, or a model of its own")
     async def register_model(request: RegisterModelRequest):
         await handlers.resolve(None, None)  # 503 until the served model is up: adapters are matched to its base
+        if request.id == service.served_name:
+            raise ApiError(400, f"'{request.id}' is the served model's own id; register the run under another id",
+                           code="model_not_servable", param="id")
         try:
             registration = await service.register(request.id, request.path)
         except TunelabError as exc:

@@ -74,6 +74,7 @@ MUST = {
     "too_long": "must hold at most {max_length} item(s)", "string_too_short": "must not be empty",
     "string_unicode": "must be valid Unicode text (it holds a lone UTF-16 surrogate such as \\ud800)",
     "string_too_long": "must be at most {max_length} characters", "literal_error": "must be {expected}",
+    "string_pattern_mismatch": "must match the pattern {pattern}",
 }
 # fields that take one of several shapes: what to say when the value fits none of them
 SHAPES = {"prompt": "text, a list of texts, a list of token ids or a list of lists of token ids",

@@ -37,11 +37,12 @@ from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.serve.backend import AdapterHost
+from tunelab.serve.schemas import MODEL_ID_PATTERN
 from tunelab.train.run_dir import RunDir
 
 log = logging.getLogger("tunelab.serve")
 ADAPTER, MODEL = "adapter", "model"
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # no ':' (it names a task: ID:TASK)
+MODEL_ID = re.compile(MODEL_ID_PATTERN)
 _serials = itertools.count(1)
 
 

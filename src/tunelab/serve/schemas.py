@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 MAX_CHOICES = 8
 MAX_STOP_SEQUENCES = 4
 MAX_PROMPTS = 32
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # no ':' (it names a task: ID:TASK)
 MAX_LOGPROBS = 20  # alternatives per token (vLLM's default ceiling; OpenAI's legacy API allowed 5)
 
 
@@ -259,7 +260,8 @@ class ModelCard(BaseModel):
 
 
 class RegisterModelRequest(Strict):
-    id: Text = Field(description="The model id clients will name: 1-128 letters, digits, '.', '_' or '-'.")
+    id: Text = Field(pattern=MODEL_ID_PATTERN, description="The model id clients will name: 1-128 letters, digits, "
+                                                           "'.', '_' or '-', starting with a letter or digit.")
     path: Text = Field(description="A run directory on the server: a LoRA adapter of the served model's base "
                                    "(served on it), or any other run (served as a model of its own).")
 

@@ -277,9 +277,11 @@ class ModelService:
     # model calls: each goes through the batcher and runs on its model thread
 
     def enqueue_generation(self, live: LiveModel, job: GenerationJob,
-                           adapter: Registration | None = None) -> asyncio.Future:
+                           registration: Registration | None = None) -> asyncio.Future:
         """Greedy jobs of one loaded model share batches whatever adapter they name, unless
-        serve.mix_adapters is off (then each adapter batches alone)."""
+        serve.mix_adapters is off (then each adapter batches alone). A registered model of its
+        own is `live` itself: its jobs name no adapter."""
+        adapter = registration if registration is not None and registration.kind == ADAPTER else None
         key = ("generate", live.serial) if self.cfg.mix_adapters else (
             "generate", live.serial, adapter.serial if adapter else None)
         future = self.batcher.enqueue(key, (live, job, adapter), batchable=job.greedy and job.streamer is None)

@@ -87,10 +87,19 @@ class TransformersGenerator(TokenizerText):
 
     def load_adapter(self, name: str, path: str) -> None:
         from peft import PeftModel
-        if isinstance(self.model, PeftModel):
+        from peft.utils import load_peft_weights
+        # PEFT adds the adapter's layers to the model before it reads the weights: a damaged
+        # file must fail here, before the model is touched
+        load_peft_weights(path, device="cpu")
+        if not isinstance(self.model, PeftModel):  # the first adapter of a full run: wrap the base
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name).eval()
+            return
+        try:
             self.model.load_adapter(path, adapter_name=name)
-        else:  # the first adapter of a full run: wrap it (one copy of the base, one small adapter each)
-            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+        except Exception:
+            if name in self.model.peft_config:
+                self.model.delete_adapter(name)
+            raise
         self.model.eval()
 
     def unload_adapter(self, name: str) -> None:
