@@ -1,7 +1,7 @@
 """`tunelab serve RUN_DIR` as a user runs it: the command registers the run, serves it on
 127.0.0.1, and on SIGTERM stops taking connections, finishes the answer it is streaming, flushes
-the prediction log and exits. Refusals (0.0.0.0 without keys, a missing run) are TunelabErrors: one
-sentence and exit code 2."""
+the prediction log and exits. Refusals (0.0.0.0 without keys, a missing run, a run that is no ONNX
+export with --engine onnx) are TunelabErrors: one sentence and exit code 2."""
 import json
 import os
 import signal
@@ -10,7 +10,8 @@ import sys
 
 import httpx2
 
-from serve_helpers import free_port, tiny_llama_run, wait_ready  # noqa: F401
+from cli_helpers import tunelab as run_tunelab
+from serve_helpers import free_port, tiny_classifier_run, tiny_llama_run, wait_ready  # noqa: F401
 from tunelab.serve.predlog import read_predictions
 
 
@@ -62,3 +63,12 @@ def test_serve_refuses_open_binding_without_keys_and_missing_runs(tmp_path, monk
     monkeypatch.setenv("TUNELAB_API_KEYS", "k1")  # with a key, an open address is allowed
     keyed = CliRunner().invoke(app, ["serve", str(tmp_path / "nope"), "--host", "0.0.0.0"])
     assert "run directory not found" in str(keyed.exception)
+
+
+def test_serve_engine_onnx_refuses_a_run_that_is_no_onnx_export(tiny_classifier_run, tmp_path):
+    for flag in ("--engine", "--backend"):  # --backend: the older name of the option
+        refused = run_tunelab("serve", tiny_classifier_run, flag, "onnx", "--port", free_port(),
+                          f"serve.registry={tmp_path / 'r.json'}", check=False, cwd=tmp_path, timeout=120)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert "serve.engine onnx serves an ONNX export, and this directory is not one" in refused.stderr
+    assert not (tmp_path / "r.json").exists()  # nothing registered

@@ -8,7 +8,7 @@ import pytest
 
 from tunelab.errors import TunelabError
 from tunelab.files import sha256_of
-from tunelab.serve.registry import Registry
+from tunelab.serve.registry import Claim, Registry
 
 
 def make_run(root, name: str, manifest: dict | None = None):
@@ -186,6 +186,33 @@ def test_models_cli(tmp_path, monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "promote", "v9", "-r", path)
     assert code == 2 and "unknown model version 'v9'" in err
     assert os.path.exists(path)
+
+
+def test_models_beside_the_live_version_are_not_versions(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    path = tmp_path / "reg.json"
+    registry = Registry(path)
+    live = registry.register(make_run(tmp_path, "chat", GENERATIVE))
+    code, out, _ = run_cli(monkeypatch, capsys, "register", str(make_run(tmp_path, "legal", GENERATIVE)), "--id", "legal",
+                           "-r", str(path))
+    assert (code, out.strip()) == (0, f"legal: {tmp_path / 'legal'}")
+    assert [m["id"] for m in registry.models()] == ["legal"] and registry.versions() == [live]
+    registry.add_model("legal", make_run(tmp_path, "legal2", GENERATIVE))  # the id moves to the new run
+    assert [(m["id"], m["path"]) for m in registry.models()] == [("legal", str(tmp_path / "legal2"))]
+    code, out, _ = run_cli(monkeypatch, capsys, "list", "-r", str(path))
+    assert code == 0 and "legal" in out and "live: v1" in out
+    for bad, message in [("has space", "is not usable"), ("a:b", "is not usable")]:
+        code, _, err = run_cli(monkeypatch, capsys, "register", str(tmp_path / "chat"), "--id", bad, "-r", str(path))
+        assert code == 2 and message in err and "Traceback" not in err
+    code, _, err = run_cli(monkeypatch, capsys, "register", str(tmp_path / "nowhere"), "--id", "x", "-r", str(path))
+    assert code == 2 and "run directory not found" in err
+    code, out, _ = run_cli(monkeypatch, capsys, "unregister", "legal", "-r", str(path))
+    assert (code, out.strip()) == (0, "legal unregistered") and registry.models() == []
+    code, _, err = run_cli(monkeypatch, capsys, "unregister", "legal", "-r", str(path))
+    assert code == 2 and "no model 'legal' is registered (registered: none)" in err
+    registry.attach(Claim("s1", "served", "generative", str(tmp_path / "chat")), loaded=tmp_path / "chat")
+    with pytest.raises(TunelabError, match="is the id of the registry's served model"):
+        registry.add_model("served", tmp_path / "legal")
 
 
 # a registry belongs to one served model; servers sharing it do not step on each other

@@ -1,0 +1,144 @@
+"""`serve.engine: onnx`: a classifier exported to ONNX answers /v1/classify (and chat, with the
+label) through ONNX Runtime with the labels and probabilities of the PyTorch classifier it came
+from, the task prefix put in once; a generative export and a directory that is no export are
+refused in one sentence.
+
+The export directory is written here with torch.onnx and laid out as `tunelab export --format
+onnx` lays it out (model.onnx, the tokenizer, manifest.json with stage, format, model_file,
+task, labels, task_prefixes, max_length). The backend opens it with the export package's loader
+(`tunelab.export.onnx_runtime.OnnxClassifier`); where that package is not installed yet, the
+backend is given `SessionClassifier`, this file's stand-in with the loader's interface."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from serve_helpers import LABELS, PREFIX, serve_config, tiny_classifier_run, tiny_llama_run, wait_ready  # noqa: F401
+from tunelab.errors import TunelabError
+from tunelab.serve.onnx_backend import OnnxClassifierBackend
+from tunelab.serve.service import load_backend
+
+TEXTS = ["great stuff", "awful, just awful", "it is fine I guess", "x"]
+
+
+def loader_installed() -> bool:
+    try:
+        import tunelab.export.onnx_runtime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HAS_LOADER = loader_installed()
+
+
+def export_dir(run, out, *, task: str):
+    """`run` as an ONNX export directory (float32 logits, dynamic batch and sequence axes)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    out.mkdir()
+    tokenizer = AutoTokenizer.from_pretrained(run)
+    tokenizer.save_pretrained(out)
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+    if task == "classification":
+        model = AutoModelForSequenceClassification.from_pretrained(run).eval()
+
+        class Logits(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, *inputs):
+                return self.model(**dict(zip(names, inputs))).logits
+
+        sample = tokenizer(["a sample to trace", "short"], padding=True, return_tensors="pt")
+        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        with torch.no_grad():
+            torch.onnx.export(Logits(), tuple(sample[n] for n in names), str(out / "model.onnx"), input_names=names,
+                              output_names=["logits"], dynamic_shapes=(tuple({0: batch, 1: sequence} for _ in names),),
+                              dynamo=True, external_data=False, verbose=False)
+    manifest = {"stage": "export", "format": "onnx", "model_file": "model.onnx", "task": task,
+                "labels": LABELS if task == "classification" else None, "task_prefixes": {"sentiment": PREFIX},
+                "max_length": 128, "source_run": str(run)}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+class SessionClassifier:
+    """The interface the backend uses of the export's OnnxClassifier (tokenizer, labels,
+    max_length, predict without a prefix), on an ONNX Runtime session, for when the export
+    package is not installed."""
+
+    def __init__(self, directory):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+        manifest = json.loads((directory / "manifest.json").read_text())
+        self.session = ort.InferenceSession(str(directory / manifest["model_file"]), providers=["CPUExecutionProvider"])
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+        self.labels, self.max_length = manifest["labels"], manifest["max_length"]
+
+    def predict(self, texts, *, batch_size=64):
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
+        names = [i.name for i in self.session.get_inputs()]
+        logits = self.session.run(None, {n: encoded[n].astype(np.int64) for n in names})[0].astype(np.float64)
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        return probabilities.argmax(1), probabilities
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tiny_classifier_run, tmp_path_factory):
+    return export_dir(tiny_classifier_run, tmp_path_factory.mktemp("onnx") / "export", task="classification")
+
+
+def onnx_backend(directory) -> OnnxClassifierBackend:
+    if HAS_LOADER:
+        return load_backend(directory, engine="onnx")
+    with pytest.raises(TunelabError, match="needs tunelab's ONNX export support"):
+        load_backend(directory, engine="onnx")
+    return OnnxClassifierBackend(SessionClassifier(directory))
+
+
+def test_the_onnx_backend_answers_as_the_pytorch_classifier_it_was_exported_from(onnx_export, tiny_classifier_run):
+    from tunelab.serve.backend import ClassifierBackend
+    backend = onnx_backend(onnx_export)
+    assert isinstance(backend, ClassifierBackend) and backend.labels == LABELS
+    reference = load_backend(tiny_classifier_run)
+    texts = [PREFIX + t for t in TEXTS]  # the server prefixes them, as for every backend
+    ours, theirs = backend.classify(texts), reference.classify(texts)
+    assert [label for label, _ in ours] == [label for label, _ in theirs]
+    for (_, mine), (_, expected) in zip(ours, theirs):
+        assert all(abs(mine[k] - expected[k]) < 1e-4 for k in LABELS)
+    assert backend.classify(texts[:1]) == ours[:1]  # a batch answers each text as alone
+
+
+def test_serve_engine_onnx_answers_classify_and_chat_with_the_prefix_put_in_once(onnx_export, tiny_classifier_run,
+                                                                                 tmp_path):
+    from fastapi.testclient import TestClient
+    from tunelab.serve.app import create_app
+    from tunelab.serve.service import LiveModel
+    backend = onnx_backend(onnx_export)
+    settings = serve_config(onnx_export, tmp_path, engine="onnx", model_name="sentiment")
+    expected = load_backend(tiny_classifier_run).classify([PREFIX + "great stuff"])[0]
+    with TestClient(create_app(settings, live=LiveModel(backend, "onnx-v1", str(onnx_export)))) as http:
+        wait_ready(http)
+        answer = http.post("/v1/classify", json={"text": "great stuff"}).json()
+        assert (answer["label"], answer["model_version"]) == (expected[0], "onnx-v1")
+        assert all(abs(answer["probabilities"][k] - expected[1][k]) < 1e-4 for k in LABELS)
+        chat = http.post("/v1/chat/completions", json={"model": "sentiment", "messages": [
+            {"role": "user", "content": "great stuff"}]}).json()
+        assert chat["choices"][0]["message"]["content"] == expected[0]
+        assert http.get("/v1/models").json()["data"][0]["tasks"] == ["sentiment"]
+
+
+def test_generative_exports_and_plain_runs_are_refused_in_one_sentence(tiny_llama_run, tiny_classifier_run,
+                                                                       tmp_path):
+    generative = export_dir(tiny_llama_run, tmp_path / "generative", task="sft")
+    with pytest.raises(TunelabError, match="generative ONNX exports are not served") as refused:
+        load_backend(generative, engine="onnx")
+    assert "serve.engine=transformers" in str(refused.value)
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_classifier_run, plain)
+    with pytest.raises(TunelabError, match="serve.engine onnx serves an ONNX export, and this directory is not one"):
+        load_backend(plain, engine="onnx")
