@@ -1,14 +1,20 @@
 """Claims: (1) with dynamic batching, `tunelab serve` answers 32 concurrent clients >= 3x faster
 (requests/s) than the same server with batching off, with identical answers (greedy); (2) a
 request answered from the response cache takes under 5 ms at p99, measured at the client over
-loopback.
+loopback; (3) with 8 LoRA adapters of the served base and 32 clients whose requests interleave
+the adapters, batches that mix adapters (PEFT's mixed-adapter batches, serve.mix_adapters=true)
+answer >= 2x faster than batches of one adapter at a time (serve.mix_adapters=false), with
+identical answers.
 
-Both servers are `tunelab serve` processes on 127.0.0.1 serving the same tiny Llama (tests/
+All servers are `tunelab serve` processes on 127.0.0.1 serving the same tiny Llama (tests/
 tiny_models.py, built here, no download), on CPU; only serve.max_batch_size/max_wait_ms differ
-(batching off: batches of one, no wait). The response cache is off for the throughput runs (every
-prompt is distinct anyway). Clients: 32 asyncio tasks sharing one HTTP client, each sending its
+(batching off: batches of one, no wait), or, for (3), only serve.mix_adapters (both batch up to
+32 requests, wait 5 ms; the adapters are seeded random LoRA adapters, registered with
+serve.adapters and loaded before the clients start). The response cache is off for the
+throughput runs (every prompt is distinct anyway). The load average is printed before and after:
+the machine may be shared. Clients: 32 asyncio tasks sharing one HTTP client, each sending its
 share of the requests back to back. Bounded: --requests requests per server, --timeout seconds each.
-Run: python benchmarks/bench_serve.py [--requests N] [--concurrency C] [--max-tokens T]
+Run: python benchmarks/bench_serve.py [--requests N] [--concurrency C] [--max-tokens T] [--part P]
 """
 from __future__ import annotations
 
@@ -29,7 +35,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/tiny_models.py, tests/serve_helpers.py
-from serve_helpers import free_port, wait_ready  # noqa: E402
+from serve_helpers import free_port, random_lora, wait_ready  # noqa: E402
+
+ADAPTERS = 8
 
 
 def build_model(out: Path) -> Path:
@@ -55,13 +63,15 @@ def start_server(model: Path, work: Path, overrides: list[str]) -> tuple[subproc
         raise SystemExit(str(exc)) from None
 
 
-def body(prompt: str, max_tokens: int) -> dict:
-    return {"model": "tiny", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+def body(prompt: str, max_tokens: int, model: str = "tiny") -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
             "temperature": 0}
 
 
-async def load(base: str, prompts: list[str], max_tokens: int, concurrency: int, timeout: float):
-    """(answers in prompt order, per-request latencies in s, wall seconds) for `concurrency` clients."""
+async def load(base: str, prompts: list[str], max_tokens: int, concurrency: int, timeout: float,
+               models: list[str] | None = None):
+    """(answers in prompt order, per-request latencies in s, wall seconds) for `concurrency`
+    clients; prompt i goes to models[i] (default: the served model)."""
     answers: list[str | None] = [None] * len(prompts)
     latencies: list[float] = []
     queue = list(range(len(prompts)))[::-1]
@@ -71,7 +81,8 @@ async def load(base: str, prompts: list[str], max_tokens: int, concurrency: int,
             while queue:
                 index = queue.pop()
                 started = time.perf_counter()
-                response = await client.post("/v1/chat/completions", json=body(prompts[index], max_tokens))
+                model = models[index] if models else "tiny"
+                response = await client.post("/v1/chat/completions", json=body(prompts[index], max_tokens, model))
                 latencies.append(time.perf_counter() - started)
                 response.raise_for_status()
                 answers[index] = response.json()["choices"][0]["message"]["content"]
@@ -99,6 +110,51 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
     return float(np.percentile(latencies, 50) * 1000), float(np.percentile(latencies, 99) * 1000)
 
 
+def throughput(model: Path, work: Path, overrides: list[str], prompts: list[str], args,
+               models: list[str] | None = None):
+    server, base = start_server(model, work, overrides)
+    try:
+        asyncio.run(load(base, prompts[:8], args.max_tokens, 8, args.timeout, models[:8] if models else None))
+        return asyncio.run(load(base, prompts, args.max_tokens, args.concurrency, args.timeout, models))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def model_calls(model: Path, adapters: dict[str, Path], prompts: list[str], models: list[str], args) -> dict:
+    """The same work without HTTP, straight through the transformers backend on one thread:
+    windows of `concurrency` requests in arrival order, each one mixed batch, or one batch per
+    adapter in it. (answers, seconds) of each, to tell the model's share of the speed-up from
+    the server's."""
+    import torch
+
+    from tunelab.serve.backend import GenerationJob
+    from tunelab.serve.transformers_backend import TransformersGenerator
+    torch.set_num_threads(1)
+    backend = TransformersGenerator.load(model, adapter_slots=len(adapters))
+    for name, path in adapters.items():
+        backend.load_adapter(name, str(path))
+    jobs = [GenerationJob(prompt_ids=backend.encode(backend.render_chat([{"role": "user", "content": prompt}]),
+                                                    special_tokens=False), max_tokens=args.max_tokens, adapter=name)
+            for prompt, name in zip(prompts, models)]
+    windows = [jobs[k:k + args.concurrency] for k in range(0, len(jobs), args.concurrency)]
+    timed = {}
+    for label, split in [("one per batch", lambda window: [[j for j in window if j.adapter == name] for name in adapters]),
+                         ("mixed batches", lambda window: [window])]:
+        answers, started = {}, time.perf_counter()
+        for window in windows:
+            for batch in split(window):
+                answers.update({id(job): result.texts[0] for job, result in zip(batch, backend.generate(batch))})
+        timed[label] = ([answers[id(job)] for job in jobs], time.perf_counter() - started)
+    return timed
+
+
+def report(results: dict, requests: int) -> None:
+    for name, (_, latencies, wall) in results.items():
+        p50, p99 = percentiles(latencies)
+        print(f"{name:<28} {requests / wall:8.1f} requests/s   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=256)
@@ -106,41 +162,65 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--cache-requests", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=300, help="Most seconds one load run may take.")
+    parser.add_argument("--part", choices=["all", "batching", "adapters"], default="all",
+                        help="batching: claims 1 and 2; adapters: claim 3.")
     args = parser.parse_args()
     rng = random.Random(0)
     prompts = ["".join(rng.choices(string.ascii_lowercase + " ", k=rng.randint(5, 60))) for _ in range(args.requests)]
+    load_before = os.getloadavg()
+    passed = True
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU; "
+          f"{args.requests} distinct chat requests, max_tokens {args.max_tokens}, {args.concurrency} concurrent clients")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model = build_model(work / "model")
-        results = {}
-        for name, overrides in [("batching off", ["serve.max_batch_size=1", "serve.max_wait_ms=0", "serve.cache_size=0"]),
-                                ("dynamic batching", [f"serve.max_batch_size={args.concurrency}",
-                                                      "serve.max_wait_ms=5", "serve.cache_size=0"])]:
-            server, base = start_server(model, work, overrides)
+        if args.part in ("all", "batching"):
+            results = {name: throughput(model, work, overrides, prompts, args) for name, overrides in [
+                ("batching off", ["serve.max_batch_size=1", "serve.max_wait_ms=0", "serve.cache_size=0"]),
+                ("dynamic batching", [f"serve.max_batch_size={args.concurrency}", "serve.max_wait_ms=5",
+                                      "serve.cache_size=0"])]}
+            server, base = start_server(model, work, [])
             try:
-                asyncio.run(load(base, prompts[:8], args.max_tokens, 8, args.timeout))  # connections, first calls
-                results[name] = asyncio.run(load(base, prompts, args.max_tokens, args.concurrency, args.timeout))
+                hit_latencies = cache_hits(base, prompts[0], args.max_tokens, args.cache_requests)
             finally:
                 server.terminate()
                 server.wait(timeout=60)
-        server, base = start_server(model, work, [])
-        try:
-            hit_latencies = cache_hits(base, prompts[0], args.max_tokens, args.cache_requests)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU; "
-          f"{args.requests} distinct chat requests, max_tokens {args.max_tokens}, {args.concurrency} concurrent clients")
-    for name, (_, latencies, wall) in results.items():
-        p50, p99 = percentiles(latencies)
-        print(f"{name:<17} {args.requests / wall:8.1f} requests/s   p50 {p50:8.1f} ms   p99 {p99:8.1f} ms")
-    ratio = (args.requests / results["dynamic batching"][2]) / (args.requests / results["batching off"][2])
-    identical = results["dynamic batching"][0] == results["batching off"][0]
-    hit_p50, hit_p99 = percentiles(hit_latencies)
-    print(f"speed-up: {ratio:.2f}x; identical answers: {identical}")
-    print(f"cache hits: {args.cache_requests} requests, p50 {hit_p50:.2f} ms, p99 {hit_p99:.2f} ms")
-    passed = ratio >= 3 and identical and hit_p99 < 5
-    print(f"{'PASS' if passed else 'FAIL'}: batching >= 3x batching off with identical answers; cache-hit p99 < 5 ms")
+            report(results, args.requests)
+            ratio = results["batching off"][2] / results["dynamic batching"][2]
+            identical = results["dynamic batching"][0] == results["batching off"][0]
+            hit_p50, hit_p99 = percentiles(hit_latencies)
+            print(f"speed-up: {ratio:.2f}x; identical answers: {identical}")
+            print(f"cache hits: {args.cache_requests} requests, p50 {hit_p50:.2f} ms, p99 {hit_p99:.2f} ms")
+            ok = ratio >= 3 and identical and hit_p99 < 5
+            print(f"{'PASS' if ok else 'FAIL'}: batching >= 3x batching off with identical answers; "
+                  "cache-hit p99 < 5 ms")
+            passed &= ok
+        if args.part in ("all", "adapters"):
+            adapters = {f"a{i}": random_lora(model, work / f"a{i}", 10 + i) for i in range(ADAPTERS)}
+            names = list(adapters)
+            models = [names[i % ADAPTERS] for i in range(args.requests)]  # consecutive requests: other adapters
+            common = [f"serve.max_batch_size={args.concurrency}", "serve.max_wait_ms=5", "serve.cache_size=0",
+                      f"serve.max_adapters={ADAPTERS}", *(f"serve.adapters.{n}={p}" for n, p in adapters.items())]
+            results = {f"{ADAPTERS} adapters, {name}": throughput(model, work, common + [f"serve.mix_adapters={mix}"],
+                                                                  prompts, args, models)
+                       for name, mix in [("one per batch", "false"), ("mixed batches", "true")]}
+            report(results, args.requests)
+            alone, mixed = results.values()
+            ratio = alone[2] / mixed[2]
+            identical = alone[0] == mixed[0]
+            print(f"mixed-adapter speed-up: {ratio:.2f}x; identical answers: {identical}")
+            direct = model_calls(model, adapters, prompts, models, args)
+            (one, one_s), (mix, mix_s) = direct["one per batch"], direct["mixed batches"]
+            print(f"the model calls alone (no HTTP, one thread): one per batch {args.requests / one_s:.1f} requests/s, "
+                  f"mixed {args.requests / mix_s:.1f} requests/s, speed-up {one_s / mix_s:.2f}x; answers equal the "
+                  f"servers': {one == mix == mixed[0]}")
+            ok = ratio >= 2 and identical
+            print(f"{'PASS' if ok else 'FAIL'}: mixed-adapter batches >= 2x one adapter per batch with identical "
+                  "answers")
+            passed &= ok
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min): before {', '.join(f'{x:.1f}' for x in load_before)}; "
+          f"after {', '.join(f'{x:.1f}' for x in load_after)}")
     return 0 if passed else 1
 
 

@@ -88,6 +88,11 @@ def test_adapters_answer_as_peft_alone_would_and_the_base_stays_the_base(tiny_ll
     mixed = served.generate([job for name in [None, "support", "legal"]
                              for job in jobs_for(served, text, max_tokens=8, adapter=name)])
     assert mixed == answers[None] + answers["support"] + answers["legal"]
+    # a sampled request with several choices samples every choice from its adapter
+    sampled = dict(max_tokens=8, temperature=1.0, seed=3, n=3)
+    alone = load_backend(lora_adapters["legal"], adapter_slots=1)
+    assert served.generate(jobs_for(served, text[:1], adapter="legal", **sampled)) == \
+        alone.generate(jobs_for(alone, text[:1], **sampled))
     reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_run), lora_adapters["legal"])
     plain.model, plain.default_adapter = reference.eval(), "default"  # PEFT's own name for a lone adapter
     assert plain.generate(jobs_for(plain, text, max_tokens=8)) == answers["legal"]
