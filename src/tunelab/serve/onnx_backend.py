@@ -8,7 +8,8 @@ with), so a served answer is the answer the export's evaluation counted. Task pr
 handlers' concern, as for every backend: texts arrive here prefixed, so they go to the loader's
 `predict` (which adds none), not to its `classify` (which would add the prefix a second time).
 
-Generative ONNX exports are not served: a sentence says so and names the way that works.
+Generative ONNX exports are not served, nor explanations (`explain: true` needs the PyTorch
+model's gradients): a sentence says so and names the way that works.
 """
 from __future__ import annotations
 
@@ -78,6 +79,13 @@ class OnnxClassifierBackend:
         predicted, probabilities = self.classifier.predict(texts, batch_size=len(texts) or 1)
         return [(self.labels[int(i)], {label: float(p) for label, p in zip(self.labels, row)})
                 for i, row in zip(predicted, probabilities)]
+
+    def explain(self, text: str, label: str, prefix: str) -> list[dict[str, Any]]:
+        """Integrated Gradients needs gradients, which an ONNX Runtime session has not: a request
+        asking for them gets one sentence (a 400)."""
+        raise TunelabError("explanations are computed with the PyTorch model, and this server serves its ONNX "
+                           "export", fix="ask a server of the run the export was made from "
+                                         "(serve.engine=transformers) for explain: true")
 
     def warmup(self) -> None:
         self.classify(["warm up"])

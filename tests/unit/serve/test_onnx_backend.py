@@ -130,6 +130,8 @@ def test_serve_engine_onnx_answers_classify_and_chat_with_the_prefix_put_in_once
             {"role": "user", "content": "great stuff"}]}).json()
         assert chat["choices"][0]["message"]["content"] == expected[0]
         assert http.get("/v1/models").json()["data"][0]["tasks"] == ["sentiment"]
+        explained = http.post("/v1/classify", json={"text": "great stuff", "explain": True})
+        assert explained.status_code == 400 and "ONNX export" in explained.json()["error"]["message"]
 
 
 def test_generative_exports_and_plain_runs_are_refused_in_one_sentence(tiny_llama_run, tiny_classifier_run,
