@@ -131,6 +131,15 @@ class DataConfig(Section):
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal.")
     split: SplitConfig = Field(default_factory=SplitConfig, description="Train/val/test split.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Synthetic training examples (`tunelab data augment`).")
+    num_proc: int | None = Field(
+        None, ge=1, description="Worker processes for the per-record work (default: all cores); the output does not depend on it."
+    )
+    engine: Literal["local", "ray"] = Field(
+        "local", description="Where the per-record work runs: local (this machine's cores) or ray (a Ray cluster); same output."
+    )
+    ray_address: str | None = Field(
+        None, description="With engine ray: the cluster (auto, HOST:PORT or ray://HOST:10001); unset starts a local head on 127.0.0.1."
+    )
 
 
 # the training tasks and methods, declared once: the config types, the CLI's help and the

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -36,6 +37,29 @@ def atomic_open(path: Path, mode: str = "w"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staged_directory(out_dir: Path, last: str = "manifest.json"):
+    """Build a directory's files in a hidden sibling, then move them in with `last` (the file
+    that marks the directory complete) moved at the very end. A run that fails or is killed
+    leaves the directory as it was, and never a half-written one that looks complete."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / last).unlink(missing_ok=True)  # from an earlier run: the new files are not it
+    for path in sorted(stage.iterdir(), key=lambda p: p.name == last):
+        target = out_dir / path.name
+        if path.is_dir() and target.is_dir():
+            shutil.rmtree(target)
+        os.replace(path, target)
+    stage.rmdir()
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:

@@ -4,14 +4,33 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
 
 console = Console(stderr=True)
 
 
+class RateColumn(ProgressColumn):
+    """Records per second over the last seconds (the average once a phase is finished)."""
+
+    def __init__(self, unit: str = "records") -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None and task.finished and task.elapsed:
+            speed = task.completed / task.elapsed
+        return Text(f"{speed:>9,.0f} {self.unit}/s" if speed is not None else f"{'?':>9} {self.unit}/s",
+                    style="progress.data.speed")
+
+
 @contextmanager
-def progress_bars(enabled: bool = True):
-    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+def progress_bars(enabled: bool = True, unit: str = "records"):
+    """Bars that show done/total, the rate in `unit`/s, the time left and the time spent."""
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
+               TextColumn("eta"), TimeRemainingColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not enabled) as progress:
         yield progress
 

@@ -1,18 +1,36 @@
-"""Deduplication: exact (hash of case- and punctuation-folded words) and near (MinHash LSH from
-datasketch over word shingles, each candidate confirmed by its exact Jaccard similarity), plus the
-leakage check between splits. The first occurrence of a group is kept.
+"""Deduplication: exact (hash of case- and punctuation-folded words) and near (MinHash LSH over
+word shingles, each candidate confirmed by its exact Jaccard similarity), plus the leakage check
+between splits. The first occurrence of a group is kept.
+
+The work is split so that it scales: each record's key and LSH band hashes are computed on
+their own (in worker processes, or Ray tasks), and the decisions are taken afterwards in one
+pass over those compact values in input order:
+- exact: the first position of each key (a sort of the keys);
+- near: records that share a band bucket are candidates, exactly as in an LSH index queried
+  record by record; only buckets holding two or more records matter, so the ordered pass walks
+  those records alone, compares each with the *kept* earlier members of its buckets (exact
+  Jaccard on shingles, fetched on demand), and keeps it or marks it a duplicate of the best.
+The results equal those of inserting the records one by one into an LSH index of kept records.
+
+MinHash signatures come from rensa (Rust); the bands (b, r) are the ones datasketch's
+MinHashLSH picks for the same threshold and weights. A band is bucketed by a 64-bit hash of its
+values: a collision only adds a candidate, which the exact Jaccard check then rejects.
 """
 from __future__ import annotations
 
 import hashlib
 import re
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
-from datasketch import MinHash, MinHashLSH
+import numpy as np
 
 WORD = re.compile(r"\w+")
+SIGNATURE_SEED = 1
+CHUNK = 5000  # positions per progress report of the ordered pass
+
+_MIX = np.uint64(0x100000001B3)  # FNV-1a prime, applied to 32-bit words
+_OFFSET = np.uint64(0xCBF29CE484222325)
 
 
 @dataclass(frozen=True)
@@ -27,118 +45,208 @@ def normalised_words(text: str) -> list[str]:
 
 
 def exact_key(text: str) -> str:
-    return hashlib.sha256(" ".join(normalised_words(text)).encode()).hexdigest()
+    return key_of_words(normalised_words(text)).hex()
+
+
+def key_of_words(words: list[str]) -> bytes:
+    """The 32-byte exact-duplicate key (sha256 of the folded words); its hex form is exact_key."""
+    return hashlib.sha256(" ".join(words).encode()).digest()
+
+
+def shingle_strings(words: list[str], size: int) -> set[str]:
+    if len(words) <= size:
+        return {" ".join(words)}
+    return set(map(" ".join, zip(*(words[i:] for i in range(size)))))
 
 
 def shingles(text: str, size: int) -> set[bytes]:
-    words = normalised_words(text)
-    if len(words) <= size:
-        return {" ".join(words).encode()}
-    return {" ".join(words[i:i + size]).encode() for i in range(len(words) - size + 1)}
+    return {s.encode() for s in shingle_strings(normalised_words(text), size)}
 
 
 def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-class NearDuplicateIndex:
-    """MinHash LSH for candidates, exact Jaccard on shingles to confirm them."""
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) as datasketch's MinHashLSH chooses them. LSH finds candidates a
+    little below the threshold; the exact check decides. Weighting false negatives over false
+    positives keeps pairs at the threshold from being missed (equal weights miss about 1 in 8
+    at 0.8); an extra candidate costs only an exact check."""
+    from datasketch import MinHashLSH
+    lsh = MinHashLSH(threshold=max(0.05, threshold - 0.1), num_perm=num_perm, weights=(0.1, 0.9))
+    return lsh.b, lsh.r
 
-    def __init__(self, threshold: float, num_perm: int = 128, shingle_words: int = 3):
-        self.threshold = threshold
-        self.num_perm = num_perm
-        self.shingle_words = shingle_words
-        # LSH finds candidates a little below the threshold; the exact check decides. Weighting
-        # false negatives over false positives keeps pairs at the threshold from being missed
-        # (equal weights miss about 1 in 8 at 0.8); an extra candidate costs only an exact check.
-        self.lsh = MinHashLSH(threshold=max(0.05, threshold - 0.1), num_perm=num_perm, weights=(0.1, 0.9))
-        self.sets: dict[int, set[bytes]] = {}
-        self.minhashes: dict[int, MinHash] = {}
 
-    def __contains__(self, key: int) -> bool:
-        return key in self.sets
+def band_hashes(shingle_sets: Sequence[set[str]], num_perm: int, bands: int, rows: int) -> np.ndarray:
+    """(records, bands) uint64: one hash per LSH band of each set's MinHash signature."""
+    import rensa
+    if not shingle_sets:
+        return np.zeros((0, bands), np.uint64)
+    matrix = rensa.RMinHash.digest_matrix_from_token_sets(shingle_sets, num_perm, SIGNATURE_SEED)
+    digests = np.array(matrix.to_rows(), dtype=np.uint64)[:, :bands * rows].reshape(len(shingle_sets), bands, rows)
+    hashed = np.full((len(shingle_sets), bands), _OFFSET, np.uint64)
+    for row in range(rows):
+        hashed = (hashed ^ digests[:, :, row]) * _MIX
+    hashed ^= hashed >> np.uint64(29)  # fold the high bits down so every bit depends on every value
+    return hashed
 
-    def signatures(self, texts: list[str]) -> tuple[list[set[bytes]], list[MinHash]]:
-        sets = [shingles(t, self.shingle_words) for t in texts]
-        # crc32 (one C call per shingle) is ample for MinHash, which only needs a well-spread
-        # 32-bit value before its own random permutations; it is ~3x faster than the sha1 default
-        return sets, MinHash.bulk(sets, num_perm=self.num_perm, seed=1, hashfunc=zlib.crc32)
 
-    def best_match(self, shingle_set: set[bytes], minhash: MinHash,
-                   accept: Callable[[int], bool] | None = None) -> tuple[int, float] | None:
-        """The most similar indexed key at or above the threshold (ties: the lowest key)."""
-        best = None
-        for candidate in self.lsh.query(minhash):
-            if accept is not None and not accept(candidate):
-                continue
-            similarity = jaccard(shingle_set, self.sets[candidate])
-            if similarity >= self.threshold and (best is None or (similarity, -candidate) > (best[1], -best[0])):
-                best = (candidate, similarity)
-        return best
+def first_occurrences(keys: np.ndarray) -> np.ndarray:
+    """For each position, the first position holding the same key ((n, width) uint8 keys)."""
+    if len(keys) == 0:
+        return np.zeros(0, np.int64)
+    flat = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.shape[1]))).ravel()
+    _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)  # stable: first wins
+    return first[inverse.ravel()].astype(np.int64)
 
-    def add(self, key: int, shingle_set: set[bytes], minhash: MinHash) -> None:
-        self.lsh.insert(key, minhash)
-        self.sets[key] = shingle_set
-        self.minhashes[key] = minhash
 
-    def add_texts(self, keyed_texts: dict[int, str]) -> None:
-        keys = [k for k in keyed_texts if k not in self]
-        for start in range(0, len(keys), CHUNK):
-            chunk = keys[start:start + CHUNK]
-            sets, minhashes = self.signatures([keyed_texts[k] for k in chunk])
-            for key, shingle_set, minhash in zip(chunk, sets, minhashes):
-                self.add(key, shingle_set, minhash)
+def shared_buckets(band_columns: Iterable[np.ndarray], members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, bucket id) for every member that shares a band bucket with another member,
+    sorted by position. Each column holds one band's hashes for all positions."""
+    positions, buckets, next_id = [], [], 0
+    for column in band_columns:
+        hashes = column[members]
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        same = ordered[1:] == ordered[:-1]
+        shared = np.zeros(len(ordered), bool)
+        shared[1:] |= same
+        shared[:-1] |= same
+        run = np.cumsum(np.concatenate(([True], ~same))) if len(ordered) else np.zeros(0, np.int64)
+        chosen = np.flatnonzero(shared)
+        positions.append(members[order[chosen]])
+        buckets.append(run[chosen] + next_id)
+        next_id += int(run[-1]) + 1 if len(run) else 0
+    if not positions:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    position, bucket = np.concatenate(positions), np.concatenate(buckets)
+    order = np.argsort(position, kind="stable")
+    return position[order].astype(np.int64), bucket[order].astype(np.int64)
 
-    def leaks(self, held_out: list[int], train: set[int]) -> list[tuple[int, int, float]]:
-        """(held-out key, train key, similarity) for each indexed held-out record with a near
-        duplicate among the indexed train records."""
-        pairs = []
-        for key in held_out:
-            match = self.best_match(self.sets[key], self.minhashes[key], accept=train.__contains__)
+
+@dataclass
+class Found:
+    """Duplicates by position: `of` is -1 for a kept record, else the kept record it duplicates;
+    `near` holds the rounded similarity of each near duplicate (the others are exact)."""
+    of: np.ndarray
+    near: dict[int, float] = field(default_factory=dict)
+
+
+def deduplicate(n: int, *, keys: Callable[[], np.ndarray] | None, band_columns: Callable[[], Iterable[np.ndarray]] | None,
+                shingles_of: Callable[[int], set], threshold: float,
+                progress: Callable[[int], None] | None = None) -> Found:
+    """Exact duplicates (when `keys` is given) then near duplicates (when `band_columns` is),
+    each record compared with the kept records before it."""
+    of = np.full(n, -1, np.int64)
+    if keys is not None:
+        first = first_occurrences(keys())
+        duplicate = first != np.arange(n)
+        of[duplicate] = first[duplicate]
+    found = Found(of)
+    if band_columns is None:
+        if progress:
+            progress(n)
+        return found
+    remaining = np.flatnonzero(of < 0)
+    position, bucket = shared_buckets(band_columns(), remaining)
+    _resolve_in_order(position.tolist(), bucket.tolist(), remaining, found, shingles_of, threshold, progress)
+    return found
+
+
+def _resolve_in_order(position: list[int], bucket: list[int], remaining: np.ndarray, found: Found,
+                      shingles_of: Callable[[int], set], threshold: float, progress) -> None:
+    kept_in: dict[int, list[int]] = {}  # bucket -> kept members so far, in order
+    reported, i, total = 0, 0, len(position)
+    chunk_ends = remaining[CHUNK - 1::CHUNK].tolist() + [None]
+    for chunk_end in chunk_ends:
+        while i < total and (chunk_end is None or position[i] <= chunk_end):
+            p, start = position[i], i
+            while i < total and position[i] == p:
+                i += 1
+            mine = bucket[start:i]
+            candidates = set()
+            for b in mine:
+                candidates.update(kept_in.get(b, ()))
+            match = best_match(shingles_of(p), candidates, shingles_of, threshold) if candidates else None
             if match:
-                pairs.append((key, match[0], round(match[1], 4)))
-        return pairs
-
-
-CHUNK = 5000
-
-
-def find_duplicates(texts: list[str], *, keys: list[str] | None = None, exact: bool = True, near: bool = True, threshold: float = 0.8,
-                    num_perm: int = 128, shingle_words: int = 3, progress=None,
-                    index: NearDuplicateIndex | None = None) -> list[Duplicate | None]:
-    """For each text: None if kept, else the Duplicate it is of (always an earlier, kept text).
-    `keys` are the texts' exact_key values when the caller already has them. A given `index` is
-    filled with the kept texts (keyed by position), for the leakage check to reuse."""
-    result: list[Duplicate | None] = [None] * len(texts)
-    first_with_key: dict[str, int] = {}
-    if exact:
-        for i, key in enumerate(keys if keys is not None else map(exact_key, texts)):
-            if key in first_with_key:
-                result[i] = Duplicate(first_with_key[key], "exact", 1.0)
+                found.of[p] = match[0]
+                found.near[p] = round(match[1], 4)
             else:
-                first_with_key[key] = i
-    if near:
-        index = index if index is not None else NearDuplicateIndex(threshold, num_perm, shingle_words)
-        remaining = [i for i in range(len(texts)) if result[i] is None]
-        for start in range(0, len(remaining), CHUNK):
-            chunk = remaining[start:start + CHUNK]
-            sets, minhashes = index.signatures([texts[i] for i in chunk])
-            for i, shingle_set, minhash in zip(chunk, sets, minhashes):
-                match = index.best_match(shingle_set, minhash)
-                if match:
-                    result[i] = Duplicate(match[0], "near", round(match[1], 4))
-                else:
-                    index.add(i, shingle_set, minhash)
-            if progress:
-                progress(len(chunk))
-    return result
+                for b in mine:
+                    kept_in.setdefault(b, []).append(p)
+        if progress:
+            done = len(remaining) if chunk_end is None else int(np.searchsorted(remaining, chunk_end, "right"))
+            if done > reported:
+                progress(done - reported)
+                reported = done
+
+
+def best_match(mine: set, candidates: Iterable[int], shingles_of: Callable[[int], set],
+               threshold: float) -> tuple[int, float] | None:
+    """The most similar candidate at or above the threshold (ties: the lowest position)."""
+    best = None
+    for candidate in sorted(candidates):
+        similarity = jaccard(mine, shingles_of(candidate))
+        if similarity >= threshold and (best is None or similarity > best[1]):
+            best = (candidate, similarity)
+    return best
+
+
+def cross_matches(band_columns: Iterable[np.ndarray], queries: np.ndarray, corpus: np.ndarray,
+                  shingles_of: Callable[[int], set], threshold: float) -> list[tuple[int, int, float]]:
+    """(query, corpus position, similarity) for each query with a near duplicate in the corpus
+    (its best one), in query order; queries and corpus are disjoint sets of positions."""
+    members = np.union1d(queries, corpus)
+    is_query = np.isin(members, queries)
+    candidates: dict[int, set[int]] = {}
+    for column in band_columns:
+        hashes = column[members]
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+        ends = np.append(starts[1:], len(ordered))
+        for start, end in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
+            run = order[start:end]
+            asking = members[run[is_query[run]]].tolist()
+            answering = members[run[~is_query[run]]].tolist()
+            for q in asking:
+                if answering:
+                    candidates.setdefault(q, set()).update(answering)
+    pairs = []
+    for q in sorted(candidates):
+        match = best_match(shingles_of(q), candidates[q], shingles_of, threshold)
+        if match:
+            pairs.append((q, match[0], round(match[1], 4)))
+    return pairs
+
+
+# --- in-memory entry points, on lists of texts ----------------------------------------------
+
+def find_duplicates(texts: list[str], *, keys: list[str] | None = None, exact: bool = True, near: bool = True,
+                    threshold: float = 0.8, num_perm: int = 128, shingle_words: int = 3,
+                    progress=None) -> list[Duplicate | None]:
+    """For each text: None if kept, else the Duplicate it is of (always an earlier, kept text).
+    `keys` are the texts' exact_key values when the caller already has them."""
+    words = [normalised_words(t) for t in texts]
+    sets = [shingle_strings(w, shingle_words) for w in words]
+    key_bytes = None
+    if exact:  # fixed-width keys: the folded words' digest, or a digest of each given key
+        digests = [key_of_words(w) for w in words] if keys is None else [hashlib.sha256(k.encode()).digest() for k in keys]
+        key_bytes = np.frombuffer(b"".join(digests), np.uint8).reshape(len(texts), 32)
+    bands = band_hashes(sets, num_perm, *lsh_bands(threshold, num_perm)) if near else None
+    found = deduplicate(len(texts), keys=(lambda: key_bytes) if exact else None,
+                        band_columns=(lambda: bands.T) if near else None, shingles_of=sets.__getitem__,
+                        threshold=threshold, progress=progress)
+    return [None if of < 0 else Duplicate(int(of), "near" if i in found.near else "exact", found.near.get(i, 1.0))
+            for i, of in enumerate(found.of.tolist())]
 
 
 def near_duplicate_pairs(queries: list[str], corpus: list[str], *, threshold: float = 0.8,
                          num_perm: int = 128, shingle_words: int = 3) -> list[tuple[int, int, float]]:
     """(query index, corpus index, similarity) for each query with a near duplicate in the corpus."""
-    index = NearDuplicateIndex(threshold, num_perm, shingle_words)
-    offset = len(corpus)  # queries are keyed after the corpus
-    index.add_texts({**dict(enumerate(corpus)), **{offset + i: q for i, q in enumerate(queries)}})
-    pairs = index.leaks([offset + i for i in range(len(queries))], set(range(len(corpus))))
+    texts = corpus + queries  # queries are positioned after the corpus
+    sets = [shingle_strings(normalised_words(t), shingle_words) for t in texts]
+    bands = band_hashes(sets, num_perm, *lsh_bands(threshold, num_perm))
+    offset = len(corpus)
+    pairs = cross_matches(bands.T, np.arange(offset, len(texts)), np.arange(offset), sets.__getitem__, threshold)
     return [(q - offset, c, s) for q, c, s in pairs]

@@ -1,27 +1,38 @@
 """`tunelab data prepare`: raw files in; train/val/test, rejects, duplicates, report and manifest
 out. Every input record ends in exactly one of those, so input = kept + rejected + duplicates.
+
+The data streams: shards of each file go through the per-record work (work.py) on every core or
+on a Ray cluster, and come back in input order; rejects are written as they arrive and the rest
+wait on disk (store.py) with compact keys for the global pass, which decides duplicates, splits
+and leakage in input order, then writes the split files. Memory holds shards and keys, never the
+corpus; the outputs are the same whatever the engine and the number of workers.
 """
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tunelab.config import DataConfig
-from tunelab.data import dedup, formats, readers, report as reporting
-from tunelab.data.clean import make_cleaner
-from tunelab.data.pii import PiiDetector
-from tunelab.data.records import Item, Problem, RawRecord, RecordProblem, reject_row
-from tunelab.data.split import SPLITS, split_by_hash
-from tunelab.data.template_audit import audit_chat_template, make_token_counter
-from tunelab.data.text import char_length, joined_text, map_text_fields
-from tunelab.data.validate import validate_record
+from tunelab.data import dedup, readers, report as reporting
+from tunelab.data.engines import map_shards
+from tunelab.data.sources import Source, open_sources, shards
+from tunelab.data.split import SPLITS, drawn_shares, lend_to_empty_splits, needed_splits, summarise_labels
+from tunelab.data.stats import SplitStats
+from tunelab.data.store import RecordStore
+from tunelab.data.template_audit import audit_chat_template
+from tunelab.data.work import RecordWork, ShardResult
 from tunelab.errors import TunelabError
-from tunelab.files import manifest, write_json, write_jsonl
+from tunelab.files import manifest, staged_directory, write_json
 from tunelab.progress import progress_bars
 
 LEAKAGE_EXAMPLES = 10
+WRITE_CHUNK = 65_536
 
 
 @dataclass
@@ -30,36 +41,65 @@ class PrepareResult:
     report: dict[str, Any]
 
 
+@dataclass
+class Tally:
+    """What the per-record work counted, summed over shards as they arrive."""
+    records: list[int]
+    reasons: Counter = field(default_factory=Counter)
+    pii: Counter = field(default_factory=Counter)
+    records_with_pii: int = 0
+    changed: int = 0
+
+    def add(self, result: ShardResult) -> None:
+        self.records[result.source] += result.records
+        self.reasons.update(result.reasons)
+        self.pii.update(result.pii)
+        self.records_with_pii += result.records_with_pii
+        self.changed += result.changed
+
+
 def run(cfg: DataConfig, inputs: list[str], out_dir: str | Path, *, show_progress: bool = True) -> PrepareResult:
     out_dir = Path(out_dir)
     if not inputs:
         raise TunelabError("no input files given", fix="name one or more files after `tunelab data prepare`")
-    sources = [(spec, "input") for spec in inputs]
     # Supplied evaluation files come first so that a training record duplicating one of them is
     # the copy that is dropped: the evaluation sets stay as the user gave them.
     supplied = [(f, role) for f, role in ((cfg.split.val_file, "val"), (cfg.split.test_file, "test")) if f]
+    sources = open_sources(supplied + [(spec, "input") for spec in inputs], cfg)
+    kind = sources[0].kind
     tokenizer = _load_tokenizer(cfg.tokenizer)
-    with progress_bars(show_progress) as bars:
-        items, rejects, input_stats, kind = read_and_convert(supplied + sources, cfg, bars)
-        kept, cleaning = clean_and_validate(items, cfg, kind, tokenizer, rejects, bars)
-        kept, pii_stats = handle_pii(kept, cfg, rejects, bars)
-        kept, duplicates, index = deduplicate(kept, cfg, bars, kind)
-        assign_splits(kept, cfg, kind, supplied_roles={role for _, role in supplied})
-        leakage = check_leakage(kept, index, cfg)
-    audit = _audit(tokenizer, kept, kind, cfg)
-    counts = {"input": sum(s["records"] for s in input_stats), "kept": len(kept), "rejected": len(rejects),
-              "duplicates": len(duplicates), "pii_redacted": pii_stats["records_redacted"]}
-    if counts["input"] != counts["kept"] + counts["rejected"] + counts["duplicates"]:
-        raise AssertionError(f"tunelab lost records, please report this bug: {counts}")
-    report = reporting.build_report(kind=kind, counts=counts, kept=kept, rejects=rejects,
-                                    duplicates=duplicates, inputs=input_stats, cleaning=cleaning,
-                                    pii=pii_stats, leakage=leakage, audit=audit, cfg=cfg,
-                                    length_unit="tokens" if tokenizer else "characters")
-    write_outputs(out_dir, kept, rejects, duplicates, report, cfg, [s for s, _ in supplied + sources])
+    work = record_work(cfg, sources, supplied_roles={role for _, role in supplied})
+    with staged_directory(out_dir) as stage, progress_bars(show_progress) as bars:
+        store = RecordStore(stage / ".records", work.bands, work.shingle_words, work.roles)
+        tally = read_and_check(sources, work, cfg, store, stage / "rejects.jsonl", bars)
+        found = find_duplicates(store, cfg, bars)
+        splits = assign_splits(store, found, work, kind)
+        leakage = check_leakage(store, splits, cfg, bars)
+        audited = tokenizer is not None and kind == "generative"
+        written = write_records(stage, store, found, splits, bars, audit_sample=cfg.audit_sample if audited else 0)
+        audit = _audit(tokenizer, store, written["audit_positions"], cfg) if audited else None
+        store.release()
+        shutil.rmtree(store.directory)
+        counts = {"input": sum(tally.records), "kept": int((splits >= 0).sum()),
+                  "rejected": sum(tally.reasons.values()), "duplicates": int((found.of >= 0).sum()),
+                  "pii_redacted": tally.records_with_pii if cfg.pii.mode == "redact" else 0}
+        if counts["input"] != counts["kept"] + counts["rejected"] + counts["duplicates"]:
+            raise AssertionError(f"tunelab lost records, please report this bug: {counts}")
+        report = reporting.build_report(
+            kind=kind, counts=counts, split_stats=written["stats"],
+            inputs=[{"path": s.spec, "role": s.role, "format": s.format, "records": n}
+                    for s, n in zip(sources, tally.records)],
+            rejects_by_reason=dict(tally.reasons.most_common()), duplicates_by_kind=written["duplicates_by_kind"],
+            label_conflicts=written["label_conflicts"],
+            cleaning={"records_changed": tally.changed, "nfc": cfg.clean.nfc, "whitespace": cfg.clean.whitespace,
+                      "strip_html": cfg.clean.strip_html},
+            pii={"mode": cfg.pii.mode, "types": list(cfg.pii.types), "records_with_pii": tally.records_with_pii,
+                 "records_redacted": counts["pii_redacted"], "by_type": dict(sorted(tally.pii.items()))},
+            leakage=leakage, audit=audit, cfg=cfg, length_unit="tokens" if tokenizer else "characters")
+        write_manifest(stage, report, cfg, [s.spec for s in sources])
     if counts["kept"] == 0:
         raise TunelabError(f"no usable records: all {counts['input']} were rejected or duplicates",
-                           where=", ".join(inputs),
-                           fix=f"see {out_dir / 'rejects.jsonl'} for the reason of each")
+                           where=", ".join(inputs), fix=f"see {out_dir / 'rejects.jsonl'} for the reason of each")
     return PrepareResult(out_dir, report)
 
 
@@ -70,226 +110,165 @@ def _load_tokenizer(name: str | None):
     return load_tokenizer(name)
 
 
-def read_and_convert(sources: list[tuple[str, str]], cfg: DataConfig, bars):
-    """Read every source, detect its format, convert to canonical records; unusable ones to rejects."""
-    items: list[Item] = []
-    rejects: list[dict[str, Any]] = []
-    stats: list[dict[str, Any]] = []
-    kinds: dict[str, str] = {}
-    task = bars.add_task("reading", total=len(sources))
-    for spec, role in sources:
-        raws = list(readers.read_input(spec, cfg.encoding))
-        fmt = _format_for(spec, raws, cfg)
-        kinds[spec] = formats.KIND_OF_FORMAT[fmt]
-        stats.append({"path": spec, "role": role, "format": fmt, "records": len(raws)})
-        for raw in raws:
-            if raw.problem:
-                rejects.append(reject_row(raw, raw.problem))
-                continue
-            try:
-                record = formats.to_canonical(raw.value, _record_format(raw.value, fmt, cfg), cfg.text_column,
-                                              cfg.label_column, cfg.group_column)
-            except RecordProblem as exc:
-                rejects.append(reject_row(raw, exc.problem))
-                continue
-            items.append(Item(raw=raw, record=record, role=role))
-        bars.advance(task)
-    if len(set(kinds.values())) > 1:
-        listing = "; ".join(f"{spec} is {kind}" for spec, kind in kinds.items())
-        raise TunelabError(f"inputs mix kinds of data ({listing})", fix="prepare each kind into its own directory")
-    return items, rejects, stats, next(iter(kinds.values()))
+def record_work(cfg: DataConfig, sources: list[Source], supplied_roles: set[str]) -> RecordWork:
+    bands, rows = dedup.lsh_bands(cfg.dedup.threshold, cfg.dedup.num_perm)
+    val, test = drawn_shares(cfg.split.val, cfg.split.test, tuple(s for s in SPLITS if s not in supplied_roles))
+    return RecordWork(
+        kind=sources[0].kind, formats=tuple(s.format for s in sources), roles=tuple(s.role for s in sources),
+        encodings=tuple(s.encoding for s in sources), auto_format=cfg.format == "auto", text_column=cfg.text_column,
+        label_column=cfg.label_column, group_column=cfg.group_column, nfc=cfg.clean.nfc,
+        whitespace=cfg.clean.whitespace, strip_html=cfg.clean.strip_html,
+        labels=tuple(cfg.labels) if cfg.labels else None, max_chars=cfg.max_chars, max_tokens=cfg.max_tokens,
+        tokenizer=cfg.tokenizer, pii_types=tuple(cfg.pii.types), pii_mode=cfg.pii.mode,
+        phone_region=cfg.pii.phone_region, num_perm=cfg.dedup.num_perm, bands=bands, rows=rows,
+        shingle_words=cfg.dedup.shingle_words, val=val, test=test, seed=cfg.split.seed)
 
 
-def _record_format(value: Any, file_format: str, cfg: DataConfig) -> str:
-    """With format auto, a record in another format of the same kind (alpaca lines in a chat
-    file, say) is read in its own format; anything else must fit the file's format."""
-    if cfg.format != "auto":
-        return file_format
-    own = formats.format_of(value, cfg.text_column, cfg.label_column)
-    same_kind = own and formats.KIND_OF_FORMAT[own] == formats.KIND_OF_FORMAT[file_format]
-    return own if same_kind else file_format
+def read_and_check(sources: list[Source], work: RecordWork, cfg: DataConfig, store: RecordStore,
+                   rejects_path: Path, bars) -> Tally:
+    """Phase one, streaming: every record read, converted, cleaned, validated and scanned for PII;
+    rejects written as they come, the rest stored for the global pass."""
+    expected = [s.expected for s in sources]
+    task = bars.add_task("reading, checking", total=None if None in expected else sum(expected))
+    tally = Tally([0] * len(sources))
+    with rejects_path.open("wb") as rejects:
+        for result in map_shards(shards(sources), work, engine=cfg.engine, num_proc=cfg.num_proc,
+                                 ray_address=cfg.ray_address):
+            rejects.write(b"".join(result.rejects))
+            store.add(result)
+            tally.add(result)
+            bars.advance(task, result.records)
+    bars.update(task, total=sum(tally.records), completed=sum(tally.records))
+    store.close()
+    return tally
 
 
-def _format_for(spec: str, raws: list[RawRecord], cfg: DataConfig) -> str:
-    if not raws:
-        raise TunelabError("input has no records", where=spec, fix="pass a file with at least one record")
-    if cfg.format != "auto":
-        return cfg.format
-    values = [r.value for r in raws if r.problem is None]
-    if not values:
-        raise TunelabError(f"none of its {len(raws)} records can be read ({raws[0].problem.detail} at "
-                           f"{raws[0].unit} {raws[0].line})", where=spec, fix="check the file format and data.encoding")
-    fmt = formats.detect_format(values, cfg.text_column, cfg.label_column)
-    if fmt is None:
-        first = values[0]
-        seen = f"keys {sorted(first)[:8]}" if isinstance(first, dict) else f"a {type(first).__name__}"
-        raise TunelabError(f"unknown format: records have {seen}", where=spec,
-                           fix="use messages, conversations, instruction/output, prompt/completion, "
-                               "prompt/chosen/rejected or text/label (set data.text_column and "
-                               "data.label_column), or name it with --format")
-    return fmt
+def find_duplicates(store: RecordStore, cfg: DataConfig, bars) -> dedup.Found:
+    task = bars.add_task("deduplicating", total=store.count)
+    return dedup.deduplicate(store.count, keys=(lambda: np.asarray(store.column("key"))) if cfg.dedup.exact else None,
+                             band_columns=store.band_columns if cfg.dedup.near else None,
+                             shingles_of=store.shingles, threshold=cfg.dedup.threshold,
+                             progress=lambda n: bars.advance(task, n))
 
 
-def clean_and_validate(items: list[Item], cfg: DataConfig, kind: str, tokenizer, rejects, bars):
-    clean = make_cleaner(cfg.clean.nfc, cfg.clean.whitespace, cfg.clean.strip_html)
-    changed = 0
-    changed_here = False
-
-    def counting_clean(text: str) -> str:
-        nonlocal changed_here
-        cleaned = clean(text)
-        changed_here = changed_here or cleaned != text
-        return cleaned
-
-    labels = set(cfg.labels) if cfg.labels else None
-    count_tokens = make_token_counter(tokenizer, kind) if tokenizer else None
-    kept: list[Item] = []
-    for item in bars.track(items, description="cleaning, validating"):
-        changed_here = False
-        try:
-            map_text_fields(item.record, counting_clean)
-        except (AttributeError, TypeError):
-            pass  # a malformed structure is reported by validation below
-        changed += changed_here
-        problem = validate_record(item.record, kind, labels=labels, max_chars=cfg.max_chars)
-        if problem is None:
-            item.length = count_tokens(item.record) if count_tokens else char_length(item.record)
-            if count_tokens and cfg.max_tokens and item.length > cfg.max_tokens:
-                problem = Problem("too_long", f"{item.length:,} tokens, over the limit of "
-                                  f"{cfg.max_tokens:,} (data.max_tokens)")
-        if problem:
-            rejects.append(reject_row(item.raw, problem, item.record))
-        else:
-            kept.append(item)
-    return kept, {"records_changed": changed, "nfc": cfg.clean.nfc, "whitespace": cfg.clean.whitespace,
-                  "strip_html": cfg.clean.strip_html}
+def assign_splits(store: RecordStore, found: dedup.Found, work: RecordWork, kind: str) -> np.ndarray:
+    """The split code (an index of SPLITS) of each kept record; -1 for a duplicate. Drawn splits
+    come from the workers; for classification, labels missing from a split borrow a record."""
+    splits = np.array(store.column("split"))
+    splits[found.of >= 0] = -1
+    if kind == "classification":
+        roles = np.array([role == "input" for _, _, role in store.sources])
+        drawn = np.flatnonzero((splits >= 0) & roles[store.column("source")])
+        summaries = summarise_labels(np.asarray(store.column("label"))[drawn], splits[drawn],
+                                     np.asarray(store.column("unit"))[drawn], drawn)
+        wanted = tuple(s for s in SPLITS if s not in set(work.roles) - {"input"})
+        for position, split in lend_to_empty_splits(summaries, needed_splits(work.val, work.test, wanted)).items():
+            splits[position] = SPLITS.index(split)
+    return splits
 
 
-def handle_pii(items: list[Item], cfg: DataConfig, rejects, bars):
-    detector = PiiDetector(cfg.pii.types, cfg.pii.phone_region)
-    mode = cfg.pii.mode
-    by_type: Counter = Counter()
-    records_with_pii = 0
-    kept: list[Item] = []
-    for item in bars.track(items, description="scanning for PII"):
-        found: Counter = Counter()
-
-        def redact(text: str) -> str:
-            redacted, counts = detector.redact(text)
-            found.update(counts)
-            return redacted if mode == "redact" else text
-
-        map_text_fields(item.record, redact)
-        by_type.update(found)
-        records_with_pii += bool(found)
-        if found and mode == "drop":
-            kinds = ", ".join(f"{n} {k}" for k, n in sorted(found.items()))
-            rejects.append(reject_row(item.raw, Problem("pii", f"contains PII ({kinds}) and data.pii.mode is drop"),
-                                      item.record))
-        else:
-            kept.append(item)
-    return kept, {"mode": mode, "types": list(cfg.pii.types), "records_with_pii": records_with_pii,
-                  "records_redacted": records_with_pii if mode == "redact" else 0,
-                  "by_type": dict(sorted(by_type.items()))}
-
-
-def _grader_fields(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in ("messages", "meta")}
-
-
-def deduplicate(items: list[Item], cfg: DataConfig, bars, kind: str = ""):
-    texts = [joined_text(item.record) for item in items]
-    for position, (item, text) in enumerate(zip(items, texts)):
-        item.text, item.key, item.position = text, dedup.exact_key(text), position
-    task = bars.add_task("deduplicating", total=len(items))
-    index = dedup.NearDuplicateIndex(cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.shingle_words)
-    found = dedup.find_duplicates(texts, keys=[i.key for i in items], exact=cfg.dedup.exact, near=cfg.dedup.near,
-                                  threshold=cfg.dedup.threshold, num_perm=cfg.dedup.num_perm,
-                                  shingle_words=cfg.dedup.shingle_words, index=index,
-                                  progress=lambda n: bars.advance(task, n))
-    bars.update(task, completed=len(items))
-    kept, duplicates = [], []
-    for item, dup in zip(items, found):
-        if dup is None:
-            kept.append(item)
-            continue
-        original = items[dup.of]
-        row = {"source": item.raw.source, "line": item.raw.line, "location": f"{item.raw.unit} {item.raw.line}",
-               "kind": dup.kind, "similarity": dup.similarity,
-               "duplicate_of": {"source": original.raw.source, "line": original.raw.line}, "record": item.record}
-        if "label" in item.record and item.record["label"] != original.record["label"]:
-            row["label_conflict"] = [original.record["label"], item.record["label"]]
-        if kind == "prompt" and _grader_fields(item.record) != _grader_fields(original.record):
-            # the same prompt with another reference: the kept one decides what the grader rewards
-            row["reference_conflict"] = [_grader_fields(original.record), _grader_fields(item.record)]
-        duplicates.append(row)
-    return kept, duplicates, index
-
-
-def assign_splits(items: list[Item], cfg: DataConfig, kind: str, supplied_roles: set[str]) -> None:
-    drawn = [item for item in items if item.role == "input"]
-    for item in items:
-        if item.role != "input":
-            item.split = item.role
-    wanted = tuple(s for s in SPLITS if s not in supplied_roles)
-    labels = [item.record["label"] for item in drawn] if kind == "classification" else None
-    splits = split_by_hash([item.key for item in drawn], val=cfg.split.val, test=cfg.split.test,
-                           seed=cfg.split.seed, labels=labels, wanted=wanted)
-    for item, split in zip(drawn, splits):
-        item.split = split
-
-
-def check_leakage(items: list[Item], index: dedup.NearDuplicateIndex, cfg: DataConfig) -> dict[str, Any]:
+def check_leakage(store: RecordStore, splits: np.ndarray, cfg: DataConfig, bars) -> dict[str, Any]:
     """Is any val/test record a near duplicate of a train record? Independent of deduplication,
-    which may be off; when it ran, its index already holds every kept record's signature."""
-    by_position = {item.position: item for item in items}
-    index.add_texts({item.position: item.text for item in items})
-    train = {item.position for item in items if item.split == "train"}
-    held_out = [item.position for item in items if item.split in ("val", "test")]
-    pairs = index.leaks(held_out, train)
-    by_split = Counter(by_position[q].split for q, _, _ in pairs)
+    which may be off."""
+    train, held_out = np.flatnonzero(splits == 0), np.flatnonzero(splits > 0)
+    task = bars.add_task("checking leakage", total=len(held_out))
+    pairs = []
+    if len(train) and len(held_out):
+        pairs = dedup.cross_matches(store.band_columns(), held_out, train, store.shingles, cfg.dedup.threshold)
+    bars.update(task, completed=len(held_out))
+    by_split = Counter(SPLITS[splits[q]] for q, _, _ in pairs)
     return {
         "threshold": cfg.dedup.threshold,
         "val_vs_train": by_split.get("val", 0),
         "test_vs_train": by_split.get("test", 0),
-        "examples": [{"split": by_position[q].split, "record": _where(by_position[q]),
-                      "train_record": _where(by_position[c]), "similarity": s} for q, c, s in pairs[:LEAKAGE_EXAMPLES]],
+        "examples": [{"split": SPLITS[splits[q]], "record": _where(store, q), "train_record": _where(store, c),
+                      "similarity": s} for q, c, s in pairs[:LEAKAGE_EXAMPLES]],
     }
 
 
-def _where(item: Item) -> str:
-    return f"{item.raw.source} {item.raw.unit} {item.raw.line}"
+def _where(store: RecordStore, position: int) -> str:
+    name, unit, _ = store.sources[store.column("source")[position]]
+    return f"{name} {unit} {store.column('line')[position]}"
 
 
-def _audit(tokenizer, items: list[Item], kind: str, cfg: DataConfig) -> dict[str, Any] | None:
-    if tokenizer is None or kind != "generative":
-        return None
-    sample = sorted(items, key=lambda i: i.key)[: cfg.audit_sample]
-    return audit_chat_template(tokenizer, [i.record["messages"] for i in sample], end_token=cfg.end_token,
-                               name=cfg.tokenizer or "")
+def write_records(stage: Path, store: RecordStore, found: dedup.Found, splits: np.ndarray, bars,
+                  *, audit_sample: int) -> dict[str, Any]:
+    """Stream the stored records into train/val/test.jsonl and duplicates.jsonl, in input order,
+    gathering each split's statistics and the audit sample (the kept records with the lowest keys)."""
+    stats = {s: SplitStats() for s in SPLITS}
+    kinds: Counter = Counter()
+    conflicts = 0
+    columns = {name: store.column(name) for name in ("length", "label", "fields", "source", "line")}
+    sample = np.zeros(0, np.int64)
+    task = bars.add_task("writing", total=store.count)
+    outputs = {s: (stage / f"{s}.jsonl").open("wb") for s in SPLITS}
+    with (stage / "duplicates.jsonl").open("wb") as duplicates:
+        lines = store.lines()
+        for start in range(0, store.count, WRITE_CHUNK):
+            end = min(start + WRITE_CHUNK, store.count)
+            chunk = {name: np.asarray(column[start:end]) for name, column in columns.items()}
+            codes = splits[start:end]
+            for code, split in enumerate(SPLITS):
+                mine = codes == code
+                stats[split].lengths.add(chunk["length"][mine])
+                labels, counts = np.unique(chunk["label"][mine & (chunk["label"] >= 0)], return_counts=True)
+                stats[split].labels.update(dict(zip((store.labels[i] for i in labels.tolist()), counts.tolist())))
+                stats[split].fields.update(f for i in np.unique(chunk["fields"][mine]).tolist()
+                                           for f in store.field_sets[i].split("\x1f") if f)
+            if audit_sample:
+                sample = _lowest_keys(store, np.concatenate([sample, start + np.flatnonzero(codes >= 0)]), audit_sample)
+            for offset, code in enumerate(codes.tolist()):
+                body, duplicate_tail, output_tail = next(lines)[:-1].split(b"\t")
+                if code >= 0:
+                    outputs[SPLITS[code]].write(body + output_tail + b"\n")
+                    continue
+                row, kind, conflict = _duplicate_row(store, found, start + offset, body + duplicate_tail)
+                duplicates.write(row)
+                kinds[kind] += 1
+                conflicts += conflict
+            bars.advance(task, end - start)
+    for f in outputs.values():
+        f.close()
+    return {"stats": stats, "duplicates_by_kind": dict(kinds.most_common()), "label_conflicts": conflicts,
+            "audit_positions": sample.tolist()}
 
 
-def write_outputs(out_dir: Path, kept: list[Item], rejects, duplicates, report, cfg: DataConfig, inputs) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # The manifest is written last and marks a complete run: remove a previous one first, so an
-    # interrupted re-run cannot pass for complete.
-    (out_dir / "manifest.json").unlink(missing_ok=True)
-    outputs = {}
-    for split in SPLITS:
-        outputs[split] = out_dir / f"{split}.jsonl"
-        write_jsonl(outputs[split], (_output_record(i) for i in kept if i.split == split))
-    outputs["rejects"] = out_dir / "rejects.jsonl"
-    write_jsonl(outputs["rejects"], rejects)
-    outputs["duplicates"] = out_dir / "duplicates.jsonl"
-    write_jsonl(outputs["duplicates"], duplicates)
-    for name, path in reporting.write_report(out_dir, report).items():
-        outputs[name] = path
+def _duplicate_row(store: RecordStore, found: dedup.Found, position: int, record_json: bytes) -> tuple[bytes, str, bool]:
+    """duplicates.jsonl's row, composed around the stored record JSON (not parsed again)."""
+    original = int(found.of[position])
+    kind = "near" if position in found.near else "exact"
+    name, unit, _ = store.sources[store.column("source")[position]]
+    original_name = store.sources[store.column("source")[original]][0]
+    line = int(store.column("line")[position])
+    head = {"source": name, "line": line, "location": f"{unit} {line}", "kind": kind,
+            "similarity": found.near.get(position, 1.0),
+            "duplicate_of": {"source": original_name, "line": int(store.column("line")[original])}}
+    row = json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "record": ' + record_json
+    label, original_label = store.column("label")[position], store.column("label")[original]
+    conflict = bool(label >= 0 and label != original_label)
+    if conflict:
+        pair = [store.labels[original_label], store.labels[label]]
+        row += b', "label_conflict": ' + json.dumps(pair, ensure_ascii=False).encode()
+    return row + b"}\n", kind, conflict
+
+
+def _lowest_keys(store: RecordStore, positions: np.ndarray, limit: int) -> np.ndarray:
+    """The `limit` positions with the lowest exact keys (ties: the earlier position)."""
+    words = np.asarray(store.column("key"))[positions].view(">u8")  # 4 big-endian words order like the bytes
+    order = np.lexsort((positions, words[:, 3], words[:, 2], words[:, 1], words[:, 0]))
+    return positions[order[:limit]]
+
+
+def _audit(tokenizer, store: RecordStore, positions: list[int], cfg: DataConfig) -> dict[str, Any]:
+    conversations = [store.record(p)["messages"] for p in positions]
+    return audit_chat_template(tokenizer, conversations, end_token=cfg.end_token, name=cfg.tokenizer or "")
+
+
+def write_manifest(stage: Path, report: dict[str, Any], cfg: DataConfig, inputs: list[str]) -> None:
+    outputs = {s: stage / f"{s}.jsonl" for s in SPLITS}
+    outputs.update(rejects=stage / "rejects.jsonl", duplicates=stage / "duplicates.jsonl")
+    outputs.update(reporting.write_report(stage, report))
     input_paths = {spec: Path(readers.resolve_spec(spec)) for spec in inputs}
-    write_json(out_dir / "manifest.json", manifest(stage="data prepare", inputs=input_paths, outputs=outputs,
-                                                   config={"data": cfg.model_dump(mode="json")},
-                                                   extra={"counts": report["counts"]}))
-
-
-def _output_record(item: Item) -> dict[str, Any]:
-    meta = {**item.record.get("meta", {}), "id": item.key[:16], "source": item.raw.source, "line": item.raw.line}
-    return {**{k: v for k, v in item.record.items() if k != "meta"}, "meta": meta}
+    write_json(stage / "manifest.json", manifest(stage="data prepare", inputs=input_paths, outputs=outputs,
+                                                 config={"data": cfg.model_dump(mode="json")},
+                                                 extra={"counts": report["counts"]}))

@@ -6,6 +6,7 @@ pipeline can put it in rejects.jsonl; only a wholly unusable input raises Tunela
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from collections.abc import Iterator
@@ -61,34 +62,79 @@ def read_input(spec: str, encoding: str = "utf-8") -> Iterator[RawRecord]:
                            fix="use .jsonl, .json, .csv, .tsv, .parquet or a saved datasets directory")
 
 
+def json_lines_file(spec: str, encoding: str = "utf-8") -> tuple[Path, str] | None:
+    """(path, encoding) when `spec` is a JSON-lines file, which streams in blocks parsed
+    anywhere (jsonl_blocks, parse_jsonl_block); None for the formats read record by record.
+    Call it on a spec read_input has accepted."""
+    if spec.startswith(EXAMPLE_PREFIX):
+        from tunelab.examples import example_data_path
+        path, encoding = example_data_path(spec[len(EXAMPLE_PREFIX):])
+        return json_lines_file(str(path), encoding)
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if path.is_file() and (suffix in (".jsonl", ".ndjson") or (suffix == ".json" and not _starts_with(path, b"["))):
+        return path, encoding
+    return None
+
+
 def _starts_with(path: Path, prefix: bytes) -> bool:
     with path.open("rb") as f:
         head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     return head.startswith(prefix)
 
 
+BLOCK_BYTES = 1 << 20  # JSON-lines files are handed out in blocks of whole lines of about this size
+
+
 def read_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[RawRecord]:
-    with path.open("rb") as f:
-        for number, data in enumerate(f, start=1):
-            if not data.strip():
-                continue  # a blank line is layout, not a record
-            rec = RawRecord(str(path), number, "line")
-            try:
-                text = data.decode(encoding)
-            except UnicodeDecodeError as exc:
-                rec.raw = data.decode(encoding, errors="backslashreplace").rstrip("\r\n")
-                rec.problem = Problem("non_utf8", f"undecodable byte 0x{data[exc.start]:02x} at column "
-                                      f"{exc.start + 1} (not {encoding}; set data.encoding)")
-                yield rec
+    for first_line, block in jsonl_blocks(path):
+        yield from parse_jsonl_block(block, first_line, str(path), encoding)
+
+
+def jsonl_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, bytes) for consecutive blocks of whole lines: a file streams
+    through in pieces that can be parsed anywhere, each knowing its line numbers."""
+    first_line = 1
+    with Path(path).open("rb") as f:
+        carry = b""
+        while True:
+            chunk = f.read(block_bytes)
+            if not chunk:
+                if carry:
+                    yield first_line, carry
+                return
+            data = carry + chunk
+            end = data.rfind(b"\n") + 1
+            if end == 0:  # one line longer than a block: keep reading until it ends
+                carry = data
                 continue
-            if number == 1:
-                text = text.removeprefix("\ufeff")  # a byte-order mark, as Windows editors write
-            try:
-                rec.value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                rec.raw = text.rstrip("\r\n")
-                rec.problem = Problem("unparsable", f"not valid JSON: {exc.msg} at column {exc.colno}")
+            block, carry = data[:end], data[end:]
+            yield first_line, block
+            first_line += block.count(b"\n")
+
+
+def parse_jsonl_block(block: bytes, first_line: int, source: str, encoding: str = "utf-8") -> Iterator[RawRecord]:
+    """The records of a block of JSON lines, numbered from `first_line`."""
+    for number, data in enumerate(io.BytesIO(block), start=first_line):
+        if not data.strip():
+            continue  # a blank line is layout, not a record
+        rec = RawRecord(source, number, "line")
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            rec.raw = data.decode(encoding, errors="backslashreplace").rstrip("\r\n")
+            rec.problem = Problem("non_utf8", f"undecodable byte 0x{data[exc.start]:02x} at column "
+                                  f"{exc.start + 1} (not {encoding}; set data.encoding)")
             yield rec
+            continue
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # a byte-order mark, as Windows editors write
+        try:
+            rec.value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            rec.raw = text.rstrip("\r\n")
+            rec.problem = Problem("unparsable", f"not valid JSON: {exc.msg} at column {exc.colno}")
+        yield rec
 
 
 def read_json_array(path: Path, encoding: str = "utf-8") -> Iterator[RawRecord]:

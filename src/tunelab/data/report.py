@@ -2,41 +2,37 @@
 person opens in a browser; self-contained inline SVG, no network needed to view it)."""
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from tunelab import __version__, report_shell
 from tunelab.charts import bar_chart, histogram
 from tunelab.data.split import SPLITS
+from tunelab.data.stats import LENGTH_METHOD, PERCENTILES, SplitStats
 from tunelab.files import write_json, write_text
 from tunelab.report_shell import Bullets, Chart, Note, Section, Status, Table
 from tunelab.train.assistant_spans import LOSS_MASK_WAYS
 
-PERCENTILES = (50, 90, 95, 99)
 
-
-def build_report(*, kind, counts, kept, rejects, duplicates, inputs, cleaning, pii, leakage, audit, cfg,
-                 length_unit) -> dict[str, Any]:
-    by_split = {s: [i for i in kept if i.split == s] for s in SPLITS}
-    labels = _label_section(by_split, cfg) if kind == "classification" else None
+def build_report(*, kind, counts, split_stats: dict[str, SplitStats], inputs, rejects_by_reason, duplicates_by_kind,
+                 label_conflicts, cleaning, pii, leakage, audit, cfg, length_unit) -> dict[str, Any]:
+    """The report from statistics gathered while the records streamed past (data.stats)."""
+    labels = _label_section(split_stats, cfg) if kind == "classification" else None
     report = {
         "tunelab_version": __version__,
         "kind": kind,
         "counts": counts,
-        "splits": {s: len(items) for s, items in by_split.items()},
+        "splits": {s: split_stats[s].lengths.count for s in SPLITS},
         "inputs": inputs,
-        "rejects_by_reason": dict(Counter(r["reason"] for r in rejects).most_common()),
-        "duplicates_by_kind": dict(Counter(d["kind"] for d in duplicates).most_common()),
-        "label_conflicts": sum("label_conflict" in d for d in duplicates),
+        "rejects_by_reason": rejects_by_reason,
+        "duplicates_by_kind": duplicates_by_kind,
+        "label_conflicts": label_conflicts,
         "cleaning": cleaning,
         "pii": pii,
-        "lengths": {"unit": length_unit, **{s: _length_stats([i.length for i in items])
-                                            for s, items in by_split.items()}},
+        "lengths": {"unit": length_unit, "method": LENGTH_METHOD,
+                    **{s: split_stats[s].lengths.summary() for s in SPLITS}},
         "labels": labels,
-        "fields": _field_types(by_split),
+        "fields": _field_types(split_stats),
         "leakage": leakage,
         "template_audit": audit,
     }
@@ -44,39 +40,16 @@ def build_report(*, kind, counts, kept, rejects, duplicates, inputs, cleaning, p
     return report
 
 
-def _length_stats(lengths: list[int]) -> dict[str, Any]:
-    if not lengths:
-        return {"count": 0}
-    values = np.asarray(lengths)
-    stats = {"count": int(values.size), "mean": round(float(values.mean()), 1), "min": int(values.min())}
-    stats.update({f"p{p}": int(np.percentile(values, p, method="higher")) for p in PERCENTILES})
-    stats["max"] = int(values.max())
-    stats["histogram"] = _histogram_bins(values)
-    return stats
-
-
-def _histogram_bins(values: np.ndarray, bins: int = 20) -> dict[str, list]:
-    counts, edges = np.histogram(values, bins=bins)
-    return {"edges": [round(float(e), 1) for e in edges], "counts": [int(c) for c in counts]}
-
-
-def _field_types(by_split) -> dict[str, Any]:
+def _field_types(split_stats: dict[str, SplitStats]) -> dict[str, Any]:
     """Which fields (with their JSON types, meta keys included) each split's records carry, and
     whether the splits agree: a field present in train but not in test is a silent mismatch."""
-    per_split = {}
-    for split, items in by_split.items():
-        seen = set()
-        for item in items:
-            record = item.record
-            seen.update(f"{k}:{type(v).__name__}" for k, v in record.items() if k != "meta")
-            seen.update(f"meta.{k}" for k in record.get("meta", {}))
-        per_split[split] = sorted(seen)
+    per_split = {split: sorted(split_stats[split].fields) for split in SPLITS}
     present = [set(fields) for fields in per_split.values() if fields]
     return {"by_split": per_split, "agree": all(p == present[0] for p in present)}
 
 
-def _label_section(by_split, cfg) -> dict[str, Any]:
-    distribution = {s: dict(sorted(Counter(i.record["label"] for i in items).items())) for s, items in by_split.items()}
+def _label_section(split_stats: dict[str, SplitStats], cfg) -> dict[str, Any]:
+    distribution = {s: dict(sorted(split_stats[s].labels.items())) for s in SPLITS}
     train_labels = set(distribution["train"])
     all_labels = sorted(set().union(*distribution.values()))
     train_counts = [distribution["train"].get(label, 0) for label in all_labels]
