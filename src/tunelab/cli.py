@@ -79,6 +79,9 @@ def data_prepare(
     test_file: Optional[str] = option("data.split.test_file", "--test-file"),
     strip_html: Optional[bool] = option("data.clean.strip_html", "--strip-html/--keep-html"),
     seed: Optional[int] = option("data.split.seed", "--seed"),
+    num_proc: Optional[int] = option("data.num_proc", "--num-proc"),
+    engine: Optional[str] = option("data.engine", "--engine"),
+    ray_address: Optional[str] = option("data.ray_address", "--ray-address"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Prepare raw files for training.
@@ -89,7 +92,8 @@ def data_prepare(
 
     inputs, overrides = split_overrides(args)
     overrides += flag_overrides("data.", format=fmt, tokenizer=tokenizer, text_column=text_column,
-                                label_column=label_column, labels=f"[{labels}]" if labels else None)
+                                label_column=label_column, labels=f"[{labels}]" if labels else None,
+                                num_proc=num_proc, engine=engine, ray_address=ray_address)
     overrides += flag_overrides("data.pii.", mode=pii)
     overrides += flag_overrides("data.clean.", strip_html=strip_html)
     overrides += flag_overrides("data.split.", val_file=val_file, test_file=test_file, seed=seed)

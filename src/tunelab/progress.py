@@ -12,9 +12,9 @@ console = Console(stderr=True)
 
 
 class RateColumn(ProgressColumn):
-    """Records per second over the last seconds (the average once a phase is finished)."""
+    """Items per second over the last seconds (the average once a phase is finished)."""
 
-    def __init__(self, unit: str = "records") -> None:
+    def __init__(self, unit: str) -> None:
         super().__init__()
         self.unit = unit
 
@@ -22,15 +22,21 @@ class RateColumn(ProgressColumn):
         speed = task.finished_speed or task.speed
         if speed is None and task.finished and task.elapsed:
             speed = task.completed / task.elapsed
-        return Text(f"{speed:>9,.0f} {self.unit}/s" if speed is not None else f"{'?':>9} {self.unit}/s",
-                    style="progress.data.speed")
+        shown = f"{speed:,.0f}" if speed is not None else "?"
+        return Text(f"{shown:>7} {self.unit}/s", style="progress.data.speed")
+
+
+class EtaColumn(TimeRemainingColumn):
+    def render(self, task) -> Text:
+        return Text(f"eta {super().render(task).plain}", style="progress.remaining")
 
 
 @contextmanager
 def progress_bars(enabled: bool = True, unit: str = "records"):
-    """Bars that show done/total, the rate in `unit`/s, the time left and the time spent."""
-    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), RateColumn(unit),
-               TextColumn("eta"), TimeRemainingColumn(), TimeElapsedColumn())
+    """One line per phase, within 80 columns: what, a bar, done/total, the rate in `unit`/s,
+    the time left and the time spent."""
+    columns = (TextColumn("{task.description:<17}"), BarColumn(bar_width=8), MofNCompleteColumn(),
+               RateColumn(unit), EtaColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not enabled) as progress:
         yield progress
 

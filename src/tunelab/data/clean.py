@@ -22,11 +22,18 @@ BLOCK_TAGS = {"p", "div", "br", "li", "ul", "ol", "tr", "table", "h1", "h2", "h3
 
 
 def normalise_whitespace(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = ZERO_WIDTH.sub("", ODD_SPACES.sub(" ", text))
-    text = TRAILING_SPACE.sub("", text)
-    text = INNER_SPACE_RUN.sub(" ", text)
-    return BLANK_LINE_RUN.sub("\n\n", text).strip()
+    # each rule runs only when the plain substring test says it can match: most texts need none
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.isascii():
+        text = ZERO_WIDTH.sub("", ODD_SPACES.sub(" ", text))
+    if "\n" in text:
+        text = TRAILING_SPACE.sub("", text)
+    if "  " in text:
+        text = INNER_SPACE_RUN.sub(" ", text)
+    if "\n\n\n" in text:
+        text = BLANK_LINE_RUN.sub("\n\n", text)
+    return text.strip()
 
 
 class _TextExtractor(HTMLParser):

@@ -105,7 +105,7 @@ def _on_ray(shards: Iterable[Shard], work: RecordWork, num_proc: int, address: s
 
 def _connect(ray, address: str | None, num_proc: int) -> None:
     """Join the cluster at `address`, or start a local head on 127.0.0.1 with num_proc CPUs."""
-    options = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+    options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                    configure_logging=True)
     try:
         if address:
