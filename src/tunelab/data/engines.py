@@ -67,6 +67,7 @@ def _on_this_machine(shards: Iterable[Shard], work: RecordWork, num_proc: int) -
 def _start_worker(work: RecordWork) -> None:
     global _WORK
     _WORK = work
+    _one_thread_each()
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None).prctl(15, WORKER_NAME, 0, 0, 0)  # PR_SET_NAME
@@ -74,8 +75,19 @@ def _start_worker(work: RecordWork) -> None:
             pass
 
 
+def _one_thread_each() -> None:
+    """Workers are the parallelism: rensa's Rust thread pool (read when first used) would only
+    oversubscribe the cores and reserve a malloc arena per thread."""
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+
+
 def _process(shard: Shard) -> ShardResult:
     return process_shard(shard, _WORK)
+
+
+def _process_on_ray(shard: Shard, work: RecordWork) -> ShardResult:
+    _one_thread_each()
+    return process_shard(shard, work)
 
 
 def _on_ray(shards: Iterable[Shard], work: RecordWork, num_proc: int, address: str | None) -> Iterator[ShardResult]:
@@ -88,7 +100,7 @@ def _on_ray(shards: Iterable[Shard], work: RecordWork, num_proc: int, address: s
     if started:
         _connect(ray, address, num_proc)
     try:
-        task = ray.remote(num_cpus=1)(process_shard)
+        task = ray.remote(num_cpus=1)(_process_on_ray)
         work_ref = ray.put(work)
         in_flight = IN_FLIGHT_PER_WORKER * max(1, int(ray.cluster_resources().get("CPU", num_proc)))
         window: deque = deque()

@@ -91,9 +91,10 @@ def read_jsonl(path: Path, encoding: str = "utf-8") -> Iterator[RawRecord]:
         yield from parse_jsonl_block(block, first_line, str(path), encoding)
 
 
-def jsonl_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
+def jsonl_blocks(path: Path, block_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
     """(number of its first line, bytes) for consecutive blocks of whole lines: a file streams
     through in pieces that can be parsed anywhere, each knowing its line numbers."""
+    block_bytes = block_bytes or BLOCK_BYTES
     first_line = 1
     with Path(path).open("rb") as f:
         carry = b""

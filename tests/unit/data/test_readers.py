@@ -373,3 +373,31 @@ def test_suffix_is_case_insensitive(tmp_path):
     path.write_text("text,label\nhi,pos\n")
     (record,) = read(path)
     assert record.value == {"text": "hi", "label": "pos"}
+
+
+# --- JSON lines in blocks (how large files stream to the workers) ----------------------------
+
+def test_jsonl_blocks_hold_whole_lines_and_number_them_across_blocks(tmp_path):
+    from tunelab.data.readers import jsonl_blocks, parse_jsonl_block
+    path = tmp_path / "data.jsonl"
+    lines = [json.dumps({"n": i, "pad": "x" * (i % 7) * 10}) for i in range(200)]
+    lines[50] = ""  # a blank line keeps its number
+    lines[120] = json.dumps({"long": "y" * 500})  # longer than a block
+    path.write_text("\n".join(lines))  # no newline after the last line
+    blocks = list(jsonl_blocks(path, block_bytes=256))
+    assert len(blocks) > 10 and all(block.endswith(b"\n") for _, block in blocks[:-1])
+    assert b"".join(block for _, block in blocks) == path.read_bytes()
+    streamed = [r for first, block in blocks for r in parse_jsonl_block(block, first, str(path))]
+    assert [(r.line, r.value) for r in streamed] == [(r.line, r.value) for r in read(path)]
+    assert [r.line for r in streamed][49:51] == [50, 52] and streamed[-1].line == 200
+
+
+def test_json_lines_file_names_the_streamable_inputs(tmp_path, write_jsonl):
+    from tunelab.data.readers import json_lines_file
+    jsonl = write_jsonl("a.jsonl", [{"n": 1}])
+    lines_in_json = write_jsonl("b.json", [{"n": 1}])
+    (tmp_path / "c.json").write_text("[]")
+    (tmp_path / "d.csv").write_text("text,label\n")
+    assert json_lines_file(str(jsonl)) == (jsonl, "utf-8")
+    assert json_lines_file(str(lines_in_json), "latin-1") == (lines_in_json, "latin-1")
+    assert json_lines_file(str(tmp_path / "c.json")) is None and json_lines_file(str(tmp_path / "d.csv")) is None

@@ -164,3 +164,54 @@ def test_held_out_split_lends_when_training_has_none_to_spare():
         assert got["val"] >= 1 and got["test"] >= 1, (label, got)
         was = Counter(s for l, s in zip(labels, plain) if l == label)
         assert got["train"] >= min(was["train"], 1)  # lending never empties train
+
+
+def lending_reference(keys, labels, val, test, seed, wanted=SPLITS):
+    """Lending as first written, on every record of each label (no summary)."""
+    from tunelab.data.split import draw_split, drawn_shares, needed_splits
+    val, test = drawn_shares(val, test, wanted)
+    units = [hash_unit(k, seed) for k in keys]
+    splits = [draw_split(u, val, test) for u in units]
+    needed = needed_splits(val, test, wanted)
+    for label in set(labels):
+        members = [i for i, l in enumerate(labels) if l == label]
+        if len(members) < MIN_FOR_EVERY_SPLIT:
+            continue
+        for split in needed:
+            if not any(splits[i] == split for i in members):
+                for donor in ("train", *(s for s in needed if s != split)):
+                    pool = sorted((i for i in members if splits[i] == donor), key=lambda i: units[i])
+                    if len(pool) > 1:
+                        splits[pool[0]] = split
+                        break
+    return splits
+
+
+def test_lending_from_a_summary_of_the_lowest_few_equals_lending_from_every_record():
+    import random
+    rng = random.Random(0)
+    for trial in range(1500):
+        n = rng.randint(0, 60)
+        keys = [f"k{trial}-{i}" for i in range(n)]
+        labels = [f"L{rng.randint(0, rng.randint(0, 8))}" for _ in range(n)]
+        val, test = rng.choice([0, 0.1, 0.3, 0.45]), rng.choice([0, 0.1, 0.3, 0.45])
+        wanted = rng.choice([SPLITS, ("train", "test"), ("train", "val"), ("train",)])
+        assert split_by_hash(keys, val=val, test=test, seed=trial, labels=labels, wanted=wanted) == \
+            lending_reference(keys, labels, val, test, trial, wanted), trial
+
+
+def test_label_summaries_from_columns_equal_those_built_record_by_record():
+    import random
+
+    import numpy as np
+
+    from tunelab.data.split import LabelSplits, summarise_labels
+    rng = random.Random(1)
+    n = 3000
+    labels = np.array([rng.randrange(7) for _ in range(n)])
+    splits = np.array([rng.randrange(3) for _ in range(n)], np.int8)
+    units = np.array([rng.random() for _ in range(n)])
+    one_by_one: dict = {}
+    for i in range(n):
+        one_by_one.setdefault(int(labels[i]), LabelSplits()).add(SPLITS[splits[i]], float(units[i]), i)
+    assert summarise_labels(labels, splits, units, np.arange(n)) == one_by_one
