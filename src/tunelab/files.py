@@ -18,7 +18,7 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 KEY_PACKAGES = ("tunelab", "torch", "transformers", "tokenizers", "datasets", "peft", "trl", "accelerate",
-                "datasketch", "phonenumbers", "python-stdnum", "pydantic")
+                "datasketch", "rensa", "phonenumbers", "python-stdnum", "pydantic")
 
 
 @contextmanager

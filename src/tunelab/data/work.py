@@ -99,12 +99,13 @@ def _tools(work: RecordWork):
             count_tokens = make_token_counter(load_tokenizer(work.tokenizer), work.kind)
         _TOOLS.clear()
         _TOOLS[key] = (make_cleaner(work.nfc, work.whitespace, work.strip_html),
-                       PiiDetector(work.pii_types, work.phone_region), count_tokens)
+                       PiiDetector(work.pii_types, work.phone_region), count_tokens,
+                       set(work.labels) if work.labels is not None else None)
     return _TOOLS[key]
 
 
 def process_shard(shard: Shard, work: RecordWork) -> ShardResult:
-    clean, detector, count_tokens = _tools(work)
+    clean, detector, count_tokens, labels = _tools(work)
     if shard.block is not None:
         raws = parse_jsonl_block(shard.block, shard.first_line, shard.name, work.encodings[shard.source])
     else:
@@ -114,7 +115,7 @@ def process_shard(shard: Shard, work: RecordWork) -> ShardResult:
     for raw in raws:
         out.records += 1
         out.unit = raw.unit
-        record, problem, length = _usable_record(raw, work, clean, count_tokens, out)
+        record, problem, length = _usable_record(raw, work, clean, count_tokens, labels, out)
         if problem is None:
             problem = _handle_pii(record, work, detector, out)
         if problem:
@@ -127,7 +128,7 @@ def process_shard(shard: Shard, work: RecordWork) -> ShardResult:
     return out
 
 
-def _usable_record(raw: RawRecord, work: RecordWork, clean, count_tokens, out: ShardResult):
+def _usable_record(raw: RawRecord, work: RecordWork, clean, count_tokens, labels, out: ShardResult):
     """(canonical cleaned record, problem, length): the record is None when it could not be
     converted; the length is in tokens with a tokenizer, else in characters."""
     if raw.problem:
@@ -150,7 +151,6 @@ def _usable_record(raw: RawRecord, work: RecordWork, clean, count_tokens, out: S
     except (AttributeError, TypeError):
         pass  # a malformed structure is reported by validation below
     out.changed += changed
-    labels = set(work.labels) if work.labels is not None else None
     problem = validate_record(record, work.kind, labels=labels, max_chars=work.max_chars)
     length = 0
     if problem is None:
