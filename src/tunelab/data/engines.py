@@ -20,6 +20,7 @@ from tunelab.data.work import RecordWork, Shard, ShardResult, process_shard
 from tunelab.errors import TunelabError
 
 IN_FLIGHT_PER_WORKER = 2
+MIN_SHARDS_FOR_WORKERS = 4  # below this, starting workers costs more than they save
 WORKER_NAME = b"tunelab-worker"  # what `top` and `ps -o comm` show for a worker process
 
 _WORK: RecordWork | None = None  # the RecordWork of this worker process, set once when it starts
@@ -39,14 +40,15 @@ def map_shards(shards: Iterable[Shard], work: RecordWork, *, engine: str = "loca
 
 def _on_this_machine(shards: Iterable[Shard], work: RecordWork, num_proc: int) -> Iterator[ShardResult]:
     shards = iter(shards)
-    opening = list(itertools.islice(shards, 2))
-    if num_proc == 1 or len(opening) < 2:  # one shard: starting workers would cost more than it saves
+    opening = list(itertools.islice(shards, MIN_SHARDS_FOR_WORKERS))
+    if num_proc == 1 or len(opening) < MIN_SHARDS_FOR_WORKERS:
         for shard in itertools.chain(opening, shards):
             yield process_shard(shard, work)
         return
-    # forkserver: workers fork from a clean server process, not from this one with its threads
+    # forkserver: workers fork from a clean server process (not from this one, with its threads)
+    # that has imported what they need once
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tunelab.data.work"])
+    context.set_forkserver_preload(["tunelab.data.work", *(["tunelab.models.load"] if work.tokenizer else [])])
     pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=_start_worker, initargs=(work,))
     window: deque = deque()
     try:

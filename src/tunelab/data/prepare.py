@@ -145,10 +145,12 @@ def read_and_check(sources: list[Source], work: RecordWork, cfg: DataConfig, sto
 
 def find_duplicates(store: RecordStore, cfg: DataConfig, bars) -> dedup.Found:
     task = bars.add_task("deduplicating", total=store.count)
-    return dedup.deduplicate(store.count, keys=(lambda: np.asarray(store.column("key"))) if cfg.dedup.exact else None,
-                             band_columns=store.band_columns if cfg.dedup.near else None,
-                             shingles_of=store.shingles, threshold=cfg.dedup.threshold,
-                             progress=lambda n: bars.advance(task, n))
+    found = dedup.deduplicate(store.count, keys=(lambda: np.asarray(store.column("key"))) if cfg.dedup.exact else None,
+                              band_columns=store.band_columns if cfg.dedup.near else None,
+                              shingles_of=store.shingles, threshold=cfg.dedup.threshold,
+                              progress=lambda n: bars.advance(task, n))
+    bars.update(task, completed=store.count)  # exact duplicates need no near-duplicate search
+    return found
 
 
 def assign_splits(store: RecordStore, found: dedup.Found, work: RecordWork, kind: str) -> np.ndarray:
