@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,9 +101,10 @@ def first_occurrences(keys: np.ndarray) -> np.ndarray:
     return first[inverse.ravel()].astype(np.int64)
 
 
-def shared_buckets(band_columns: Iterable[np.ndarray], members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def shared_buckets(band_columns: Iterable[np.ndarray], members: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """(position, bucket id) for every member that shares a band bucket with another member,
-    sorted by position. Each column holds one band's hashes for all positions."""
+    sorted by position, and the number of such buckets (ids are 0 to that, dense). Each column
+    holds one band's hashes for all positions."""
     positions, buckets, next_id = [], [], 0
     for column in band_columns:
         hashes = column[members]
@@ -112,16 +114,17 @@ def shared_buckets(band_columns: Iterable[np.ndarray], members: np.ndarray) -> t
         shared = np.zeros(len(ordered), bool)
         shared[1:] |= same
         shared[:-1] |= same
-        run = np.cumsum(np.concatenate(([True], ~same))) if len(ordered) else np.zeros(0, np.int64)
+        opens_shared = shared & np.concatenate(([True], ~same))  # the first member of each shared bucket
+        ids = np.cumsum(opens_shared) - 1 + next_id
         chosen = np.flatnonzero(shared)
         positions.append(members[order[chosen]])
-        buckets.append(run[chosen] + next_id)
-        next_id += int(run[-1]) + 1 if len(run) else 0
+        buckets.append(ids[chosen])
+        next_id += int(opens_shared.sum())
     if not positions:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     position, bucket = np.concatenate(positions), np.concatenate(buckets)
     order = np.argsort(position, kind="stable")
-    return position[order].astype(np.int64), bucket[order].astype(np.int64)
+    return position[order].astype(np.int64), bucket[order].astype(np.int64), next_id
 
 
 @dataclass
@@ -148,37 +151,48 @@ def deduplicate(n: int, *, keys: Callable[[], np.ndarray] | None, band_columns: 
             progress(n)
         return found
     remaining = np.flatnonzero(of < 0)
-    position, bucket = shared_buckets(band_columns(), remaining)
-    _resolve_in_order(position.tolist(), bucket.tolist(), remaining, found, shingles_of, threshold, progress)
+    position, bucket, buckets = shared_buckets(band_columns(), remaining)
+    done = 0
+    for last in _resolve_in_order(position, bucket, buckets, found, shingles_of, threshold):
+        now = int(np.searchsorted(remaining, last, "right"))  # records up to `last` are decided
+        if progress and now > done:
+            progress(now - done)
+        done = max(done, now)
+    if progress and len(remaining) > done:
+        progress(len(remaining) - done)
     return found
 
 
-def _resolve_in_order(position: list[int], bucket: list[int], remaining: np.ndarray, found: Found,
-                      shingles_of: Callable[[int], set], threshold: float, progress) -> None:
-    kept_in: dict[int, list[int]] = {}  # bucket -> kept members so far, in order
-    reported, i, total = 0, 0, len(position)
-    chunk_ends = remaining[CHUNK - 1::CHUNK].tolist() + [None]
-    for chunk_end in chunk_ends:
-        while i < total and (chunk_end is None or position[i] <= chunk_end):
-            p, start = position[i], i
-            while i < total and position[i] == p:
-                i += 1
-            mine = bucket[start:i]
+def _resolve_in_order(position: np.ndarray, bucket: np.ndarray, buckets: int, found: Found,
+                      shingles_of: Callable[[int], set], threshold: float) -> Iterator[int]:
+    """Walk the records that share a bucket in input order: each is compared with the kept
+    earlier members of its buckets, then marked a duplicate or kept (and joins its buckets)."""
+    first_kept = array("q", [-1]) * buckets  # the first kept member of each bucket: 8 bytes a bucket
+    more_kept: dict[int, list[int]] = {}  # the others, for the few buckets that keep several
+    starts = np.flatnonzero(np.concatenate(([True], position[1:] != position[:-1]))) if len(position) else position
+    ends = np.append(starts[1:], len(position))
+    for chunk in range(0, len(starts), CHUNK):  # a chunk at a time: Python lists of bounded size
+        offset = int(starts[chunk])
+        last = int(ends[min(chunk + CHUNK, len(starts)) - 1])
+        positions, bucket_ids = position[offset:last].tolist(), bucket[offset:last].tolist()
+        for start, end in zip(starts[chunk:chunk + CHUNK].tolist(), ends[chunk:chunk + CHUNK].tolist()):
+            p, mine = positions[start - offset], bucket_ids[start - offset:end - offset]
             candidates = set()
             for b in mine:
-                candidates.update(kept_in.get(b, ()))
+                if first_kept[b] >= 0:
+                    candidates.add(first_kept[b])
+                    candidates.update(more_kept.get(b, ()))
             match = best_match(shingles_of(p), candidates, shingles_of, threshold) if candidates else None
             if match:
                 found.of[p] = match[0]
                 found.near[p] = round(match[1], 4)
-            else:
-                for b in mine:
-                    kept_in.setdefault(b, []).append(p)
-        if progress:
-            done = len(remaining) if chunk_end is None else int(np.searchsorted(remaining, chunk_end, "right"))
-            if done > reported:
-                progress(done - reported)
-                reported = done
+                continue
+            for b in mine:
+                if first_kept[b] < 0:
+                    first_kept[b] = p
+                else:
+                    more_kept.setdefault(b, []).append(p)
+        yield positions[-1]  # the last position of the chunk
 
 
 def best_match(mine: set, candidates: Iterable[int], shingles_of: Callable[[int], set],

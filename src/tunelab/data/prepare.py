@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,9 +132,9 @@ def read_and_check(sources: list[Source], work: RecordWork, cfg: DataConfig, sto
     expected = [s.expected for s in sources]
     task = bars.add_task("reading, checking", total=None if None in expected else sum(expected))
     tally = Tally([0] * len(sources))
-    with rejects_path.open("wb") as rejects:
-        for result in map_shards(shards(sources), work, engine=cfg.engine, num_proc=cfg.num_proc,
-                                 ray_address=cfg.ray_address):
+    results = map_shards(shards(sources), work, engine=cfg.engine, num_proc=cfg.num_proc, ray_address=cfg.ray_address)
+    with rejects_path.open("wb") as rejects, closing(results):  # closing: workers stop on any error here
+        for result in results:
             rejects.write(b"".join(result.rejects))
             store.add(result)
             tally.add(result)
@@ -145,7 +146,7 @@ def read_and_check(sources: list[Source], work: RecordWork, cfg: DataConfig, sto
 
 def find_duplicates(store: RecordStore, cfg: DataConfig, bars) -> dedup.Found:
     task = bars.add_task("deduplicating", total=store.count)
-    found = dedup.deduplicate(store.count, keys=(lambda: np.asarray(store.column("key"))) if cfg.dedup.exact else None,
+    found = dedup.deduplicate(store.count, keys=store.keys if cfg.dedup.exact else None,
                               band_columns=store.band_columns if cfg.dedup.near else None,
                               shingles_of=store.shingles, threshold=cfg.dedup.threshold,
                               progress=lambda n: bars.advance(task, n))

@@ -20,7 +20,7 @@ from tunelab.data.work import ShardResult
 COLUMNS = {"key": (np.uint8, 32), "unit": (np.float64, 1), "split": (np.int8, 1), "length": (np.int64, 1),
            "label": (np.int32, 1), "fields": (np.int32, 1), "source": (np.int32, 1), "line": (np.int64, 1),
            "offset": (np.int64, 1)}
-SHINGLE_CACHE = 10_000  # shingle sets kept for repeated comparisons (about 6 kB each)
+SHINGLE_CACHE = 4096  # shingle sets kept for repeated comparisons (a few kB each)
 
 
 class RecordStore:
@@ -96,8 +96,13 @@ class RecordStore:
         return self._columns[name]
 
     def band_columns(self) -> Iterator[np.ndarray]:
+        """Each band's hashes in turn, read into memory (8 bytes a record) and let go after use."""
         for j in range(self.bands):
-            yield np.asarray(self.column(f"band{j}"))
+            yield np.fromfile(self.directory / f"band{j}.bin", dtype=np.uint64, count=self.count)
+
+    def keys(self) -> np.ndarray:
+        """The exact-duplicate keys, (records, 32) bytes, read into memory for one sort."""
+        return np.fromfile(self.directory / "key.bin", dtype=np.uint8, count=self.count * 32).reshape(self.count, 32)
 
     def spool_line(self, position: int) -> bytes:
         if self._reader is None:
