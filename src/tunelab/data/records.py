@@ -1,7 +1,7 @@
 """The shapes that flow through data preparation."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -31,19 +31,6 @@ class RawRecord:
     @property
     def location(self) -> str:
         return f"{self.source} {self.unit} {self.line}"
-
-
-@dataclass
-class Item:
-    """A record on its way through the pipeline: where it came from and its canonical form."""
-    raw: RawRecord
-    record: dict[str, Any] = field(default_factory=dict)
-    role: str = "input"  # "input", or "val"/"test" for a supplied evaluation file
-    key: str = ""  # normalised content hash (exact dedup and split assignment)
-    text: str = ""  # the text compared for near duplicates
-    split: str = ""
-    position: int = -1  # place in the deduplication order, the key of the near-duplicate index
-    length: int = 0  # in tokens when a tokenizer is given, else characters
 
 
 def reject_row(raw: RawRecord, problem: Problem, record: Any = None) -> dict[str, Any]:
