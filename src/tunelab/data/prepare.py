@@ -81,25 +81,11 @@ def run(cfg: DataConfig, inputs: list[str], out_dir: str | Path, *, show_progres
         audit = _audit(tokenizer, store, written["audit_positions"], cfg) if audited else None
         store.release()
         shutil.rmtree(store.directory)
-        counts = {"input": sum(tally.records), "kept": int((splits >= 0).sum()),
-                  "rejected": sum(tally.reasons.values()), "duplicates": int((found.of >= 0).sum()),
-                  "pii_redacted": tally.records_with_pii if cfg.pii.mode == "redact" else 0}
-        if counts["input"] != counts["kept"] + counts["rejected"] + counts["duplicates"]:
-            raise AssertionError(f"tunelab lost records, please report this bug: {counts}")
-        report = reporting.build_report(
-            kind=kind, counts=counts, split_stats=written["stats"],
-            inputs=[{"path": s.spec, "role": s.role, "format": s.format, "records": n}
-                    for s, n in zip(sources, tally.records)],
-            rejects_by_reason=dict(tally.reasons.most_common()), duplicates_by_kind=written["duplicates_by_kind"],
-            label_conflicts=written["label_conflicts"],
-            cleaning={"records_changed": tally.changed, "nfc": cfg.clean.nfc, "whitespace": cfg.clean.whitespace,
-                      "strip_html": cfg.clean.strip_html},
-            pii={"mode": cfg.pii.mode, "types": list(cfg.pii.types), "records_with_pii": tally.records_with_pii,
-                 "records_redacted": counts["pii_redacted"], "by_type": dict(sorted(tally.pii.items()))},
-            leakage=leakage, audit=audit, cfg=cfg, length_unit="tokens" if tokenizer else "characters")
+        report = build_report(kind, sources, tally, found, splits, written, leakage, audit, cfg,
+                              length_unit="tokens" if tokenizer else "characters")
         write_manifest(stage, report, cfg, [s.spec for s in sources])
-    if counts["kept"] == 0:
-        raise TunelabError(f"no usable records: all {counts['input']} were rejected or duplicates",
+    if report["counts"]["kept"] == 0:
+        raise TunelabError(f"no usable records: all {report['counts']['input']} were rejected or duplicates",
                            where=", ".join(inputs), fix=f"see {out_dir / 'rejects.jsonl'} for the reason of each")
     return PrepareResult(out_dir, report)
 
@@ -187,6 +173,26 @@ def check_leakage(store: RecordStore, splits: np.ndarray, cfg: DataConfig, bars)
         "examples": [{"split": SPLITS[splits[q]], "record": _where(store, q), "train_record": _where(store, c),
                       "similarity": s} for q, c, s in pairs[:LEAKAGE_EXAMPLES]],
     }
+
+
+def build_report(kind: str, sources: list[Source], tally: Tally, found: dedup.Found, splits: np.ndarray,
+                 written: dict[str, Any], leakage: dict[str, Any], audit: dict[str, Any] | None, cfg: DataConfig,
+                 *, length_unit: str) -> dict[str, Any]:
+    counts = {"input": sum(tally.records), "kept": int((splits >= 0).sum()), "rejected": sum(tally.reasons.values()),
+              "duplicates": int((found.of >= 0).sum()),
+              "pii_redacted": tally.records_with_pii if cfg.pii.mode == "redact" else 0}
+    if counts["input"] != counts["kept"] + counts["rejected"] + counts["duplicates"]:
+        raise AssertionError(f"tunelab lost records, please report this bug: {counts}")
+    return reporting.build_report(
+        kind=kind, counts=counts, split_stats=written["stats"],
+        inputs=[{"path": s.spec, "role": s.role, "format": s.format, "records": n} for s, n in zip(sources, tally.records)],
+        rejects_by_reason=dict(tally.reasons.most_common()), duplicates_by_kind=written["duplicates_by_kind"],
+        label_conflicts=written["label_conflicts"],
+        cleaning={"records_changed": tally.changed, "nfc": cfg.clean.nfc, "whitespace": cfg.clean.whitespace,
+                  "strip_html": cfg.clean.strip_html},
+        pii={"mode": cfg.pii.mode, "types": list(cfg.pii.types), "records_with_pii": tally.records_with_pii,
+             "records_redacted": counts["pii_redacted"], "by_type": dict(sorted(tally.pii.items()))},
+        leakage=leakage, audit=audit, cfg=cfg, length_unit=length_unit)
 
 
 def _where(store: RecordStore, position: int) -> str:
