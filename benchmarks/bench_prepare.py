@@ -82,8 +82,9 @@ from tunelab.config import DataConfig
 from tunelab.data import prepare
 start = time.perf_counter()
 result = prepare.run(DataConfig(num_proc=int(sys.argv[3])), [sys.argv[1]], sys.argv[2], show_progress=False)
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"prepare_s": time.perf_counter() - start, "counts": result.report["counts"],
-                  "main_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "main_peak_rss_mb": usage.ru_maxrss / 1024, "main_cpu_s": usage.ru_utime + usage.ru_stime}))
 """
 
 
@@ -94,11 +95,14 @@ def run_prepare(path: Path, out: Path, num_proc: int) -> dict:
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(path), str(out), str(num_proc)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    root, peak_tree = psutil.Process(proc.pid), 0
+    root, peak_tree, worker_cpu = psutil.Process(proc.pid), 0, {}
     while proc.poll() is None:
         try:
             tree = [root, *root.children(recursive=True)]
             peak_tree = max(peak_tree, sum(p.memory_info().rss for p in tree if p.is_running()))
+            for p in tree[1:]:  # the workers' CPU time, as last seen (they exit before the main process)
+                times = p.cpu_times()
+                worker_cpu[p.pid] = times.user + times.system
         except psutil.Error:
             pass
         time.sleep(0.1)
@@ -106,7 +110,8 @@ def run_prepare(path: Path, out: Path, num_proc: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"prepare failed (exit {proc.returncode}):\n{stderr[-3000:]}")
     measured = json.loads(stdout.strip().splitlines()[-1])
-    return {**measured, "wall_s": time.perf_counter() - start, "peak_tree_rss_mb": peak_tree / 2**20}
+    return {**measured, "wall_s": time.perf_counter() - start, "peak_tree_rss_mb": peak_tree / 2**20,
+            "cpu_s": measured["main_cpu_s"] + sum(worker_cpu.values())}
 
 
 def digests(out: Path) -> dict[str, str]:
@@ -162,6 +167,9 @@ def main() -> int:
     print(f"records: {n:,} ({size_mb:,.0f} MB; {len(planted):,} near duplicates planted, corrupt line {corrupt:,})")
     print(f"tunelab data prepare, {num_proc} workers: {ours['wall_s']:7.1f} s  {rate:9,.0f} records/s  "
           f"peak RSS: prepare process {ours['main_peak_rss_mb']:,.0f} MB, process tree {ours['peak_tree_rss_mb']:,.0f} MB")
+    print(f"CPU time of the process tree: {ours['cpu_s']:.1f} s ({ours['main_cpu_s']:.1f} s in the prepare process), "
+          f"so at least {ours['cpu_s'] / num_proc:.1f} s of wall time on {num_proc} idle cores; load average "
+          f"{os.getloadavg()[0]:.1f} at the end")
     if single:
         print(f"tunelab data prepare, 1 worker:  {single['wall_s']:7.1f} s  {n / single['wall_s']:9,.0f} records/s  "
               f"peak RSS: prepare process {single['main_peak_rss_mb']:,.0f} MB; speed-up {num_proc} workers / 1: "
