@@ -151,6 +151,8 @@ def test_file_larger_than_the_memory_cap_streams_through(tmp_path):
 
 
 def test_a_killed_worker_fails_the_run_with_one_sentence_and_no_output(tmp_path):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("finds the workers by the name they set on Linux")
     path = tmp_path / "chat.jsonl"
     write_planted_chat(path, 40_000, seed=1)  # long enough that workers are still busy when one is killed
     out = tmp_path / "out"
