@@ -77,7 +77,8 @@ def run(cfg: DataConfig, inputs: list[str], out_dir: str | Path, *, show_progres
         splits = assign_splits(store, found, work, kind)
         leakage = check_leakage(store, splits, cfg, bars)
         audited = tokenizer is not None and kind == "generative"
-        written = write_records(stage, store, found, splits, bars, audit_sample=cfg.audit_sample if audited else 0)
+        written = write_records(stage, store, found, splits, kind, bars,
+                                audit_sample=cfg.audit_sample if audited else 0)
         audit = _audit(tokenizer, store, written["audit_positions"], cfg) if audited else None
         store.release()
         shutil.rmtree(store.directory)
@@ -200,7 +201,7 @@ def _where(store: RecordStore, position: int) -> str:
     return f"{name} {unit} {store.column('line')[position]}"
 
 
-def write_records(stage: Path, store: RecordStore, found: dedup.Found, splits: np.ndarray, bars,
+def write_records(stage: Path, store: RecordStore, found: dedup.Found, splits: np.ndarray, kind: str, bars,
                   *, audit_sample: int) -> dict[str, Any]:
     """Stream the stored records into train/val/test.jsonl and duplicates.jsonl, in input order,
     gathering each split's statistics and the audit sample (the kept records with the lowest keys)."""
@@ -231,9 +232,9 @@ def write_records(stage: Path, store: RecordStore, found: dedup.Found, splits: n
                 if code >= 0:
                     outputs[SPLITS[code]].write(body + output_tail + b"\n")
                     continue
-                row, kind, conflict = _duplicate_row(store, found, start + offset, body + duplicate_tail)
+                row, found_as, conflict = _duplicate_row(store, found, start + offset, body + duplicate_tail, kind)
                 duplicates.write(row)
-                kinds[kind] += 1
+                kinds[found_as] += 1
                 conflicts += conflict
             bars.advance(task, end - start)
     for f in outputs.values():
@@ -242,7 +243,8 @@ def write_records(stage: Path, store: RecordStore, found: dedup.Found, splits: n
             "audit_positions": sample.tolist()}
 
 
-def _duplicate_row(store: RecordStore, found: dedup.Found, position: int, record_json: bytes) -> tuple[bytes, str, bool]:
+def _duplicate_row(store: RecordStore, found: dedup.Found, position: int, record_json: bytes,
+                   data_kind: str) -> tuple[bytes, str, bool]:
     """duplicates.jsonl's row, composed around the stored record JSON (not parsed again)."""
     original = int(found.of[position])
     kind = "near" if position in found.near else "exact"
@@ -258,7 +260,16 @@ def _duplicate_row(store: RecordStore, found: dedup.Found, position: int, record
     if conflict:
         pair = [store.labels[original_label], store.labels[label]]
         row += b', "label_conflict": ' + json.dumps(pair, ensure_ascii=False).encode()
+    if data_kind == "prompt":
+        # the same prompt with another reference: the kept one decides what the grader rewards
+        references = [_grader_fields(store.record(original)), _grader_fields(json.loads(record_json))]
+        if references[0] != references[1]:
+            row += b', "reference_conflict": ' + json.dumps(references, ensure_ascii=False).encode()
     return row + b"}\n", kind, conflict
+
+
+def _grader_fields(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in ("messages", "meta")}
 
 
 def _lowest_keys(store: RecordStore, positions: np.ndarray, limit: int) -> np.ndarray:
