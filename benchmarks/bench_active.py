@@ -40,7 +40,7 @@ def corpus(pool_size: int, test_size: int, seed: int = 0):
     from tunelab.files import read_jsonl
     settings = load_config(ROOT / "examples" / "sentiment.yaml").data  # the demo's data settings
     with tempfile.TemporaryDirectory() as tmp:
-        prepare.run(settings, ["example:sentiment"], tmp, show_progress=False)
+        prepare.run(settings.model_copy(update={"inputs": ["example:sentiment"], "out_dir": tmp}), show_progress=False)
         train, test = read_jsonl(Path(tmp) / "train.jsonl"), read_jsonl(Path(tmp) / "test.jsonl")
     rng = random.Random(seed)
     pool, held_out = rng.sample(train, pool_size), rng.sample(test, test_size)

@@ -42,7 +42,8 @@ def prepared_corpus(out: Path) -> Path:
     from tunelab.data import prepare
     target = out / "prepared"
     if not (target / "manifest.json").is_file():
-        prepare.run(load_config(ROOT / "examples" / "sentiment.yaml").data, ["example:sentiment"], target, show_progress=False)
+        cfg = load_config(ROOT / "examples" / "sentiment.yaml").data
+        prepare.run(cfg.model_copy(update={"inputs": ["example:sentiment"], "out_dir": str(target)}), show_progress=False)
     return target
 
 

@@ -81,7 +81,7 @@ import json, resource, sys, time
 from tunelab.config import DataConfig
 from tunelab.data import prepare
 start = time.perf_counter()
-result = prepare.run(DataConfig(num_proc=int(sys.argv[3])), [sys.argv[1]], sys.argv[2], show_progress=False)
+result = prepare.run(DataConfig(num_proc=int(sys.argv[3]), inputs=[sys.argv[1]], out_dir=sys.argv[2]), show_progress=False)
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"prepare_s": time.perf_counter() - start, "counts": result.report["counts"],
                   "main_peak_rss_mb": usage.ru_maxrss / 1024, "main_cpu_s": usage.ru_utime + usage.ru_stime}))

@@ -51,7 +51,8 @@ def main() -> None:
     started = time.time()
     corpus = args.out / "prepared"
     if not (corpus / "manifest.json").is_file():
-        prepare.run(load_config(ROOT / "examples" / "sentiment.yaml").data, ["example:sentiment"], corpus,
+        cfg = load_config(ROOT / "examples" / "sentiment.yaml").data
+        prepare.run(cfg.model_copy(update={"inputs": ["example:sentiment"], "out_dir": str(corpus)}),
                     show_progress=False)
     data = args.out / "data"
     for split, n in (("train", args.train), ("val", args.val), ("test", args.test)):

@@ -63,11 +63,11 @@ def flag_overrides(prefix: str, **flags) -> list[str]:
 
 @data_app.command("prepare")
 def data_prepare(
-    args: list[str] = typer.Argument(..., metavar="INPUT... [KEY=VALUE]...",
+    args: list[str] = typer.Argument(None, metavar="INPUT... [KEY=VALUE]...",
                                      help="Input files (.jsonl .json .csv .tsv .parquet, saved datasets "
-                                          "directories, or example:sentiment) and config overrides "
-                                          "such as data.pii.mode=drop."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+                                          "directories, or example:sentiment; default: data.inputs) and "
+                                          "config overrides such as data.pii.mode=drop."),
+    out_dir: Optional[Path] = option("data.out_dir", "--out", "-o"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (its data: section)."),
     fmt: Optional[str] = option("data.format", "--format"),
     pii: Optional[str] = option("data.pii.mode", "--pii"),
@@ -90,16 +90,20 @@ def data_prepare(
     its reason), a report (json, md, html) and a manifest to the output directory."""
     from tunelab.data import prepare
 
-    inputs, overrides = split_overrides(args)
+    inputs, overrides = split_overrides(args or [])
     overrides += flag_overrides("data.", format=fmt, tokenizer=tokenizer, text_column=text_column,
                                 label_column=label_column, labels=f"[{labels}]" if labels else None,
                                 num_proc=num_proc, engine=engine, ray_address=ray_address)
     overrides += flag_overrides("data.pii.", mode=pii)
     overrides += flag_overrides("data.clean.", strip_html=strip_html)
     overrides += flag_overrides("data.split.", val_file=val_file, test_file=test_file, seed=seed)
-    cfg = load_config(config, overrides)
-    result = prepare.run(cfg.data, inputs, out_dir, show_progress=not quiet)
-    _print_prepare_summary(result.report, out_dir)
+    cfg = load_config(config, overrides).data
+    if inputs:
+        cfg.inputs = inputs
+    if out_dir:
+        cfg.out_dir = str(out_dir)
+    result = prepare.run(cfg, show_progress=not quiet)
+    _print_prepare_summary(result.report, result.out_dir)
 
 
 def _print_prepare_summary(report: dict, out_dir: Path) -> None:

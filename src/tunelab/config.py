@@ -104,6 +104,8 @@ class AugmentConfig(Section):
 
 
 class DataConfig(Section):
+    inputs: list[str] = Field(default_factory=list, description="Input files (.jsonl .json .csv .tsv .parquet), saved datasets directories, or example:sentiment; the command line's inputs replace these.")
+    out_dir: str | None = Field(None, description="Output directory of `tunelab data prepare` (--out sets it).")
     format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference, classification or prompts (chat records ending with the user's turn, for rft).")
     text_column: str = Field("text", description="Column with the text, for classification data.")
     label_column: str = Field("label", description="Column with the label, for classification data.")

@@ -115,7 +115,8 @@ def prepare_round(live: RunDir, new_files: list[str], out: Path, *, replay: floa
     from tunelab.data import prepare
     settings = DataConfig.model_validate(live.config.get("data") or {})
     old_files = old_data_files(live)
-    result = prepare.run(settings, old_files + new_files, out / "prepared", show_progress=False)
+    settings = settings.model_copy(update={"inputs": old_files + new_files, "out_dir": str(out / "prepared")})
+    result = prepare.run(settings, show_progress=False)
     new_sources = set(new_files)
     new = {split: [r for r in read_jsonl(out / "prepared" / f"{split}.jsonl") if r["meta"]["source"] in new_sources]
            for split in SPLITS}

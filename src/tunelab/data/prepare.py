@@ -59,10 +59,13 @@ class Tally:
         self.changed += result.changed
 
 
-def run(cfg: DataConfig, inputs: list[str], out_dir: str | Path, *, show_progress: bool = True) -> PrepareResult:
-    out_dir = Path(out_dir)
+def run(cfg: DataConfig, *, show_progress: bool = True) -> PrepareResult:
+    inputs = cfg.inputs
     if not inputs:
         raise TunelabError("no input files given", fix="name one or more files after `tunelab data prepare`")
+    if not cfg.out_dir:
+        raise TunelabError("no output directory given", fix="pass --out DIR (or set data.out_dir)")
+    out_dir = Path(cfg.out_dir)
     # Supplied evaluation files come first so that a training record duplicating one of them is
     # the copy that is dropped: the evaluation sets stay as the user gave them.
     supplied = [(f, role) for f, role in ((cfg.split.val_file, "val"), (cfg.split.test_file, "test")) if f]

@@ -48,7 +48,8 @@ def test_prepare_keeps_fields_splits_and_deduplicates_prompts(tmp_path, write_js
     rows.append({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
     rows.append(prompt("mail ana@example.com about INV-7?", answer="ana@example.com"))
     cfg = load_config(None, ["data.split.val=0.2", "data.split.test=0.2"]).data
-    result = prepare.run(cfg, [str(write_jsonl("prompts.jsonl", rows))], tmp_path / "out", show_progress=False)
+    cfg = cfg.model_copy(update={"inputs": [str(write_jsonl("prompts.jsonl", rows))], "out_dir": str(tmp_path / "out")})
+    result = prepare.run(cfg, show_progress=False)
     report = result.report
     assert report["kind"] == "prompt"
     assert report["counts"] == {"input": 44, "kept": 41, "rejected": 1, "duplicates": 2, "pii_redacted": 1}
