@@ -333,19 +333,36 @@ def export(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="Run directory from `tunelab train`."),
     merge: bool = typer.Option(False, "--merge", help="Fold the run's LoRA/DoRA adapter into its base model "
                                                       "(checked on logits before saving)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN/merged)."),
+    format: Optional[str] = typer.Option(None, "--format", "-f",
+                                         help="Write the run for another runtime: gguf (llama.cpp, Ollama; "
+                                              "with a Modelfile) or onnx (ONNX Runtime on CPU)."),
+    quant: Optional[str] = typer.Option(None, "--quant", help="GGUF weight type: f16 (default), q8_0 or q4_k_m."),
+    int8: bool = typer.Option(False, "--int8", help="ONNX: dynamic int8 quantisation of the weights."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN/merged, "
+                                                                     "RUN/gguf or RUN/onnx)."),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest logit difference accepted "
                                                                          "(default: 1e-4 fp32, 1e-2 bf16/fp16)."),
 ) -> None:
-    """Merge an adapter run into a plain transformers model.
+    """Write a run where people run models: merged, GGUF (+ Ollama Modelfile) or ONNX.
 
-    With --merge, the merged weights (safetensors) and the tokenizer are written once their
-    logits are shown to match the adapter's; neither PEFT nor tunelab is needed to load them."""
-    from tunelab import export as export_stage
-
+    Every export is checked against the run it came from (logits, greedy answers, labels) and
+    nothing is written when a check fails; a manifest records the source run and the checks."""
     quiet_library_output()
-
-    result = export_stage.run(run_dir, merge=merge, out_dir=out_dir, tolerance=tolerance)
+    if format is None:
+        if quant is not None or int8:
+            raise TunelabError("--quant and --int8 go with --format", where="tunelab export",
+                               fix="add --format gguf (for --quant) or --format onnx (for --int8)")
+        from tunelab.export import merge as merge_export
+        result = merge_export.run(run_dir, merge=merge, out_dir=out_dir, tolerance=tolerance)
+    elif format == "gguf":
+        from tunelab.export import gguf
+        result = gguf.run(run_dir, quant=quant or "f16", out_dir=out_dir)
+    elif format == "onnx":
+        from tunelab.export import onnx
+        result = onnx.run(run_dir, int8=int8, out_dir=out_dir)
+    else:
+        raise TunelabError(f"unknown export format {format!r}", where="--format",
+                           fix="use --format gguf or --format onnx (or --merge for a merged transformers model)")
     out.print(result.message, highlight=False, soft_wrap=True)
 
 

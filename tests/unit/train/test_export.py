@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from run_helpers import chat, train_config, write_prepared
 from train_helpers import tiny_bert_dir  # noqa: F401 (fixture)
 from tunelab import export
+import tunelab.export.merge  # noqa: F401 (export.merge below)
 from tunelab.errors import TunelabError
 from tunelab.train.run import run as train
 
@@ -111,7 +112,7 @@ def test_without_reachable_validation_data_fixed_chat_prompts_check_the_merge(sf
     result = export.run(run_dir, merge=True, out_dir=tmp_path / "out")
 
     check = json.loads((tmp_path / "out" / "manifest.json").read_text())["merge_check"]
-    assert check["prompt_source"] == "fixed" and check["prompts"] == len(export.FIXED_CONVERSATIONS)
+    assert check["prompt_source"] == "fixed" and check["prompts"] == len(export.merge.FIXED_CONVERSATIONS)
     assert result.max_abs_diff <= 1e-4
 
 
