@@ -1,6 +1,5 @@
 """Tests run offline, deterministically, on tiny local assets."""
 import os
-import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -9,10 +8,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-ASSETS = Path(__file__).parent / "assets"
-sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny_models.py importable as `tiny_models`
-
 import torch  # noqa: E402
+
+ASSETS = Path(__file__).parent / "assets"
+
+# Fixture modules: their fixtures are available to every test without importing them by name.
+# (pytest puts tests/, this file's directory, on sys.path, so helper modules import by name.)
+pytest_plugins = ["serve_helpers"]
 
 # One intra-op thread: tiny models gain nothing from two, and two threads spinning against any
 # other process on a 2-core machine make a few-second training run take a minute.
@@ -28,19 +30,7 @@ def tiny_tokenizer_path() -> Path:
 
 @pytest.fixture
 def write_jsonl(tmp_path):
-    """Write rows (dicts, or raw strings/bytes written verbatim as lines) to a JSONL file."""
-    import json
+    """`write(name, rows)`: cli_helpers.write_jsonl into this test's tmp_path."""
+    from cli_helpers import write_jsonl as write_rows
 
-    def write(name: str, rows) -> Path:
-        path = tmp_path / name
-        with path.open("wb") as f:
-            for row in rows:
-                if isinstance(row, bytes):
-                    f.write(row + b"\n")
-                elif isinstance(row, str):
-                    f.write(row.encode() + b"\n")
-                else:
-                    f.write(json.dumps(row).encode() + b"\n")
-        return path
-
-    return write
+    return lambda name, rows: write_rows(tmp_path / name, rows)

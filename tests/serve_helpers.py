@@ -4,8 +4,8 @@ manifest), a ServeConfig for them, a live uvicorn server on a free loopback port
 run gives when served alone, and the one wait-until-ready every serving test and the serving
 benchmark use. Everything is built locally, seeded, in kilobytes.
 
-Test modules import what they use by name (`from serve_helpers import tiny_llama_run, ...`;
-tests/conftest.py puts tests/ on sys.path).
+Its fixtures reach every test through tests/conftest.py's `pytest_plugins`; test modules import
+the plain helpers they use by name (`from serve_helpers import live_server, wait_ready`).
 """
 from __future__ import annotations
 

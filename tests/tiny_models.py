@@ -5,8 +5,8 @@ initialised Llama-style model, saved as a normal Hugging Face directory with its
 character-level tokenizer and chat template, fully fine-tuned with plain TRL on a few thousand
 examples of a deterministic text transformation, must then answer held-out examples exactly.
 
-Import from any test as ``from tiny_models import ...`` (tests/conftest.py puts tests/ on
-sys.path). Everything here is offline and seeded: the same arguments give the same files.
+Import from any test as ``from tiny_models import ...`` (pytest puts tests/, the top-level
+conftest's directory, on sys.path). Everything here is offline and seeded: the same arguments give the same files.
 """
 from __future__ import annotations
 

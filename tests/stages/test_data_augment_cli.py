@@ -14,7 +14,7 @@ from cli_helpers import tunelab, write_jsonl
 from tunelab.data.dedup import exact_key
 from tunelab.data.text import joined_text
 
-from serve_helpers import live_server, serve_config, tiny_llama_run  # noqa: E402,F401
+from serve_helpers import live_server, serve_config
 
 SENTENCES = {
     "positive": ["I really love this movie, it was great", "What a wonderful day with James in London",

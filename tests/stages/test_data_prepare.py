@@ -1,22 +1,13 @@
 """`tunelab data prepare` end to end, run as a user runs it: the console command in a subprocess."""
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import tunelab
 
-TUNELAB = str(Path(sys.executable).with_name("tunelab"))
 WORDS = ("refund order account invoice delivery contract clause payment policy customer notice period "
          "warranty claim service agent ticket billing address shipping return label damaged").split()
-
-
-def tunelab(*args, check=True):
-    proc = subprocess.run([TUNELAB, *map(str, args)], capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
-    return proc
 
 
 def read(path):

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import write_jsonl
 
 from tunelab.config import EvalConfig, load_config
 
@@ -21,10 +22,6 @@ def records(n: int, start: int) -> list[dict]:
     labels = list(WORDS)
     return [{"text": f"{WORDS[labels[i % 3]]} {i}", "label": labels[i % 3], "meta": {"group": "en" if i % 2 else "de"}}
             for i in range(start, start + n)]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,21 @@ files, and a rollback that moves the registry's live version."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from cli_helpers import tunelab as run_tunelab
 
 from tunelab.serve.predlog import PredictionLog
 from tunelab.serve.registry import Registry
 
-TUNELAB = str(Path(sys.executable).with_name("tunelab"))
 WORDS = "good bad service slow quick refund staff price late friendly helpful broken".split()
 
 
 def tunelab(*args, cwd):
-    return subprocess.run([TUNELAB, "monitor", *map(str, args)], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """`tunelab monitor ARGS...`, whatever its exit code."""
+    return run_tunelab("monitor", *args, cwd=cwd, check=False, timeout=120)
 
 
 def text(rng, low, high):

@@ -1,11 +1,9 @@
 """Pre-flight: `tunelab train` refuses a run that cannot fit in memory before loading any
 weights, and says what would fit."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-TUNELAB = str(Path(sys.executable).with_name("tunelab"))
+from cli_helpers import tunelab
 
 
 def huge_model_without_weights(directory: Path, tokenizer_dir: Path) -> Path:
@@ -23,9 +21,8 @@ def test_impossible_config_is_refused_before_loading_weights_with_a_suggestion(t
     data = tmp_path / "chat.jsonl"
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                              {"role": "assistant", "content": "hello"}]}) + "\n")
-    proc = subprocess.run([TUNELAB, "train", "--model", str(model), "--data", str(data), "--method", "full",
-                           "--output", str(tmp_path / "run"), "train.memory_limit_gb=20",
-                           "train.tracking.backend=none"], capture_output=True, text=True, timeout=300)
+    proc = tunelab("train", "--model", model, "--data", data, "--method", "full", "--output", tmp_path / "run",
+                   "train.memory_limit_gb=20", "train.tracking.backend=none", check=False, timeout=300)
     assert proc.returncode == 2, proc.stderr
     message = " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr and "cannot load model" not in message

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from cli_helpers import ENV, TUNELAB, tunelab
-from serve_helpers import answered_alone, eight_adapters, free_port, tiny_llama_run, wait_ready, wait_until  # noqa: F401
+from serve_helpers import answered_alone, free_port, wait_ready, wait_until
 
 CLIENTS, EACH = 32, 4
 

@@ -11,7 +11,7 @@ import sys
 import httpx2
 
 from cli_helpers import tunelab as run_tunelab
-from serve_helpers import free_port, tiny_classifier_run, tiny_llama_run, wait_ready  # noqa: F401
+from serve_helpers import free_port, wait_ready
 from tunelab.serve.predlog import read_predictions
 
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
-from serve_helpers import live_server, serve_config, tiny_classifier_run, tiny_llama_run  # noqa: F401
+from serve_helpers import live_server, serve_config
 
 EXAMPLES = 60  # per operation and mode
 # a schema-valid request may still be refused for what no schema can say: its prompt is longer

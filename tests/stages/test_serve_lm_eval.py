@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cli_helpers import ENV, TUNELAB
-from serve_helpers import free_port, tiny_llama_run, wait_ready  # noqa: F401
+from serve_helpers import free_port, wait_ready
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed")
 pytest.importorskip("tenacity", reason="lm-eval's api extra is not installed")

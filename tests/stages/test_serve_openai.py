@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from serve_helpers import lora_adapters, live_server, serve_config, tiny_llama_run  # noqa: F401
+from serve_helpers import live_server, serve_config
 
 from tunelab.serve.backend import GenerationJob
 from tunelab.serve.predlog import read_predictions

@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 from cli_helpers import ENV, TUNELAB, tunelab
-from serve_helpers import free_port, tiny_classifier_run, tiny_llama_run, wait_ready, wait_until  # noqa: F401
+from serve_helpers import free_port, wait_ready, wait_until
 
 
 def start(run, registry, *overrides, cwd):

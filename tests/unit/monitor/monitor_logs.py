@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import yaml
+from cli_helpers import write_jsonl  # noqa: F401 (re-exported for the monitor tests)
 
 from tunelab.config import MonitorConfig
 from tunelab.monitor import run as monitor
@@ -24,12 +25,6 @@ def sentence(rng: random.Random, low: int, high: int) -> str:
 def reference_records(n: int = 300, *, seed: int = 0, pos_share: float = 0.5) -> list[dict]:
     rng = random.Random(seed)
     return [{"text": sentence(rng, 5, 15), "label": "pos" if rng.random() < pos_share else "neg"} for _ in range(n)]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def classification_rows(n: int, *, seed: int, words=(5, 15), pos_share: float = 0.5, confidence: float = 0.9,

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
-from serve_helpers import flush_log, live_server, serve_config, tiny_llama_run, wait_until  # noqa: F401
+from serve_helpers import flush_log, live_server, serve_config, wait_until
 from tunelab.serve.predlog import read_predictions
 
 CHAT = "/v1/chat/completions"

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_helpers import LABELS, flush_log, serve_config, tiny_classifier_run, tiny_llama_run, wait_ready, wait_until  # noqa: F401,E501
+from serve_helpers import LABELS, flush_log, serve_config, wait_ready, wait_until
 from tunelab.serve.app import create_app
 from tunelab.serve.predlog import read_predictions
 

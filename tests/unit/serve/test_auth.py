@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cli_helpers import tunelab
-from serve_helpers import flush_log, serve_config, tiny_llama_run  # noqa: F401
+from serve_helpers import flush_log, serve_config
 from tunelab.errors import TunelabError
 from tunelab.serve.app import create_app
 from tunelab.serve.auth import MIN_KEY_LENGTH, api_keys

@@ -4,7 +4,7 @@ repeats, LoRA adapters change the answer as PEFT alone would, and the classifier
 run's task prefix through tunelab.evaluate.predict.classify."""
 import torch
 
-from serve_helpers import PREFIX, lora_adapters, tiny_classifier_run, tiny_llama_run  # noqa: F401
+from serve_helpers import PREFIX
 from tunelab.serve.backend import (AdapterHost, Backend, ClassifierBackend, GenerationJob, GeneratorBackend,
                                    first_stop)
 from tunelab.serve.classifier_backend import TransformersClassifier

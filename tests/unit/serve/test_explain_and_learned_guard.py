@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_helpers import ASSETS, serve_config, tiny_classifier_run, wait_ready  # noqa: F401
+from serve_helpers import ASSETS, serve_config, wait_ready
 from tunelab.errors import TunelabError
 from tunelab.serve.app import create_app
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from serve_helpers import flush_log, live_server, serve_config, tiny_llama_run  # noqa: F401
+from serve_helpers import flush_log, live_server, serve_config
 from tunelab.serve.predlog import read_predictions
 
 SURROGATE = "\ud800"

@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from serve_helpers import LABELS, PREFIX, serve_config, tiny_classifier_run, tiny_llama_run, wait_ready  # noqa: F401
+from serve_helpers import LABELS, PREFIX, serve_config, wait_ready
 from tunelab.errors import TunelabError
 from tunelab.serve.onnx_backend import OnnxClassifierBackend
 from tunelab.serve.service import load_backend

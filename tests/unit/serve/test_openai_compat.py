@@ -6,7 +6,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from serve_helpers import serve_config, tiny_llama_run, wait_ready  # noqa: F401
+from serve_helpers import serve_config, wait_ready
 from tunelab.serve.app import create_app
 
 COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"

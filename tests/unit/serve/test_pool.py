@@ -10,8 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from serve_helpers import (answered_alone, eight_adapters, flush_log, live_server, lora_adapters,  # noqa: F401
-                           other_llama_run, serve_config, tiny_classifier_run, tiny_llama_run, wait_ready, wait_until)
+from serve_helpers import answered_alone, flush_log, live_server, serve_config, wait_ready, wait_until
 from tunelab.serve.app import create_app
 from tunelab.serve.predlog import read_predictions
 

@@ -2,9 +2,9 @@
 import json
 import multiprocessing
 import os
-import sys
 
 import pytest
+from cli_helpers import tunelab_in_process
 
 from tunelab.errors import TunelabError
 from tunelab.files import sha256_of
@@ -153,13 +153,7 @@ def test_concurrent_registration_from_processes_loses_nothing(tmp_path):
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from tunelab import cli
-
-    monkeypatch.setattr(sys, "argv", ["tunelab", "models", *args])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
+    return tunelab_in_process(monkeypatch, capsys, "models", *args)
 
 
 def test_models_cli(tmp_path, monkeypatch, capsys):

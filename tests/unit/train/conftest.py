@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from run_helpers import adapter_weights, base_weights
+# the fixtures of train_helpers, for every test in this directory without importing them by name
+from train_helpers import chat_jsonl, cls_jsonl, no_memory_preflight, tiny_bert_dir, tiny_llama_dir  # noqa: F401
 
 # One intra-op thread: on 2 shared cores, OpenMP threads of tiny matmuls spin against each other
 # and against other processes, making a few-second run take a minute.

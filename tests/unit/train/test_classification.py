@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from train_helpers import (LABELS, classification_records, no_memory_preflight, tiny_bert_dir,  # noqa: F401
-                           train_config, write_records)
+from train_helpers import LABELS, classification_records, train_config, write_records
 
 from tunelab.config import StageSettings
 from tunelab.models.load import load_model, load_tokenizer

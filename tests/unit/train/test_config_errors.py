@@ -8,20 +8,17 @@ late would report "cannot load model" instead of the expected sentence.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import (chat_records, classification_records, copy_model, no_memory_preflight,  # noqa: F401
-                           tiny_bert_dir, tiny_llama_dir, train_config, write_records)
+from cli_helpers import tunelab, tunelab_in_process
+from train_helpers import chat_records, classification_records, copy_model, train_config, write_records
 
 from tunelab.config import load_config
 from tunelab.errors import TunelabError
 from tunelab.train import run as train_run
 
-TUNELAB = Path(sys.executable).with_name("tunelab")
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="qlora is refused on machines without CUDA")
 
 # id: (model, data, settings, fragments the one-sentence error must contain)
@@ -139,15 +136,12 @@ def cli_args(model_dir: Path, data_path: Path, out: Path, settings: dict) -> lis
 @pytest.mark.parametrize("model, data, settings, fragments", PARAMS)
 def test_config_error_through_the_cli(model, data, settings, fragments, make, tmp_path, monkeypatch, capsys):
     """`tunelab.cli.main`, the console script's entry point, in this process (every case)."""
-    from tunelab import cli
     model_dir, data_path = make(model, data)
     monkeypatch.chdir(tmp_path)
     settings = with_graders(settings, tmp_path)
-    monkeypatch.setattr(sys, "argv", ["tunelab", *cli_args(model_dir, data_path, tmp_path / "run", settings)])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    assert exited.value.code == 2
-    stderr = capsys.readouterr().err
+    code, _, stderr = tunelab_in_process(monkeypatch, capsys,
+                                         *cli_args(model_dir, data_path, tmp_path / "run", settings))
+    assert code == 2
     assert "Traceback" not in stderr and stderr.startswith("error: ")
     assert_one_sentence(stderr.removeprefix("error: "), fragments)
     assert not (tmp_path / "run").exists()
@@ -159,8 +153,8 @@ def test_config_error_through_the_cli(model, data, settings, fragments, make, tm
 def test_config_error_through_the_console_script(model, data, settings, fragments, make, tmp_path):
     """The installed `tunelab` command, as a user runs it (a few cases: each starts Python anew)."""
     model_dir, data_path = make(model, data)
-    done = subprocess.run([str(TUNELAB), *cli_args(model_dir, data_path, tmp_path / "run", settings)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    done = tunelab(*cli_args(model_dir, data_path, tmp_path / "run", settings), cwd=tmp_path, check=False,
+                   timeout=300)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.startswith("error: ")
     assert_one_sentence(done.stderr.removeprefix("error: "), fragments)

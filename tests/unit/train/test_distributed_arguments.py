@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import chat_jsonl, no_memory_preflight, tiny_llama_dir, train_config  # noqa: F401 (fixtures)
+from train_helpers import train_config
 
 from tunelab.errors import TunelabError
 from tunelab.train import arguments

@@ -13,7 +13,6 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from run_helpers import chat, train_config, write_prepared
-from train_helpers import tiny_bert_dir  # noqa: F401 (fixture)
 from tunelab import export
 import tunelab.export.merge  # noqa: F401 (export.merge below)
 from tunelab.errors import TunelabError

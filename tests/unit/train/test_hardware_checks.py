@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from train_helpers import chat_jsonl, no_memory_preflight, tiny_llama_dir, train_config  # noqa: F401 (fixtures)
+from train_helpers import train_config
 
 from tunelab.errors import TunelabError
 from tunelab.train import run as run_module

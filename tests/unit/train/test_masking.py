@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from chat_templates import UNMARKED
-from train_helpers import (chat_jsonl, copy_model, no_memory_preflight, tiny_llama_dir,  # noqa: F401 (fixtures)
-                           train_config)
+from train_helpers import copy_model, train_config
 
 from tunelab.config import StageSettings
 from tunelab.models.load import load_model, load_tokenizer

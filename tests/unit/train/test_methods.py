@@ -13,8 +13,7 @@ import json
 import pytest
 import torch
 from torch import nn
-from train_helpers import (LABELS, chat_jsonl, cls_jsonl, no_memory_preflight, tiny_bert_dir,  # noqa: F401 (fixtures)
-                           tiny_llama_dir, train_config)
+from train_helpers import LABELS, train_config
 
 from tunelab.config import LoraSettings
 from tunelab.models import adapters

@@ -11,8 +11,7 @@ import pytest
 import torch
 from chat_templates import (CHANNEL_BEFORE_THE_REPLY, DROPS_EARLIER_REASONING, EOS_AT_THE_END, MARKED,
                             PROMPT_UNLIKE_THE_TURN, UNMARKED)
-from train_helpers import (copy_model, no_memory_preflight, tiny_llama_dir, train_config,  # noqa: F401 (fixtures)
-                           write_records)
+from train_helpers import copy_model, train_config, write_records
 
 from tunelab.config import StageSettings
 from tunelab.errors import TunelabError

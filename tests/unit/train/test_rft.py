@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from run_helpers import (adapter_weights, assert_same_weights, base_weights, chat, metrics_rows, train_config,
-                         weights_in, write_prepared)
+from run_helpers import assert_same_weights, chat, metrics_rows, train_config, weights_in, write_prepared
 from tunelab.errors import TunelabError
 from tunelab.train import run as run_module
 

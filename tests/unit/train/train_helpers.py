@@ -4,7 +4,8 @@
 tokenizer and saved with save_pretrained (seeded, offline, kilobytes); tiny chat and
 classification records; the RunConfig of a run of a few steps.
 
-Test modules import the fixtures they use by name (`from train_helpers import tiny_llama_dir`).
+Its fixtures reach the tests of this directory through its conftest.py; test modules import the
+plain helpers they use by name (`from train_helpers import train_config`).
 """
 from __future__ import annotations
 
