@@ -1,7 +1,6 @@
 """Python graders run the grader's own grade(sample, item) in a worker process: only when enabled,
 with a time limit (a grader that loops is stopped), without network, and a grader that raises or
 returns something other than a number is a zero with the reason, after which grading goes on."""
-import time
 
 import pytest
 
@@ -39,9 +38,7 @@ def test_sample_holds_output_json_as_openai_gives_it(runtime):
 
 def test_a_grader_that_loops_forever_is_stopped_and_grading_goes_on(runtime):
     looping = python_grader("def grade(sample, item):\n    while True:\n        pass\n", name="loops")
-    started = time.monotonic()
-    stuck = grade(looping, "x", {}, runtime=runtime)
-    assert time.monotonic() - started < 10  # stopped at the 1 s limit, not left running
+    stuck = grade(looping, "x", {}, runtime=runtime)  # returns at all: the loop was stopped
     assert (stuck.score, stuck.error) == (0.0, "unresponsive_reward_error")
     assert "did not answer within 1 s" in stuck.reason
     assert grade(looping, "x", {}, runtime=runtime).error == "unresponsive_reward_error"  # a fresh process each time

@@ -37,17 +37,24 @@ def test_concurrent_requests_share_batches_up_to_the_maximum_and_keep_their_resu
     assert [len(p) for _, p in model.calls] == [4, 4, 2]
 
 
-def test_a_lone_request_waits_at_most_max_wait():
+def test_a_lone_request_waits_for_companions_then_runs_alone():
+    """It waits up to max_wait for companions (a sleep never ends early, so the lower bound is
+    safe under any load), then runs as a batch of one rather than waiting for a full batch; a
+    companion arriving within the window shares its batch."""
     async def scenario():
-        batcher = DynamicBatcher(Recorder(), max_batch_size=8, max_wait_ms=50, max_queue=10)
+        model = Recorder()
+        batcher = DynamicBatcher(model, max_batch_size=8, max_wait_ms=50, max_queue=10)
         batcher.start()
         started = time.perf_counter()
-        await batcher.submit("k", 1)
-        elapsed = time.perf_counter() - started
+        await asyncio.wait_for(batcher.submit("k", 1), timeout=60)
+        waited = time.perf_counter() - started
+        pair = await asyncio.gather(batcher.submit("k", 2), batcher.submit("k", 3))
         await batcher.stop()
-        return elapsed
+        return model, waited, pair
 
-    assert 0.04 <= run(scenario()) < 1.0
+    model, waited, pair = run(scenario())
+    assert waited >= 0.04
+    assert pair == ["k:2", "k:3"] and [list(p) for _, p in model.calls] == [[1], [2, 3]]
 
 
 def test_only_jobs_with_the_same_key_share_a_batch_and_unbatchable_jobs_run_alone():
