@@ -106,15 +106,24 @@ def baseline_source(name: str, run: RunDir) -> str:
     return name
 
 
-def score_system(name: str, source: str, conversations, references, settings, progress) -> dict[str, Any]:
+def load_and_generate(name: str, source: str, conversations, settings, progress):
+    """The system `source` loaded and its answers to `conversations`: (model, tokenizer,
+    generated, mean tokens per request, start time)."""
     progress(f"generating with {name}")
     started = time.perf_counter()
     model, tokenizer = load_generator(source)
     prompts = prompt_texts(tokenizer, conversations)
     generated = generate_answers(model, tokenizer, prompts, max_new_tokens=settings.generation.max_new_tokens,
                                  batch_size=settings.generation.batch_size)
-    answers = generated.texts
     prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    tokens_per_request = float(np.mean(prompt_tokens) + np.mean(generated.new_tokens))
+    return model, tokenizer, generated, tokens_per_request, started
+
+
+def score_system(name: str, source: str, conversations, references, settings, progress) -> dict[str, Any]:
+    model, tokenizer, generated, tokens_per_request, started = load_and_generate(name, source, conversations,
+                                                                                  settings, progress)
+    answers = generated.texts
     means, counts = reference_log_likelihood(model, tokenizer, conversations)
     examples = generative_example_scores(answers, references, settings.normalize)
     metrics = generative_metrics(answers, references, settings.normalize, example_scores=examples)
@@ -122,8 +131,7 @@ def score_system(name: str, source: str, conversations, references, settings, pr
     metrics["perplexity"] = corpus_perplexity(means, counts)
     return {"metrics": metrics, "examples": examples,
             "answers": answers, "source": source, "loaded": (model, tokenizer),
-            "tokens_per_request": float(np.mean(prompt_tokens) + np.mean(generated.new_tokens)),
-            "seconds": time.perf_counter() - started}
+            "tokens_per_request": tokens_per_request, "seconds": time.perf_counter() - started}
 
 
 def answer_texts_for(model, tokenizer, settings):

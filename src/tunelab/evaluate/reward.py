@@ -17,7 +17,6 @@ import numpy as np
 
 from tunelab.evaluate import generative
 from tunelab.evaluate.compare import paired_bootstrap
-from tunelab.evaluate.generate import generate_answers, load_generator, prompt_texts
 from tunelab.evaluate.grading import figures, reward_section, score
 from tunelab.train.data import with_prefix
 from tunelab.train.run_dir import RunDir
@@ -70,23 +69,17 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
 
 
 def answer_and_grade(name: str, source: str, conversations, records, grader, runtime, settings, progress):
-    progress(f"generating with {name}")
-    started = time.perf_counter()
-    model, tokenizer = load_generator(source)
-    prompts = prompt_texts(tokenizer, conversations)
-    generated = generate_answers(model, tokenizer, prompts, max_new_tokens=settings.generation.max_new_tokens,
-                                 batch_size=settings.generation.batch_size)
+    model, tokenizer, generated, tokens_per_request, started = generative.load_and_generate(
+        name, source, conversations, settings, progress)
     progress(f"grading {name}'s answers")
     results = score(grader, runtime, generated.texts, records)
     scores = np.asarray([r.score for r in results], dtype=float)
     examples = {"reward": scores}
     if grader.pass_threshold is not None:
         examples["passed"] = (scores >= grader.pass_threshold).astype(float)
-    prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     return {"metrics": {**figures(grader, results), "examples": len(records)}, "examples": examples,
             "results": results, "answers": generated.texts, "source": source, "loaded": (model, tokenizer),
-            "tokens_per_request": float(np.mean(prompt_tokens) + np.mean(generated.new_tokens)),
-            "seconds": time.perf_counter() - started}
+            "tokens_per_request": tokens_per_request, "seconds": time.perf_counter() - started}
 
 
 def _metric(name: str) -> str:

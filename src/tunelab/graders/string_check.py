@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.graders.base import GradeResult, check_keys, require_text, spec_error
-from tunelab.graders.templating import check_template, render
+from tunelab.graders.base import GradeResult, check_keys, spec_error
+from tunelab.graders.templating import check_templates, render
 
 FIELDS = ("type", "name", "input", "reference", "operation", "pass_threshold")
 REQUIRED = ("type", "name", "input", "reference", "operation")
@@ -16,10 +16,7 @@ OPERATIONS = ("eq", "ne", "like", "ilike")
 def validate(spec: dict[str, Any], where: str | None) -> None:
     name = spec["name"]
     check_keys(spec, FIELDS, REQUIRED, name, where)
-    for key in ("input", "reference"):
-        problem = check_template(require_text(spec, key, name, where))
-        if problem:
-            raise spec_error(name, key, f"has a bad template: {problem}", where)
+    check_templates(spec, ("input", "reference"), name, where)
     if spec["operation"] not in OPERATIONS:
         raise spec_error(name, "operation", f"must be one of {', '.join(OPERATIONS)} (got {spec['operation']!r})",
                          where)

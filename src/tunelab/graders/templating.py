@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from tunelab.graders.base import GradeFailure
+from tunelab.graders.base import GradeFailure, require_text, spec_error
 
 PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
 STEP = re.compile(r"""\.([A-Za-z_][\w-]*)|\[(\d+)\]|\[\s*["']([^"']*)["']\s*\]""")
@@ -50,6 +50,14 @@ def check_template(template: str) -> str | None:
         except ValueError as exc:
             return str(exc)
     return None
+
+
+def check_templates(spec: dict[str, Any], keys: tuple[str, ...], name: str, where: str | None) -> None:
+    """Each of `keys` is a text field of the spec holding a template that parses."""
+    for key in keys:
+        problem = check_template(require_text(spec, key, name, where))
+        if problem:
+            raise spec_error(name, key, f"has a bad template: {problem}", where)
 
 
 def render(template: str, sample: dict[str, Any], item: dict[str, Any] | None) -> str:

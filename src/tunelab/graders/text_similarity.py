@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunelab.graders.base import GradeResult, check_keys, require_number, require_text, spec_error
-from tunelab.graders.templating import check_template, render
+from tunelab.graders.base import GradeResult, check_keys, require_number, spec_error
+from tunelab.graders.templating import check_templates, render
 
 FIELDS = ("type", "name", "input", "reference", "evaluation_metric", "pass_threshold")
 REQUIRED = ("type", "name", "input", "reference", "evaluation_metric")
@@ -23,10 +23,7 @@ METRICS = ("fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge
 def validate(spec: dict[str, Any], where: str | None) -> None:
     name = spec["name"]
     check_keys(spec, FIELDS, REQUIRED, name, where)
-    for key in ("input", "reference"):
-        problem = check_template(require_text(spec, key, name, where))
-        if problem:
-            raise spec_error(name, key, f"has a bad template: {problem}", where)
+    check_templates(spec, ("input", "reference"), name, where)
     metric = spec["evaluation_metric"]
     if metric not in METRICS:
         raise spec_error(name, "evaluation_metric", f"must be one of {', '.join(METRICS)} (got {metric!r})", where)

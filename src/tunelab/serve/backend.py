@@ -130,11 +130,20 @@ class ClassifierBackend(Backend, Protocol):
         score}], character offsets into `text`, positive scores pushing towards `label`."""
 
 
-class TokenizerText:
-    """The text half of a generator backend for engines with a Hugging Face tokenizer in
-    `self.tokenizer`: chat rendering, encoding, decoding, one token's text."""
+class TokenizerDecoding:
+    """Decoding for engines with a Hugging Face tokenizer in `self.tokenizer`."""
 
     tokenizer: Any
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token], skip_special_tokens=False)
+
+
+class TokenizerText(TokenizerDecoding):
+    """The text half of a generator backend: chat rendering, encoding, decoding, one token's text."""
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """A conversation as the tokenizer's chat template renders it, ready for the reply."""
@@ -148,11 +157,16 @@ class TokenizerText:
             ids = [self.tokenizer.bos_token_id]
         return ids
 
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def token_text(self, token: int) -> str:
-        return self.tokenizer.decode([token], skip_special_tokens=False)
+class ClassifierText(TokenizerDecoding):
+    """The text half of a classifier backend: inputs truncated to `self.max_length`, as the
+    classifier reads them."""
+
+    max_length: int
+
+    def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special_tokens, truncation=True,
+                              max_length=self.max_length)["input_ids"]
 
 
 def first_stop(text: str, stops: list[str]) -> int | None:

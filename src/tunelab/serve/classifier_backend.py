@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunelab.serve.backend import CLASSIFICATION, vocab_size
+from tunelab.serve.backend import CLASSIFICATION, ClassifierText, vocab_size
 
 
-class TransformersClassifier:
+class TransformersClassifier(ClassifierText):
     task = CLASSIFICATION
     streams = False
     default_temperature = 0.0
@@ -31,16 +31,6 @@ class TransformersClassifier:
         # longer inputs are truncated to what both the tokenizer and the position embeddings allow
         limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
         return cls(model, tokenizer, max_length=min([512] + [int(limit) for limit in limits if limit]))
-
-    def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special_tokens, truncation=True,
-                              max_length=self.max_length)["input_ids"]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def token_text(self, token: int) -> str:
-        return self.tokenizer.decode([token], skip_special_tokens=False)
 
     def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
         from tunelab.evaluate.predict import classify

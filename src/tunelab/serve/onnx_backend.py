@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.serve.backend import CLASSIFICATION, vocab_size
+from tunelab.serve.backend import CLASSIFICATION, ClassifierText, vocab_size
 from tunelab.train.run_dir import RunDir
 
 
@@ -31,7 +31,7 @@ def onnx_export_task(export_dir: str | Path) -> str | None:
     return CLASSIFICATION if run.is_classifier else run.task
 
 
-class OnnxClassifierBackend:
+class OnnxClassifierBackend(ClassifierText):
     task = CLASSIFICATION
     streams = False
     default_temperature = 0.0
@@ -64,16 +64,6 @@ class OnnxClassifierBackend:
                                "which this installation lacks", fix="install a tunelab with `tunelab export "
                                                                     "--format onnx`") from None
         return cls(OnnxClassifier.load(export_dir))
-
-    def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special_tokens, truncation=True,
-                              max_length=self.max_length)["input_ids"]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def token_text(self, token: int) -> str:
-        return self.tokenizer.decode([token], skip_special_tokens=False)
 
     def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
         predicted, probabilities = self.classifier.predict(texts, batch_size=len(texts) or 1)
