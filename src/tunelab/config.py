@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunelab.errors import TunelabError
 
 DataFormat = Literal[
-    "auto", "chat", "sharegpt", "alpaca", "prompt_completion", "preference", "classification", "prompts"
+    "auto", "chat", "sharegpt", "alpaca", "prompt_completion", "preference", "openai_preference", "classification",
+    "prompts"
 ]
 PiiType = Literal["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
 ALL_PII_TYPES: list[str] = ["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
@@ -106,7 +107,7 @@ class AugmentConfig(Section):
 class DataConfig(Section):
     inputs: list[str] = Field(default_factory=list, description="Input files (.jsonl .json .csv .tsv .parquet), saved datasets directories, or example:sentiment; the command line's inputs replace these.")
     out_dir: str | None = Field(None, description="Output directory of `tunelab data prepare` (--out sets it).")
-    format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference, classification or prompts (chat records ending with the user's turn, for rft).")
+    format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference, openai_preference (OpenAI's DPO file: input, preferred_output, non_preferred_output), classification or prompts (chat records ending with the user's turn, for rft).")
     text_column: str = Field("text", description="Column with the text, for classification data.")
     label_column: str = Field("label", description="Column with the label, for classification data.")
     group_column: str | None = Field(

@@ -24,7 +24,7 @@ def serve(
     model: list[str] = typer.Option([], "--model", metavar="NAME=PATH", help="A base model jobs may fine-tune "
                                     "(repeatable; adds to jobs.models)."),
 ) -> None:
-    """Serve OpenAI's Files and fine-tuning jobs API, and the fine-tuned models.
+    """Serve OpenAI's fine-tuning API and the models it trains.
 
     Jobs run as their own processes (`tunelab train`, then `tunelab eval` against the base),
     jobs.max_concurrent at a time; a restarted server resumes them from their last checkpoint.

@@ -50,6 +50,7 @@ class Running:
     phase: str  # train | eval
     execution: Execution
     total_steps: int | None
+    last_metrics: dict | None = None  # the final evaluation is logged twice (last step, then the run's end)
 
 
 def job_dir(root: Path, job_id: str) -> Path:
@@ -264,8 +265,9 @@ class Worker:
         rows, offset = progress.new_metric_rows(run_dir / "metrics.jsonl", job["metrics_offset"])
         for row in rows:
             event = progress.metrics_event(row, running.total_steps)
-            if event is not None:
+            if event is not None and event[1] != running.last_metrics:
                 self.store.add_event(job["id"], event[0], type="metrics", data=event[1])
+                running.last_metrics = event[1]
         tokens = progress.trained_tokens(rows)
         self.store.update_job(job["id"], metrics_offset=offset,
                               **({"trained_tokens": tokens} if tokens is not None else {}))
