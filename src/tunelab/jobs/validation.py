@@ -73,12 +73,12 @@ def prepare_job_data(*, training: Path, validation: Path | None, method_type: st
     if report["kind"] != wanted:
         raise JobFailure("invalid_training_file", f"method {method_type} trains on {KIND_WORDS[wanted]}, but the "
                          f"training file holds {KIND_WORDS.get(report['kind'], report['kind'])}", "training_file")
-    examples = report["splits"].get("train", 0)
-    if examples < min_examples:
-        raise JobFailure("invalid_training_file", f"the training file has {examples} usable training example"
-                         f"{'s' if examples != 1 else ''} after the held-out split; at least {min_examples} are needed",
-                         "training_file")
-    return Prepared(result.out_dir, examples, report["kind"])
+    # counted over the training file, as OpenAI counts (its held-out share included)
+    usable = sum(report["splits"].values()) - (report["splits"].get("val", 0) if val_file else 0)
+    if usable < min_examples:
+        raise JobFailure("invalid_training_file", f"the training file has {usable} usable example"
+                         f"{'s' if usable != 1 else ''}; at least {min_examples} are needed", "training_file")
+    return Prepared(result.out_dir, report["splits"].get("train", 0), report["kind"])
 
 
 def first_reject(prepared: Path) -> dict | None:

@@ -262,6 +262,9 @@ class Worker:
 
     def _ingest(self, job: dict, running: Running) -> None:
         run_dir = run_dir_of(self.root, job["id"])
+        # checkpoints first: training logs a step before it saves that step's checkpoint, so the
+        # metrics read next hold every step of the checkpoints seen now
+        found = progress.complete_checkpoints(run_dir)
         rows, offset = progress.new_metric_rows(run_dir / "metrics.jsonl", job["metrics_offset"])
         for row in rows:
             event = progress.metrics_event(row, running.total_steps)
@@ -272,7 +275,6 @@ class Worker:
         self.store.update_job(job["id"], metrics_offset=offset,
                               **({"trained_tokens": tokens} if tokens is not None else {}))
         job["metrics_offset"] = offset
-        found = progress.complete_checkpoints(run_dir)
         known = {c["step"] for c in self.store.checkpoints(job["id"], limit=10_000)}
         if found.keys() != known:
             history = self._metrics_history(job["id"])
