@@ -77,11 +77,16 @@ def jobs_cli_server(jobs_dir: Path, *args: str, timeout: float = 120):
     """`tunelab jobs serve` as a user starts it, on a free port; yields its base URL."""
     from cli_helpers import ENV, TUNELAB
     port = free_port()
-    process = subprocess.Popen([TUNELAB, "jobs", "serve", "--port", str(port), "--jobs-dir", str(jobs_dir), *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    log = Path(jobs_dir).parent / "server.log"  # a file, not a pipe nobody reads, which would fill and block it
+    with log.open("w") as out:
+        process = subprocess.Popen([TUNELAB, "jobs", "serve", "--port", str(port), "--jobs-dir", str(jobs_dir), *args],
+                                   stdout=out, stderr=subprocess.STDOUT, text=True, env=ENV)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base_url, process, timeout=timeout)
+        try:
+            wait_ready(base_url, process, timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()}") from None
         yield base_url
     finally:
         process.terminate()

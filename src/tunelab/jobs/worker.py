@@ -42,6 +42,9 @@ from tunelab.jobs.validation import JobFailure, prepare_job_data
 from tunelab.train.callbacks import last_complete_checkpoint
 
 log = logging.getLogger("tunelab.jobs")
+# the methods whose held-out split `tunelab eval` can score (a DPO test split of preference
+# pairs has no answer to compare with)
+EVALUATED = ("supervised",)
 
 
 @dataclass
@@ -251,7 +254,7 @@ class Worker:
                 self._fail(job["id"], {"code": "training_failed", "message":
                                        progress.failure_reason(directory / "train.log", code), "param": None})
                 return
-            if self.cfg.evaluate:
+            if self.cfg.evaluate and job["method"]["type"] in EVALUATED:
                 self.store.update_job(job["id"], status="queued", phase="eval", only_if_status=("running",))
                 self.wake()
                 return
