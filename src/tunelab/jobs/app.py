@@ -19,8 +19,8 @@ from tunelab import __version__
 from tunelab.config import JobsConfig, ServeConfig
 from tunelab.errors import TunelabError
 from tunelab.jobs.executor import make_executor
-from tunelab.jobs.schemas import (FILE_PURPOSES, Checkpoint, CheckpointList, EventList, FileDeleted, FileList,
-                                  FileObject, FineTuningJob, JobCreateRequest, JobList, checkpoint_object, event_object,
+from tunelab.jobs.schemas import (Checkpoint, CheckpointList, EventList, FileDeleted, FileList,
+                                  FileObject, FilePurpose, FineTuningJob, JobCreateRequest, JobList, checkpoint_object, event_object,
                                   file_object, job_object)
 from tunelab.jobs.spec import JobRequestError, check_base_exists, requested_method, resolve_base
 from tunelab.jobs.store import JobStore
@@ -103,16 +103,14 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
     # files
 
     @app.post(FILES, response_model=FileObject, responses=ERRORS, summary="Upload a file (multipart)")
-    async def upload(file: UploadFile = File(...), purpose: str = Form(...)):
-        if purpose not in FILE_PURPOSES:
-            raise ApiError(400, f"purpose {purpose!r} is not one of {', '.join(FILE_PURPOSES)}", param="purpose")
+    async def upload(file: UploadFile = File(...), purpose: FilePurpose = Form(...)):
         name = Path(file.filename or "").name
         if not name:
-            raise ApiError(400, "the uploaded file has no filename", param="file")
+            raise ApiError(400, "the uploaded file has no filename", code="invalid_file", param="file")
         row = await asyncio.to_thread(store.add_file, name, purpose, file.file)
         if row["bytes"] == 0:
             store.delete_file(row["id"])
-            raise ApiError(400, "the uploaded file is empty", param="file")
+            raise ApiError(400, "the uploaded file is empty", code="empty_file", param="file")
         return file_object(row)
 
     @app.get(FILES, response_model=FileList, responses=ERRORS, summary="List files, newest first")

@@ -15,7 +15,7 @@ BatchSize = Auto | Annotated[int, Field(ge=1, le=256)]
 LrMultiplier = Auto | Annotated[float, Field(gt=0, le=10)]
 Beta = Auto | Annotated[float, Field(gt=0, le=2)]
 SUFFIX_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-FILE_PURPOSES = ("fine-tune", "fine-tune-results", "assistants", "batch", "user_data", "vision", "evals")
+FilePurpose = Literal["fine-tune", "fine-tune-results", "assistants", "batch", "user_data", "vision", "evals"]
 
 
 class Strict(BaseModel):
