@@ -208,3 +208,20 @@ def alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_with_api_keys_every_route_needs_one_the_served_models_too(tmp_path, tiny_base):
+    key = "k" * 32
+    with jobs_server(jobs_config(tmp_path / "jobs", tiny_base, api_keys=[key]), FakeTrainerExecutor()) as live:
+        for path in ("/v1/files", "/v1/fine_tuning/jobs", "/v1/models"):
+            with pytest.raises(openai.AuthenticationError):
+                openai_client(live.base_url, "wrong").get(path, cast_to=object)
+        client = openai_client(live.base_url, key)
+        assert client.files.list().data == []
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+
+
+def test_without_keys_the_server_refuses_a_public_address(tmp_path):
+    from cli_helpers import tunelab
+    proc = tunelab("jobs", "serve", "--host", "0.0.0.0", "--jobs-dir", tmp_path / "jobs", check=False, timeout=120)
+    assert proc.returncode == 2 and "refusing to listen on 0.0.0.0 without API keys" in proc.stderr
