@@ -602,6 +602,8 @@ label_app = typer.Typer(help="Pick records to label, check labels, move them in 
                         "export and import move batches to and from annotators; feedback turns served "
                         "feedback into training records.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
+from tunelab.jobs.cli import app as jobs_app  # noqa: E402 (beside the other sub-apps)
+app.add_typer(jobs_app, name="jobs")
 CONFIG_ARGS = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
                              help="A YAML config (its label: section) and overrides such as label.select.candidates=10.")
 

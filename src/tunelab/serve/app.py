@@ -44,16 +44,17 @@ class Served:
 
 
 def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: str | None = None,
-               live: LiveModel | None = None) -> FastAPI:
+               live: LiveModel | None = None, pool_only: bool = False) -> FastAPI:
     """The server for `cfg` (ServeConfig), serving `model` (a run directory; default cfg.model)
     or the registry's live version. `api_keys`: the accepted keys (tunelab.serve.auth.api_keys
     resolves them; default cfg.api_keys). `live`: a model already loaded; without it, the model
     loads in the background while /health answers and /ready says 503, unless
     `app.state.service.open()` loads it first (the CLI does: a bad run is reported before the
-    server starts)."""
+    server starts). `pool_only`: no served model, only the runs registered in its pool at
+    runtime (`app.state.service.pool.register`), as the jobs server uses it."""
     keys = list(cfg.api_keys if api_keys is None else api_keys)
     metrics = ServerMetrics(cfg.max_batch_size)
-    service = ModelService(cfg, metrics, model=model, live=live)
+    service = ModelService(cfg, metrics, model=model, live=live, pool_only=pool_only)
     # a guard classifier that cannot load is one sentence now, before the server starts
     guard = Guard(redact_pii=cfg.guard.redact_pii, block_injection=cfg.guard.block_injection,
                   classifier=load_guard_classifier(cfg.guard.classifier),
@@ -110,6 +111,8 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     @app.get("/v1/models", response_model=ModelList, responses=errors,
              summary="The served model and the adapters and models registered beside it")
     async def models():
+        if service.pool_only:
+            return ModelList(data=[card_of(service, r) for r in service.pool.registrations()])
         live, _, _ = await handlers.resolve(None, None)
         backend = live.backend
         cards = [ModelCard(id=service.served_name, root=live.name, created=int(time.time()), version=live.version,
@@ -119,7 +122,8 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     @app.post(ADMIN_MODELS, response_model=ModelCard, status_code=201, responses=errors,
               summary="Register a run under a model id: a LoRA adapter of the served base, or a model of its own")
     async def register_model(request: RegisterModelRequest):
-        await handlers.resolve(None, None)  # 503 until the served model is up: adapters are matched to its base
+        if not service.pool_only:
+            await handlers.resolve(None, None)  # 503 until the served model is up: adapters are matched to its base
         if request.id == service.served_name:
             raise ApiError(400, f"'{request.id}' is the served model's own id; register the run under another id",
                            code="model_not_servable", param="id")
@@ -132,7 +136,8 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     @app.delete(ADMIN_MODELS + "/{model_id}", response_model=DeletedModel, responses=errors,
                 summary="Stop serving a registered id (requests already accepted for it are answered)")
     async def unregister_model(model_id: str):
-        await handlers.resolve(None, None)
+        if not service.pool_only:
+            await handlers.resolve(None, None)
         if await service.unregister(model_id) is None:
             raise ApiError(404, f"no model '{model_id}' is registered here (the served model itself cannot be "
                                 "removed)", code="model_not_found", param="model_id")
@@ -145,8 +150,8 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     @app.get("/ready", response_model=Health, summary="Readiness: the model is loaded and warmed up",
              responses={503: {"model": Health, "description": "Still loading, or the model failed to load."}})
     async def ready():
-        if service.ready and service.live is not None:
-            return Health(status="ready", model_version=service.live.version)
+        if service.ready and (service.live is not None or service.pool_only):
+            return Health(status="ready", model_version=service.live.version if service.live else None)
         status = "failed" if service.load_error else "loading"
         return JSONResponse(Health(status=status).model_dump(), status_code=503)
 

@@ -96,6 +96,8 @@ class Handlers:
         model id a request names; `ID:TASK` names the task of a multi-task run. A registered
         model that is not loaded is loaded here (the request waits for it)."""
         live, pool = self.service.live, self.service.pool
+        if self.service.pool_only and self.service.ready:
+            return await self.resolve_registered(model, task)
         if not self.service.ready or live is None:
             why = "the model failed to load" if self.service.load_error else "the model is still loading"
             raise ApiError(503, f"{why}; retry shortly", type="server_error", code="model_not_ready",
@@ -121,6 +123,23 @@ class Handlers:
                            code="model_not_found", param="model")
         if registration.kind == ADAPTER:
             return live, registration, task
+        try:
+            return await pool.model(registration), registration, task
+        except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)
+            raise load_failed(name, exc) from None
+
+    async def resolve_registered(self, model: str | None, task: str | None):
+        """resolve() of a server without a served model: the request names a registered one."""
+        pool = self.service.pool
+        name = model
+        if model and pool.get(model) is None and ":" in model and pool.get(model.rsplit(":", 1)[0]) is not None:
+            name, task = model.rsplit(":", 1)
+        registration = pool.get(name) if name else None
+        if registration is None:
+            ids = [r.model_id for r in pool.registrations()]
+            shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more (GET /v1/models)" if len(ids) > 20 else "")
+            raise ApiError(404, f"the model '{model or ''}' does not exist; served here: {shown or 'none yet'}",
+                           code="model_not_found", param="model")
         try:
             return await pool.model(registration), registration, task
         except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)

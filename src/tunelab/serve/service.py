@@ -113,8 +113,11 @@ def open_model(cfg: ServeConfig, model: str | None, server_id: str) -> tuple[Liv
 
 class ModelService:
     def __init__(self, cfg: ServeConfig, metrics: ServerMetrics, *, model: str | None = None,
-                 live: LiveModel | None = None):
+                 live: LiveModel | None = None, pool_only: bool = False):
+        """pool_only: no served model; only the ids registered in the pool are answered (the jobs
+        server registers each fine-tuned model as its job succeeds)."""
         self.cfg = cfg
+        self.pool_only = pool_only
         self.model = model or cfg.model
         self.metrics = metrics
         self.live: LiveModel | None = live
@@ -128,11 +131,15 @@ class ModelService:
                               load_model=self._load_pool_model, whole_models_refused=vllm if cfg.engine == "vllm" else None)
         self._tasks: list[asyncio.Task] = []
         self._warm = self._attached = self._pooled = False
-        self.served_name = cfg.model_name or (live.name if live else "tunelab")
+        self.served_name = "" if pool_only else cfg.model_name or (live.name if live else "tunelab")
 
     def open(self) -> None:
         """Load, warm and (with a registry) register the model now, before the server starts, so
         a bad run or a refused registry is one sentence instead of a server that never gets ready."""
+        if self.pool_only:
+            self.pool.bind(None, "")
+            self._warm = self._pooled = True
+            return
         self.live, self.served_name = open_model(self.cfg, self.model, self.server_id)
         self._warm = True
         self._attached = bool(self.cfg.registry)  # listed among the registry's servers until stop()
@@ -171,7 +178,7 @@ class ModelService:
 
     async def _load_first(self) -> None:
         try:
-            if self.live is None:
+            if self.live is None and not self._pooled:
                 await asyncio.to_thread(self.open)
             else:
                 if not self._warm:
