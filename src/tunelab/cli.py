@@ -343,7 +343,7 @@ def export(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest logit difference accepted "
                                                                          "(default: 1e-4 fp32, 1e-2 bf16/fp16)."),
 ) -> None:
-    """Write a run where people run models: merged, GGUF (+ Ollama Modelfile) or ONNX.
+    """Write a run for other runtimes: merged, GGUF (Ollama) or ONNX.
 
     Every export is checked against the run it came from (logits, greedy answers, labels) and
     nothing is written when a check fails; a manifest records the source run and the checks."""

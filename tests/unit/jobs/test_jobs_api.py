@@ -127,7 +127,7 @@ def test_jobs_queue_one_at_a_time_and_cancel_stops_the_process_keeping_checkpoin
         second = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         wait_status(client, first.id, "running")
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(first.id).data, "a checkpoint")
-        assert client.fine_tuning.jobs.retrieve(second.id).status == "queued"
+        wait_status(client, second.id, "queued")  # validated, then held back by max_concurrent
         pid = live.app.state.store.job(first.id)["pid"]
         assert client.fine_tuning.jobs.cancel(first.id).status == "cancelled"
         wait_until(lambda: not alive(pid), "the cancelled job's process ended")
