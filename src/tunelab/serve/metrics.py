@@ -45,6 +45,8 @@ class ServerMetrics:
                                            "failed to load.", ["kind"], registry=r)
         self.models_loaded = Gauge("tunelab_models_loaded", "Registered adapters and models loaded now.", ["kind"],
                                    registry=r)
+        self.feedback = Counter("tunelab_feedback", "Feedback records stored (POST /v1/feedback), by what they "
+                                "carry (label, corrected, rating, preferred, comment).", ["field"], registry=r)
         self.abandoned = Counter("tunelab_abandoned_requests", "Requests whose client left before the answer; "
                                  "their work was dropped.", registry=r)
 
