@@ -391,6 +391,7 @@ class ServeConfig(Section):
     retention_days: float | None = Field(30, gt=0, description="Prediction log records older than this are deleted (None: keep all).")
     registry: str | None = Field("registry.json", description="Model registry file: served versions and which is live; it belongs to one served model (None: no registry, no hot swap).")
     registry_poll_s: float = Field(1.0, gt=0, description="Seconds between checks of the registry for a new live version.")
+    shadow_max_queue: int = Field(64, ge=1, description="Copies waiting for the shadow version at most (its own queue and model thread, so live answers never wait on it); beyond it a copy is dropped and counted.")
     promote: bool = Field(False, description="Make the run given to `tunelab serve` live even while another server serves the registry's live version (that server then swaps to it too).")
 
     @model_validator(mode="before")

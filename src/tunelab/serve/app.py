@@ -67,6 +67,7 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
         if cfg.prediction_log:
             from tunelab.serve.predlog import PredictionLog
             served.prediction_log = PredictionLog(cfg.prediction_log, cfg.retention_days)
+            service.rollout.prediction_log = served.prediction_log
         await service.start()
         try:
             yield

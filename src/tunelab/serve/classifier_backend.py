@@ -5,6 +5,7 @@ name its task): the texts arrive here prefixed.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,11 @@ class TransformersClassifier:
 
     def __init__(self, model, tokenizer, *, max_length: int = 512):
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer  # the model thread's (classify pads and truncates with it)
+        # the event loop's own copy for encode/decode: a fast tokenizer's padding and truncation
+        # settings are state that a call made from another thread at the same moment would change
+        # under it ("expected sequence of length 33 ... (got 31)")
+        self.text_tokenizer = copy.deepcopy(tokenizer)
         self.max_length = max_length
         self.context_length = None  # longer inputs are truncated, never refused
         self.vocab_size = vocab_size(tokenizer, model.config)
@@ -33,14 +38,14 @@ class TransformersClassifier:
         return cls(model, tokenizer, max_length=min([512] + [int(limit) for limit in limits if limit]))
 
     def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special_tokens, truncation=True,
+        return self.text_tokenizer(text, add_special_tokens=special_tokens, truncation=True,
                               max_length=self.max_length)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.text_tokenizer.decode(ids, skip_special_tokens=True)
 
     def token_text(self, token: int) -> str:
-        return self.tokenizer.decode([token], skip_special_tokens=False)
+        return self.text_tokenizer.decode([token], skip_special_tokens=False)
 
     def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
         from tunelab.evaluate.predict import classify
