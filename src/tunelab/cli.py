@@ -771,7 +771,8 @@ def retrain(
 
     The new records are prepared with the live run's data settings, mixed with a replay of its
     training data, trained on, evaluated against the live model on the old and the new test
-    split, and registered; --deploy promote makes the candidate live when the gate passes.
+    split, and registered; when the gate passes, --deploy shadow, canary or promote puts it
+    beside the live model or in its place.
     Exits 1 when the gate fails."""
     inputs, overrides = split_overrides(args or [])
     configs = [a for a in inputs if a.endswith((".yaml", ".yml"))]

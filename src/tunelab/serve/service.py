@@ -127,7 +127,7 @@ class ModelService:
         vllm = "serve.engine is vllm, whose engine takes its share of GPU memory at start-up"
         self.pool = ModelPool(max_adapters=cfg.max_adapters, max_models=cfg.max_models, metrics=metrics,
                               load_model=self._load_pool_model, whole_models_refused=vllm if cfg.engine == "vllm" else None)
-        self.rollout = Rollout(cfg, metrics, self._process)  # the registry's shadow and canary versions
+        self.rollout = Rollout(cfg, metrics, self._process, self.batcher)  # the registry's shadow and canary versions
         self._tasks: list[asyncio.Task] = []
         self._warm = self._attached = self._pooled = False
         self.served_name = cfg.model_name or (live.name if live else "tunelab")
