@@ -108,6 +108,7 @@ class Rollout:
                     and model.backend.vocab_size != live.backend.vocab_size:
                 self.metrics.swaps_refused.labels("tokenizer").inc()
                 log.error("not serving %s as the shadow: its tokenizer is not the live model's", wanted)
+                setattr(self, role, None)
                 continue
             setattr(self, role, model)
             log.info("%s: %s%s", role, wanted, f" ({self.canary_share:.0%} of the traffic)" if role == "canary" else "")
