@@ -8,8 +8,8 @@ identical answers; (4) with a shadow version on (tunelab models shadow: a copy o
 answered after the live answer is sent, on its own queue and model thread), the live p50 latency
 at 8 clients is within 10% of the same server's with the shadow off (p50 on / p50 off <= 1.10),
 and the live answers are the same. (The shadow yields: its batches start only while the live
-batcher is idle, on a nice-19 thread, so under sustained load it answers a sample of the copies
-and drops the rest; the benchmark prints how many.)
+batcher is idle, so under sustained load it answers a sample of the copies and drops the rest;
+the benchmark prints how many.)
 
 All servers are `tunelab serve` processes on 127.0.0.1 serving the same tiny Llama (tests/
 tiny_models.py, built here, no download), on CPU; only serve.max_batch_size/max_wait_ms differ
@@ -200,8 +200,8 @@ def shadow_rounds(model: Path, candidate: Path, work: Path, prompts: list[str], 
                 before = results[name]
                 results[name] = (before[0] + answers, before[1] + latencies, before[2] + wall)
         print(f"shadow copies: {shadow_copies(base):.0f} answered, {shadow_copies(base, 'dropped'):.0f} dropped "
-              f"(its queue full while the live model kept the CPU), of {args.rounds * len(prompts)} requests "
-              "with the shadow on (metrics)")
+              f"(its queue full while the live model kept the CPU), the rest still queued, of "
+              f"{args.rounds * len(prompts)} requests with the shadow on (metrics)")
     finally:
         server.terminate()
         server.wait(timeout=60)

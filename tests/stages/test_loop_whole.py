@@ -25,7 +25,7 @@ from serve_helpers import free_port, wait_ready, wait_until
 
 from tunelab.examples import example_data_path
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 AIRLINES = ("@united", "@americanair", "@usairways", "@jetblue", "@southwestair", "@virginamerica")
 OLD, FIRST_TRAFFIC, SECOND_TRAFFIC, SELECTED = 1500, 400, 300, 300
 CONFIG = {
@@ -35,8 +35,9 @@ CONFIG = {
               "lr": 5.0e-5, "batch_size": 32, "eval_batch_size": 128, "max_length": 48, "warmup": 0.06,
               "tracking": {"backend": "none"}},
     "eval": {"resamples": 300, "robustness": {"perturbations": []}, "latency": {"batch_sizes": [1], "requests": 4}},
+    # a shadow queue that holds every copy of the traffic: the shadow catches up after the burst
     "serve": {"registry": "registry.json", "prediction_log": "predictions.db", "registry_poll_s": 0.2,
-              "cache_size": 0},
+              "cache_size": 0, "shadow_max_queue": 2000},
     "monitor": {"prediction_log": "predictions.db", "reference": "prepared", "window": FIRST_TRAFFIC},
     "retrain": {"registry": "registry.json", "replay": 1.0, "deploy": "shadow", "out_dir": "round1",
                 "train": {"epochs": 1}},

@@ -13,8 +13,6 @@ unloaded from it) is only ever touched by that thread, and the event loop never 
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -43,10 +41,9 @@ class DynamicBatcher:
 
     def __init__(self, process: Callable[[Hashable, list[Any]], list[Any]], *, max_batch_size: int,
                  max_wait_ms: float, max_queue: int, on_batch: Callable[[int], None] | None = None,
-                 after: DynamicBatcher | None = None, nice: int = 0):
+                 after: DynamicBatcher | None = None):
         """`after`: another batcher whose work comes first: a batch here starts only while that
-        one has nothing queued or running (the shadow's batcher, behind the live one). `nice`: the
-        model thread's OS scheduling priority (Linux threads have their own; 19 is the lowest)."""
+        one has nothing queued or running (the shadow's batcher, behind the live one)."""
         self.process = process
         self.after = after
         self._running = 0  # batches being processed now (0 or 1)
@@ -59,8 +56,7 @@ class DynamicBatcher:
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._stopping = False
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-model",
-                                           initializer=_lower_priority if nice else None, initargs=(nice,) if nice else ())
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunelab-model")
 
     @property
     def depth(self) -> int:
@@ -182,10 +178,3 @@ class DynamicBatcher:
         """Run `fn` on the model thread between batches (work on a model outside any request)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
-
-def _lower_priority(nice: int) -> None:
-    try:  # Linux: a thread's own nice value; elsewhere the call may not exist or may address the process
-        if hasattr(threading, "get_native_id") and os.uname().sysname == "Linux":
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except (OSError, AttributeError):
-        pass

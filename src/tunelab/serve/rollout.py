@@ -4,8 +4,8 @@
           sent (tunelab.serve.recording runs the copy after the last byte), and never answers a
           client. Its copies run on a model thread and a bounded queue of their own
           (serve.shadow_max_queue), so live batches never wait behind them; a shadow batch starts
-          only while the live batcher has nothing queued or running, on a thread of the lowest OS
-          priority (nice 19), so on a busy CPU the live model keeps the cores. When the queue is
+          only while the live batcher has nothing queued or running, so under sustained load the
+          live model keeps the CPU. When the queue is
           full a copy is dropped and counted (tunelab_shadow_requests{outcome="dropped"}) rather
           than making anything wait. Its answers go to the prediction log with role `shadow`,
           its version and the live request's id, for `tunelab models compare`.
@@ -63,11 +63,11 @@ class Rollout:
         self.shadow = None  # LiveModel
         self.canary = None  # LiveModel
         self.canary_share = 0.0
-        # a shadow batch starts only while the live batcher is idle, on a thread of the lowest OS
-        # priority: on a busy CPU the live model gets the cores, and the shadow's queue fills and
-        # drops copies instead
+        # a shadow batch starts only while the live batcher is idle: under sustained load the live
+        # model keeps the CPU, and the shadow's queue fills and drops copies instead. (Not a
+        # low-priority thread besides: a starved thread holding the GIL stalls the event loop.)
         self.batcher = DynamicBatcher(process, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
-                                      max_queue=cfg.shadow_max_queue, after=live_batcher, nice=19)
+                                      max_queue=cfg.shadow_max_queue, after=live_batcher)
         self._copies: set[asyncio.Task] = set()
         self.prediction_log = None  # where the shadow's answers go: set by the app once the log is open
 
