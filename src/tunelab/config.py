@@ -392,6 +392,7 @@ class ServeConfig(Section):
     retention_days: float | None = Field(30, gt=0, description="Prediction log records older than this are deleted (None: keep all).")
     registry: str | None = Field("registry.json", description="Model registry file: served versions and which is live; it belongs to one served model (None: no registry, no hot swap).")
     registry_poll_s: float = Field(1.0, gt=0, description="Seconds between checks of the registry for a new live version.")
+    shadow_max_queue: int = Field(64, ge=1, description="Copies waiting for the shadow version at most (its own queue and model thread, so live answers never wait on it); beyond it a copy is dropped and counted.")
     promote: bool = Field(False, description="Make the run given to `tunelab serve` live even while another server serves the registry's live version (that server then swaps to it too).")
 
     @model_validator(mode="before")
@@ -537,7 +538,8 @@ class RetrainConfig(Section):
     replay: float = Field(0.5, ge=0, le=1, description="Share of the live run's training records replayed beside the new ones (a seeded sample), against forgetting.")
     train: dict[str, Any] = Field(default_factory=dict, description="Overrides of the live run's train settings for the candidate, e.g. {epochs: 1, lr: 2e-5}.")
     gate: RetrainGateSettings = Field(default_factory=RetrainGateSettings, description="What the candidate must show against the live model.")
-    deploy: Literal["none", "promote"] = Field("none", description="What happens when the gate passes: none (registered only) or promote (made live).")
+    deploy: Literal["none", "shadow", "canary", "promote"] = Field("none", description="What happens when the gate passes: none (registered only), shadow (gets a copy of each request), canary (answers canary_share of the traffic) or promote (made live).")
+    canary_share: float = Field(0.1, gt=0, le=1, description="Share of the traffic the candidate answers with deploy canary.")
     out_dir: str = Field("retrain", description="Directory every artefact is written to (prepared data, candidate run, eval reports, summary).")
     seed: int = Field(0, description="Seed of the replay sample.")
 class JobsConfig(Section):

@@ -4,6 +4,7 @@ every error in the OpenAI error shape (4xx for anything a client can send; 5xx o
 of the server)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 
@@ -26,8 +27,8 @@ from tunelab.serve.metrics import RequestMetricsMiddleware, ServerMetrics
 from tunelab.serve.recording import CHAT, CLASSIFY, COMPLETIONS, PREDICT, RecordRequests
 from tunelab.serve.pool import ADAPTER, Registration
 from tunelab.serve.schemas import (ChatCompletion, ChatCompletionRequest, Classification, ClassifyRequest, Completion,
-                                   CompletionRequest, DeletedModel, ErrorResponse, Health, ModelCard, ModelList,
-                                   RegisterModelRequest)
+                                   CompletionRequest, DeletedModel, ErrorResponse, FeedbackReceipt, FeedbackRequest,
+                                   Health, ModelCard, ModelList, RegisterModelRequest)
 from tunelab.serve.service import LiveModel, ModelService
 
 # one server-sent event, as FastAPI's own SSE support documents it (OpenAPI 3.2's event shape);
@@ -67,6 +68,7 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
         if cfg.prediction_log:
             from tunelab.serve.predlog import PredictionLog
             served.prediction_log = PredictionLog(cfg.prediction_log, cfg.retention_days)
+            service.rollout.prediction_log = served.prediction_log
         await service.start()
         try:
             yield
@@ -107,6 +109,11 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
               summary="Classify a text (same as /v1/classify)")
     async def predict(request: ClassifyRequest, http: Request):
         return as_json(await handlers.classify(request, http))
+
+    @app.post(FEEDBACK, response_model=FeedbackReceipt, responses=errors,
+              summary="Feedback on an earlier response (its `id`): a label, a corrected or preferred answer, a rating")
+    async def feedback(request: FeedbackRequest):
+        return as_json(await store_feedback(served.prediction_log, request, metrics))
 
     @app.get("/v1/models", response_model=ModelList, responses=errors,
              summary="The served model and the adapters and models registered beside it")
@@ -170,6 +177,29 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
 
 
 ADMIN_MODELS = "/v1/admin/models"
+FEEDBACK = "/v1/feedback"
+
+
+async def store_feedback(prediction_log, request: FeedbackRequest, metrics: ServerMetrics) -> FeedbackReceipt:
+    """Check a feedback body, find the response it is about (404 when the log holds none with
+    that id) and queue it for the log's feedback table, joined to the request by its id."""
+    from tunelab.serve.predlog import FEEDBACK_FIELDS, feedback_row
+    if prediction_log is None:
+        raise ApiError(404, "this server keeps no prediction log (serve.prediction_log), so it has no responses to "
+                            "attach feedback to", code="response_not_found", param="id")
+    record = {"request_id": request.id, **request.model_dump(exclude={"id"}, exclude_none=True)}
+    try:
+        feedback_row(record)
+    except TunelabError as exc:
+        raise ApiError(400, exc.what + (f"; {exc.fix}" if exc.fix else ""), code="invalid_feedback") from None
+    if not await asyncio.to_thread(prediction_log.request_known, request.id):
+        raise ApiError(404, f"no response with id '{request.id}' is in this server's prediction log (pruned, "
+                            "from another server, or never sent)", code="response_not_found", param="id")
+    prediction_log.log_feedback(record)
+    for name in FEEDBACK_FIELDS:
+        if record.get(name) is not None:
+            metrics.feedback.labels(name).inc()
+    return FeedbackReceipt(id=request.id, stored=True)
 
 
 def card_of(service: ModelService, registration: Registration) -> ModelCard:
@@ -234,7 +264,8 @@ def as_json(answer):
 def error_responses(with_keys: bool) -> dict[int, dict]:
     described = {400: "Invalid request (schema, limits, context length, task, guard; a run that cannot be "
                       "registered).",
-                 404: "Unknown model id (or, on /v1/classify and /predict, no classifier served).",
+                 404: "Unknown model id (or, on /v1/classify and /predict, no classifier served; on /v1/feedback, "
+                      "no response with that id).",
                  413: "Request body larger than the server accepts.",
                  415: "The body is not sent as application/json.",
                  429: "Queue full; retry after Retry-After.",

@@ -69,7 +69,12 @@ class Handlers:
         checked, temperature settled, the cache asked."""
         record = record_of(http.scope)
         live, registration, task = await self.resolve(request.model, getattr(request, "task", None))
-        record.update(model_version=live.version, adapter=registration.model_id if registration else None, task=task)
+        role = "live"
+        if registration is None:  # the served model itself: the canary may answer instead (tunelab.serve.rollout)
+            canary = self.service.rollout.canary_for(request, http.headers)
+            live, role = (canary, "canary") if canary is not None else (live, role)
+        record.update(model_version=live.version, adapter=registration.model_id if registration else None, task=task,
+                      role=role)
         named = registration if registration is not None and registration.kind == ADAPTER else live
         call = Call(endpoint, request, http, record, live, registration,
                     self.task_prefix(named.prefixes, named.tasks, task, request.model or self.service.served_name))
@@ -324,6 +329,7 @@ class Handlers:
 
     async def generated(self, call: Call, jobs: list[GenerationJob]) -> list[Generation]:
         futures = enqueued(lambda job: self.service.enqueue_generation(call.live, job, call.registration), jobs)
+        self.shadow_copy(call, "generate", jobs)
         results = await self.until_answered(call, futures, jobs)
         self.metrics.generated_tokens.inc(sum(sum(r.completion_tokens) for r in results))
         self.metrics.first_token.observe(time.perf_counter() - call.record.started)
@@ -335,6 +341,7 @@ class Handlers:
             raise ApiError(400, "the text is empty once tokenized, and the model has no special token to stand "
                                 "for it", code="empty_prompt", param="text")
         futures = enqueued(lambda text: self.service.enqueue_classification(call.live, text), texts)
+        self.shadow_copy(call, "classify", texts)
         answers = await self.until_answered(call, futures, [])
         return [Outcome(label, length, 0, label, probabilities[label], probabilities)
                 for length, (label, probabilities) in zip(lengths, answers)]
@@ -377,6 +384,7 @@ class Handlers:
             future = self.service.enqueue_generation(call.live, job, call.registration)
         except QueueFull:
             raise queue_full() from None
+        self.shadow_copy(call, "generate", [job])
 
         def first_text() -> None:
             self.metrics.first_token.observe(time.perf_counter() - call.record.started)
@@ -394,6 +402,12 @@ class Handlers:
         make = chunk(call.record.request_id, call.request.model, call.live.version)
         with_usage = bool(call.request.stream_options and call.request.stream_options.include_usage)
         return streaming.relay(job, future, make, with_usage=with_usage, on_first_text=first_text, on_end=ended)
+
+    def shadow_copy(self, call: Call, kind: str, inputs: list) -> None:
+        """A copy for the shadow version, run once the answer is sent: only of what the live
+        version answers (not the canary's share, not registered adapters and models)."""
+        if call.registration is None and call.record.fields.get("role") == "live":
+            self.service.rollout.copy_after_sent(call.record, kind, inputs, self.joined)
 
     def joined(self, texts: list[str]) -> str:
         """The log's output column: the answer, or a JSON list when there are several."""

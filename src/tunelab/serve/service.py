@@ -27,6 +27,7 @@ from tunelab.serve.errors import load_failed
 from tunelab.serve.metrics import ServerMetrics
 from tunelab.serve.pool import ADAPTER, ModelPool, Registration, same_base
 from tunelab.serve.registry import Claim, Registry, entry_kind, run_kind
+from tunelab.serve.rollout import Rollout
 from tunelab.train.run_dir import RunDir
 
 log = logging.getLogger("tunelab.serve")
@@ -129,6 +130,7 @@ class ModelService:
         vllm = "serve.engine is vllm, whose engine takes its share of GPU memory at start-up"
         self.pool = ModelPool(max_adapters=cfg.max_adapters, max_models=cfg.max_models, metrics=metrics,
                               load_model=self._load_pool_model, whole_models_refused=vllm if cfg.engine == "vllm" else None)
+        self.rollout = Rollout(cfg, metrics, self._process, self.batcher)  # the registry's shadow and canary versions
         self._tasks: list[asyncio.Task] = []
         self._warm = self._attached = self._pooled = False
         self.served_name = "" if pool_only else cfg.model_name or (live.name if live else "tunelab")
@@ -166,6 +168,7 @@ class ModelService:
 
     async def start(self) -> None:
         self.batcher.start()
+        self.rollout.start()
         self._tasks.append(asyncio.create_task(self._load_first(), name="tunelab-load"))
 
     async def stop(self) -> None:
@@ -173,6 +176,7 @@ class ModelService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.batcher.stop()
+        await self.rollout.stop()
         if self._attached:
             await asyncio.to_thread(Registry(self.cfg.registry).detach, self.server_id)
 
@@ -192,6 +196,7 @@ class ModelService:
         self.ready = True
         if self.cfg.registry:
             await asyncio.to_thread(self._sync_models, Registry(self.cfg.registry))
+            await self._sync_rollout(Registry(self.cfg.registry))
             self._tasks.append(asyncio.create_task(self._watch_registry(), name="tunelab-registry"))
 
     async def _watch_registry(self) -> None:
@@ -210,8 +215,15 @@ class ModelService:
                 removed = await asyncio.to_thread(self._sync_models, registry)
                 if removed:
                     await self._sweep()
+                await self._sync_rollout(registry)
             except Exception as exc:  # noqa: BLE001 (keep serving the old version; say why)
                 log.error("could not take up the registry's changes: %s", exc)
+
+    async def _sync_rollout(self, registry: Registry) -> None:
+        """Hold the shadow and canary versions the registry names now."""
+        data = await asyncio.to_thread(registry.load)
+        await self.rollout.sync(data, self.live,
+                                lambda entry: load_live(entry["path"], entry["version"], self.cfg, adapter_slots=0))
 
     def _sync_models(self, registry: Registry) -> bool:
         """Serve the registry's models; whether any was removed (its adapter is to be freed)."""
