@@ -124,7 +124,7 @@ os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
 for step in range(1, steps + 1):
     time.sleep(0.05)
     with open(os.path.join(run, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps({"step": step, "loss": 1.0 / step, "mean_token_accuracy": 0.1 * step,
+        f.write(json.dumps({"step": step, "time": time.time(), "loss": 1.0 / step, "mean_token_accuracy": 0.1 * step,
                             "num_input_tokens_seen": 10 * step}) + "\n")
     if step % 2 == 0:
         ckpt = os.path.join(run, "checkpoints", f"checkpoint-{step}")

@@ -186,7 +186,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
               summary="Cancel a job (its process stops within seconds; checkpoints are kept)")
     async def cancel_job(fine_tuning_job_id: str):
         job = job_or_404(fine_tuning_job_id)
-        if not store.update_job(job["id"], status="cancelled", finished_at=now(),
+        if not store.update_job(job["id"], status="cancelled", finished_at=now(), estimated_finish=None,
                                 only_if_status=("validating_files", "queued", "running", "pausing", "paused")):
             raise ApiError(400, f"the job is {store.job(job['id'])['status']} and cannot be cancelled",
                            code="invalid_state", param="fine_tuning_job_id")

@@ -127,6 +127,7 @@ def test_jobs_queue_one_at_a_time_and_cancel_stops_the_process_keeping_checkpoin
         second = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         wait_status(client, first.id, "running")
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(first.id).data, "a checkpoint")
+        wait_until(lambda: client.fine_tuning.jobs.retrieve(first.id).estimated_finish, "an estimated finish")
         wait_status(client, second.id, "queued")  # validated, then held back by max_concurrent
         pid = live.app.state.store.job(first.id)["pid"]
         assert client.fine_tuning.jobs.cancel(first.id).status == "cancelled"
@@ -134,6 +135,7 @@ def test_jobs_queue_one_at_a_time_and_cancel_stops_the_process_keeping_checkpoin
         wait_status(client, second.id, "running")
         kept = client.fine_tuning.jobs.checkpoints.list(first.id).data
         assert kept and all(os.path.isdir(live.app.state.store.checkpoints(first.id)[0]["path"]) for _ in kept)
+        assert client.fine_tuning.jobs.retrieve(first.id).estimated_finish is None
         with pytest.raises(openai.BadRequestError):
             client.fine_tuning.jobs.cancel(first.id)
 
@@ -225,3 +227,24 @@ def test_without_keys_the_server_refuses_a_public_address(tmp_path):
     from cli_helpers import tunelab
     proc = tunelab("jobs", "serve", "--host", "0.0.0.0", "--jobs-dir", tmp_path / "jobs", check=False, timeout=120)
     assert proc.returncode == 2 and "refusing to listen on 0.0.0.0 without API keys" in proc.stderr
+
+
+def test_a_training_process_a_crashed_server_left_behind_is_stopped_before_its_job_resumes(tmp_path, tiny_base):
+    """After a server crash (no graceful stop) its jobs' processes may still run: the next server
+    stops them, so two trainers never write one run directory, and queues the jobs to resume."""
+    import subprocess
+    import sys
+
+    from tunelab.jobs.executor import LocalProcessExecutor
+    from tunelab.jobs.store import JobStore
+    from tunelab.jobs.worker import Worker
+    cfg = jobs_config(tmp_path / "jobs", tiny_base)
+    store = JobStore(cfg.jobs_dir)
+    job = store.add_job(model="tiny", base=str(tiny_base), base_name="tiny", training_file="file-x", seed=0,
+                        method={"type": "supervised", "supervised": {"hyperparameters": {}}}, hyperparameters={})
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", job["id"]],
+                              start_new_session=True)
+    store.update_job(job["id"], status="running", phase="train", pid=orphan.pid)
+    Worker(cfg, store, LocalProcessExecutor()).recover()
+    assert orphan.wait(timeout=30) == -signal.SIGKILL
+    assert (store.job(job["id"])["status"], store.job(job["id"])["resume"]) == ("queued", 1)
