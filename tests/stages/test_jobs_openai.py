@@ -60,6 +60,12 @@ def test_the_openai_client_fine_tunes_follows_and_chats_with_a_local_model(tmp_p
         answers = [client.chat.completions.create(model=done.fine_tuned_model, messages=messages, max_tokens=6,
                                                   temperature=0).choices[0].message.content for messages in PROMPTS]
         assert answers == answered_alone(run_dir, PROMPTS, max_tokens=6)
+        # and so does its earlier checkpoint, as OpenAI's checkpoint models do
+        earlier = checkpoints[1].fine_tuned_model_checkpoint
+        assert earlier == f"{done.fine_tuned_model}:ckpt-step-3"
+        assert [client.chat.completions.create(model=earlier, messages=m, max_tokens=6, temperature=0)
+                .choices[0].message.content for m in PROMPTS] \
+            == answered_alone(run_dir / "checkpoints" / "checkpoint-3", PROMPTS, max_tokens=6)
 
         # DPO on the supervised result
         preferences = upload(client, write_lines(tmp_path / "dpo.jsonl", dpo_lines(16, seed=4)))

@@ -24,7 +24,7 @@ from tunelab.jobs.schemas import (Checkpoint, CheckpointList, EventList, FileDel
                                   file_object, job_object)
 from tunelab.jobs.spec import JobRequestError, check_base_exists, requested_method, resolve_base
 from tunelab.jobs.store import JobStore
-from tunelab.jobs.worker import Worker, run_dir_of
+from tunelab.jobs.worker import Worker, run_dir_of, served_models
 from tunelab.serve.app import BodySizeLimit, create_app
 from tunelab.serve.auth import ApiKeyCheck
 from tunelab.serve.errors import ApiError, install_error_handlers
@@ -55,7 +55,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
                     on_model=lambda name, run_dir: pool.register(name, run_dir, source="jobs"))
 
     def register_known_models() -> None:
-        """The offered local bases and every succeeded job's model, as the pool's models."""
+        """The offered local bases and every succeeded job's model and checkpoints, as the pool's models."""
         for name, base in cfg.models.items():
             if Path(base).expanduser().is_dir():
                 try:
@@ -63,10 +63,11 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
                 except TunelabError as exc:
                     log.warning("base %s is not served: %s", name, exc)
         for job in store.jobs(limit=1_000_000, statuses=("succeeded",)):
-            try:
-                pool.register(job["fine_tuned_model"], run_dir_of(Path(cfg.jobs_dir), job["id"]), source="jobs")
-            except TunelabError as exc:
-                log.warning("%s is not served: %s", job["fine_tuned_model"], exc)
+            for model_id, path in served_models(store, job, run_dir_of(Path(cfg.jobs_dir), job["id"])).items():
+                try:
+                    pool.register(model_id, path, source="jobs")
+                except TunelabError as exc:
+                    log.warning("%s is not served: %s", model_id, exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -65,6 +65,16 @@ def run_dir_of(root: Path, job_id: str) -> Path:
     return job_dir(root, job_id) / "run"
 
 
+def served_models(store: JobStore, job: dict, run_dir: Path) -> dict[str, Path]:
+    """The model ids a succeeded job gives the server: its ft: model (the run directory) and
+    each kept checkpoint as `ft:...:ckpt-step-N` (OpenAI's checkpoint models), newest first."""
+    models = {job["fine_tuned_model"]: run_dir}
+    for checkpoint in store.checkpoints(job["id"], limit=1_000):
+        if Path(checkpoint["path"]).is_dir():
+            models[f"{job['fine_tuned_model']}:ckpt-step-{checkpoint['step']}"] = Path(checkpoint["path"])
+    return models
+
+
 class Worker:
     def __init__(self, cfg: JobsConfig, store: JobStore, executor: Executor,
                  on_model: Callable[[str, Path], None] = lambda name, run: None):
@@ -305,10 +315,11 @@ class Worker:
         run_dir = run_dir_of(self.root, job_id)
         results = self.store.add_file("step_metrics.csv", "fine-tune-results",
                                       progress.metrics_csv(self._metrics_history(job_id)))
-        try:
-            self.on_model(name, run_dir)
-        except Exception as exc:  # noqa: BLE001 (the run is complete on disk; say why it is not served)
-            self.store.add_event(job_id, f"The fine-tuned model could not be served here: {exc}", level="warn")
+        for model_id, path in served_models(self.store, {**job, "fine_tuned_model": name}, run_dir).items():
+            try:
+                self.on_model(model_id, path)
+            except Exception as exc:  # noqa: BLE001 (the run is complete on disk; say why it is not served)
+                self.store.add_event(job_id, f"{model_id} could not be served here: {exc}", level="warn")
         if self.store.update_job(job_id, status="succeeded", fine_tuned_model=name, finished_at=int(time.time()),
                                  result_files=[results["id"]], pid=None, estimated_finish=None,
                                  only_if_status=("running",)):
