@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -154,9 +155,9 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
         try:
             method = requested_method(request)
             fine_tuned = None
-            if request.model not in cfg.models:
-                source = next(iter(store_jobs_with_model(store, request.model)), None)
-                fine_tuned = {**source, "run_dir": str(run_dir_of(Path(cfg.jobs_dir), source["id"]))} if source else None
+            source = store.job_with_model(request.model) if request.model not in cfg.models else None
+            if source is not None:
+                fine_tuned = {**source, "run_dir": str(run_dir_of(Path(cfg.jobs_dir), source["id"]))}
             base, base_name = resolve_base(request.model, cfg, fine_tuned)
             check_base_exists(base)
         except JobRequestError as exc:
@@ -187,7 +188,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
               summary="Cancel a job (its process stops within seconds; checkpoints are kept)")
     async def cancel_job(fine_tuning_job_id: str):
         job = job_or_404(fine_tuning_job_id)
-        if not store.update_job(job["id"], status="cancelled", finished_at=now(), estimated_finish=None,
+        if not store.update_job(job["id"], status="cancelled", finished_at=int(time.time()), estimated_finish=None,
                                 only_if_status=("validating_files", "queued", "running", "pausing", "paused")):
             raise ApiError(400, f"the job is {store.job(job['id'])['status']} and cannot be cancelled",
                            code="invalid_state", param="fine_tuning_job_id")
@@ -241,18 +242,6 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
     app.openapi = lambda: openapi_schema(app, bool(keys))
     app.mount("/", serving)  # last: every path the routes above do not take (chat, models, health, metrics)
     return app
-
-
-def now() -> int:
-    import time
-    return int(time.time())
-
-
-def store_jobs_with_model(store: JobStore, model: str) -> list[dict]:
-    """The succeeded job whose ft: model (or checkpoint) is `model`."""
-    if not model.startswith("ft:"):
-        return []
-    return [j for j in store.jobs(limit=1_000_000, statuses=("succeeded",)) if j["fine_tuned_model"] == model]
 
 
 def openapi_schema(app: FastAPI, with_keys: bool) -> dict:
