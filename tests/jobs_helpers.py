@@ -3,11 +3,10 @@ server on a free loopback port (in this process, or `tunelab jobs serve` as a su
 executor that plays a training process (for the worker's own logic, without training), and the
 one wait-until-status.
 
-Test modules import what they use by name (`from jobs_helpers import ...`; tests/conftest.py puts
+Test modules import what they use by name (`from jobs_helpers import ...`; pytest puts
 tests/ on sys.path)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -31,14 +30,6 @@ def dpo_lines(n: int, seed: int = 0) -> list[dict]:
              "preferred_output": [r["messages"][1]],
              "non_preferred_output": [{"role": "assistant", "content": r["messages"][0]["content"]}]}
             for r in chat_lines(n, seed)]
-
-
-def write_lines(path: Path, rows) -> Path:
-    """JSONL: dicts as JSON, strings verbatim (a broken line)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ import signal
 import openai
 import pytest
 
+from cli_helpers import write_jsonl
 from jobs_helpers import (FakeTrainerExecutor, chat_lines, dpo_lines, jobs_config, jobs_server, openai_client,  # noqa: F401
-                          tiny_base, wait_status, write_lines)
+                          tiny_base, wait_status)
 from serve_helpers import wait_until
 
 SUPERVISED = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
@@ -32,7 +33,7 @@ def upload(client, path, purpose="fine-tune"):
 
 def test_files_upload_list_retrieve_content_delete(server, tmp_path):
     client = server.client
-    path = write_lines(tmp_path / "train.jsonl", chat_lines(12))
+    path = write_jsonl(tmp_path / "train.jsonl", chat_lines(12))
     uploaded = upload(client, path)
     assert uploaded.object == "file" and uploaded.purpose == "fine-tune" and uploaded.filename == "train.jsonl"
     assert uploaded.bytes == path.stat().st_size and uploaded.id.startswith("file-")
@@ -46,7 +47,7 @@ def test_files_upload_list_retrieve_content_delete(server, tmp_path):
 
 def test_a_job_goes_from_validating_to_succeeded_with_events_checkpoints_and_a_metrics_file(server, tmp_path):
     client = server.client
-    training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(16)))
+    training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(16)))
     job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="demo", seed=7,
                                          method=SUPERVISED, metadata={"team": "a"})
     assert job.status == "validating_files" and job.object == "fine_tuning.job" and job.seed == 7
@@ -90,7 +91,7 @@ def test_a_job_goes_from_validating_to_succeeded_with_events_checkpoints_and_a_m
     ({"suffix": "no spaces allowed"}, "suffix"),
 ])
 def test_a_bad_create_request_is_a_400_naming_the_field(server, tmp_path, body, param):
-    training = upload(server.client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+    training = upload(server.client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
     with pytest.raises(openai.BadRequestError) as info:
         server.client.fine_tuning.jobs.create(**{"model": "tiny", "training_file": training.id, **body})
     assert info.value.status_code == 400
@@ -99,7 +100,7 @@ def test_a_bad_create_request_is_a_400_naming_the_field(server, tmp_path, body, 
 
 
 @pytest.mark.parametrize("lines, method, words", [
-    (chat_lines(12)[:5] + ["{not json"] + chat_lines(12)[5:], "supervised", ["training file line 6", "JSON"]),
+    (chat_lines(12)[:5] + [b"{not json"] + chat_lines(12)[5:], "supervised", ["training file line 6", "JSON"]),
     (chat_lines(12), "dpo", ["method dpo trains on preference examples", "chat examples"]),
     (dpo_lines(12), "supervised", ["method supervised trains on chat examples"]),
     (chat_lines(5), "supervised", ["has 5 usable examples", "at least 10"]),
@@ -108,7 +109,7 @@ def test_a_bad_create_request_is_a_400_naming_the_field(server, tmp_path, body, 
 ])
 def test_a_bad_training_file_fails_the_job_naming_the_line_and_the_server_stays_up(server, tmp_path, lines, method,
                                                                                    words):
-    training = upload(server.client, write_lines(tmp_path / "train.jsonl", lines))
+    training = upload(server.client, write_jsonl(tmp_path / "train.jsonl", lines))
     job = server.client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method={"type": method})
     failed = wait_status(server.client, job.id, "failed")
     assert failed.error.param == "training_file" and failed.error.code == "invalid_training_file"
@@ -122,7 +123,7 @@ def test_jobs_queue_one_at_a_time_and_cancel_stops_the_process_keeping_checkpoin
     executor = FakeTrainerExecutor(steps=400)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base, max_concurrent=1), executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         first = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         second = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         wait_status(client, first.id, "running")
@@ -144,7 +145,7 @@ def test_pause_stops_the_job_and_resume_continues_from_its_last_checkpoint(tmp_p
     executor = FakeTrainerExecutor(steps=400)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base), executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         wait_status(client, job.id, "running")
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, "a checkpoint")
@@ -163,7 +164,7 @@ def test_a_job_whose_process_is_killed_fails_with_a_clear_error_and_the_other_su
     executor = FakeTrainerExecutor(steps=60)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base, max_concurrent=2), executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         doomed, other = (client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
                          for _ in range(2))
         wait_status(client, doomed.id, "running")
@@ -179,7 +180,7 @@ def test_a_failing_training_process_fails_the_job_with_its_error_sentence(tmp_pa
     executor = FakeTrainerExecutor(steps=1, exit_code=2)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base), executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         failed = wait_status(client, job.id, "failed")
     assert failed.error.code == "training_failed" and "exited with code 2" in failed.error.message
@@ -190,7 +191,7 @@ def test_a_restarted_server_queues_its_running_job_again_to_resume_it(tmp_path, 
     executor = FakeTrainerExecutor(steps=400)
     with jobs_server(cfg, executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, "a checkpoint")
         pid = live.app.state.store.job(job.id)["pid"]
