@@ -96,6 +96,8 @@ def test_a_bad_create_request_is_a_400_naming_the_field(server, tmp_path, body, 
         server.client.fine_tuning.jobs.create(**{"model": "tiny", "training_file": training.id, **body})
     assert info.value.status_code == 400
     assert info.value.body["param"] == param, info.value.body
+    if param.startswith("method."):
+        assert info.value.body["message"].startswith(f"{param} must be 'auto' or a "), info.value.body
     assert server.client.fine_tuning.jobs.list().data == []
 
 
