@@ -1,8 +1,8 @@
 """The jobs server's HTTP application: OpenAI's Files and fine-tuning jobs routes, and in the same
-app tunelab's serving routes (`tunelab.serve.app`, mounted whole, without a served model of its
-own), whose model pool answers every succeeded job's `ft:` model and the offered bases on
-/v1/chat/completions and /v1/models. Same API keys, same OpenAI error shape, same rule: a
-client's mistake is a 4xx naming the field, never a 5xx."""
+app tunelab's serving routes (`tunelab.serve.app`, whole, without a served model of its own,
+answering every path the jobs routes do not take): its model pool answers every succeeded job's
+`ft:` model and the offered bases on /v1/chat/completions and /v1/models. Same API keys, same
+OpenAI error shape, same rule: a client's mistake is a 4xx naming the field, never a 5xx."""
 from __future__ import annotations
 
 import asyncio
@@ -240,7 +240,9 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
                               has_more=len(rows) > limit)
 
     app.openapi = lambda: openapi_schema(app, bool(keys))
-    app.mount("/", serving)  # last: every path the routes above do not take (chat, models, health, metrics)
+    # every path no route of this app takes (chat, completions, models, health, metrics) goes to the
+    # serving app; routes added to this app later (a jobs page) still come first
+    app.router.default = serving
     return app
 
 
