@@ -1,0 +1,217 @@
+"""`tunelab export RUN --format gguf`: a tiny Llama run (full fine-tune and LoRA) written as GGUF
+with llama.cpp's gguf package, read back by transformers' GGUF reader and compared with the run
+on its 50 test prompts; the Ollama Modelfile's template rendered against the chat template; and
+the refusals (non-Llama model, unknown quant, missing files) that leave nothing behind."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from run_helpers import chat, train_config, write_prepared
+from test_export import strengthen_adapter
+from train_helpers import tiny_bert_dir  # noqa: F401 (fixture)
+from tunelab.errors import TunelabError
+from tunelab.export import gguf as gguf_export
+from tunelab.export import ollama
+from tunelab.train.run import run as train
+
+WORDS = ["lamp", "river", "stone", "cloud", "apple", "tiger", "bread", "chair", "music", "ocean"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_memory_preflight():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("tunelab.train.run.preflight_memory", lambda *args, **kwargs: None)
+        yield
+
+
+def prepared(root: Path) -> Path:
+    """train/val and a 50-record test split, as `data prepare` writes them."""
+    records = [chat(f"spell {w} {i}", " ".join(w)) for i, w in enumerate(WORDS * 8)]
+    data = write_prepared(root / "data", records[:24], records[24:28])
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[28:78]))
+    return data
+
+
+@pytest.fixture(scope="module")
+def sharp_llama(tiny_llama, tmp_path_factory) -> Path:
+    """The tiny Llama with weights drawn at std 0.3 instead of 0.02: its greedy answers are long
+    (32 tokens) and differ from prompt to prompt, so comparing them has teeth. (The few training
+    steps a test can afford leave a 0.02 model answering every prompt with the same token.)"""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    out = tmp_path_factory.mktemp("sharp-llama")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_run(sharp_llama, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gguf-full")
+    train(train_config(sharp_llama, root / "run", data=str(prepared(root)), method="full", max_steps=2))
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def lora_run(sharp_llama, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gguf-lora")
+    train(train_config(sharp_llama, root / "run", data=str(prepared(root)), method="lora", max_steps=2))
+    strengthen_adapter(root / "run")  # two steps leave LoRA B near zero: make the merge matter
+    return root / "run"
+
+
+def answers_of(model, tokenizer, conversations, eos: int) -> list[list[int]]:
+    out = []
+    with torch.inference_mode():
+        for messages in conversations:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = torch.tensor([tokenizer(text, add_special_tokens=False).input_ids])
+            generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                       max_new_tokens=gguf_export.MAX_NEW_TOKENS, eos_token_id=eos, pad_token_id=eos)
+            out.append(generated[0, ids.shape[1]:].tolist())
+    return out
+
+
+def test_conversations(run_dir: Path) -> list[list[dict]]:
+    rows = [json.loads(line) for line in (Path(run_dir).parent / "data" / "test.jsonl").read_text().splitlines()]
+    return [r["messages"][:-1] for r in rows]
+
+
+test_conversations.__test__ = False  # a helper, not a test
+
+
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_f16_gguf_reads_back_with_the_runs_greedy_answers_on_its_50_test_prompts(kind, full_run, lora_run):
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = full_run if kind == "full" else lora_run
+    result = gguf_export.run(run_dir)
+
+    out = run_dir / "gguf"
+    assert result.out_dir == out
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "manifest.json", "model-f16.gguf"]
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no stage or scratch left
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "export" and manifest["config"] == {"format": "gguf", "quant": "f16"}
+    assert manifest["source_run"] == str(run_dir.resolve()) and manifest["checks_passed"] is True
+    greedy = manifest["checks"]["greedy"]
+    assert greedy["prompt_source"] == "test" and greedy["prompts"] == 50 and greedy["agreement"] == 1.0
+    assert (manifest["merge_check"] is not None) == (kind == "lora")
+
+    # checked independently: transformers' GGUF reader against the run itself (PEFT for the adapter)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    read_tokenizer = AutoTokenizer.from_pretrained(out, gguf_file="model-f16.gguf")
+    assert read_tokenizer.chat_template == tokenizer.chat_template
+    run_model = (AutoPeftModelForCausalLM if kind == "lora" else AutoModelForCausalLM).from_pretrained(
+        str(run_dir)).eval()
+    read_model = AutoModelForCausalLM.from_pretrained(out, gguf_file="model-f16.gguf", dtype=torch.float32).eval()
+    conversations = test_conversations(run_dir)
+    assert len(conversations) == 50
+    expected = answers_of(run_model, tokenizer, conversations, tokenizer.eos_token_id)
+    assert answers_of(read_model, read_tokenizer, conversations, tokenizer.eos_token_id) == expected
+    assert len({tuple(a) for a in expected}) > 1  # the answers depend on the prompt: the comparison has teeth
+
+
+def test_q8_0_reports_its_agreement_rate(full_run, tmp_path, capsys):
+    result = gguf_export.run(full_run, quant="q8_0", out_dir=tmp_path / "q8", min_agreement=0.0)
+
+    manifest = json.loads((tmp_path / "q8" / "manifest.json").read_text())
+    greedy = manifest["checks"]["greedy"]
+    with capsys.disabled():
+        print(f"\nq8_0 greedy agreement with the run: {greedy['same_answers']}/{greedy['prompts']} "
+              f"= {greedy['agreement']:.3f}")
+    assert greedy["prompts"] == 50 and 0.0 <= greedy["agreement"] <= 1.0
+    assert f"{greedy['agreement']:.0%}" in result.message
+    import gguf
+    reader = gguf.GGUFReader(str(tmp_path / "q8" / "model-q8_0.gguf"))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == "Q8_0" and types["blk.0.attn_norm.weight"] == "F32"
+
+
+def test_q8_0_below_the_agreement_floor_is_refused(full_run, tmp_path):
+    with pytest.raises(TunelabError, match=r"greedy answer on only \d+ of 50 test prompts.*nothing was written"):
+        gguf_export.run(full_run, quant="q8_0", out_dir=tmp_path / "q8", min_agreement=1.01)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_modelfile_carries_the_template_and_stop_token(full_run, tmp_path):
+    gguf_export.run(full_run, out_dir=tmp_path / "g")
+    text = (tmp_path / "g" / "Modelfile").read_text()
+    assert text.startswith("FROM ./model-f16.gguf\n")
+    assert 'PARAMETER stop "<|end|>"' in text
+    go = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(full_run)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "spell lamp"},
+                {"role": "assistant", "content": "l a m p"}, {"role": "user", "content": "spell \"river\""}]
+    from tunelab.export import go_template
+    rendered = go_template.render(go, {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages]})
+    assert rendered == tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered.endswith("<|user|>\nspell \"river\"<|end|>\n<|assistant|>\n")
+
+
+def test_q4_k_m_is_refused_in_one_sentence(full_run, tmp_path):
+    with pytest.raises(TunelabError, match=r"q4_k_m is not available: the gguf package can only dequantize Q4_K"):
+        gguf_export.run(full_run, quant="q4_k_m", out_dir=tmp_path / "q4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_quant_is_refused(full_run, tmp_path):
+    with pytest.raises(TunelabError, match=r"unknown GGUF quant type 'q3'.*f16, q8_0"):
+        gguf_export.run(full_run, quant="q3", out_dir=tmp_path / "q3")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bert_classifier_is_refused(tiny_bert_dir, tmp_path):
+    records = [{"text": f"{['bad', 'fine', 'great'][i % 3]} {i}", "label": ["neg", "neu", "pos"][i % 3]}
+               for i in range(9)]
+    data = write_prepared(tmp_path / "data", records, records[:3])
+    train(train_config(tiny_bert_dir, tmp_path / "run", data=str(data), max_steps=1))
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(TunelabError, match="GGUF export is for Llama-family causal LMs, and this run is a "
+                                           "classifier of type 'bert'"):
+        gguf_export.run(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+@pytest.mark.parametrize("missing, message", [("model.safetensors", "has no weights"),
+                                              ("tokenizer.json", "has no tokenizer"),
+                                              ("config.json", "has no config.json")])
+def test_a_run_with_missing_files_is_refused(full_run, tmp_path, missing, message):
+    run_dir = tmp_path / "run"
+    shutil.copytree(full_run, run_dir, ignore=shutil.ignore_patterns("gguf", "checkpoints"))
+    (run_dir / missing).unlink()
+    with pytest.raises(TunelabError, match=message):
+        gguf_export.run(run_dir)
+    assert not (run_dir / "gguf").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_output_directory_that_is_not_an_export_is_left_alone(full_run, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(TunelabError, match="already exists and is not an earlier export"):
+        gguf_export.run(full_run, out_dir=taken)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+
+def test_a_failed_read_back_leaves_an_earlier_export_in_place(full_run, tmp_path, monkeypatch):
+    gguf_export.run(full_run, out_dir=tmp_path / "g")
+    before = (tmp_path / "g" / "model-f16.gguf").read_bytes()
+    # a broken writer: the Q rows left in transformers' layout, so llama.cpp's rotary pairs are wrong
+    monkeypatch.setattr(gguf_export, "_permute", lambda weights, heads: weights)
+    with pytest.raises(TunelabError, match=r"greedy answer on only \d+ of 50 .*nothing was written"):
+        gguf_export.run(full_run, out_dir=tmp_path / "g")
+    assert (tmp_path / "g" / "model-f16.gguf").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
