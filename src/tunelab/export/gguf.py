@@ -314,12 +314,14 @@ def check_gguf(model, tokenizer, directory: Path, name: str, conversations: list
         raise TunelabError("the GGUF file's tokenizer decodes the run's answers to other text, so nothing was "
                            "written", where=where, fix="report this as a bug")
     if agreement < floor:
-        first = same.index(False)
+        example = ""
+        if False in same:
+            first = same.index(False)
+            example = (f"; first difference: {decoded[first]!r} became "
+                       f"{tokenizer.decode(answers[first], skip_special_tokens=True)!r}")
         raise TunelabError(f"the GGUF file ({quant}) gives the run's greedy answer on only {sum(same)} of "
-                           f"{len(same)} {source} prompts (at least {floor:.0%} needed; first difference: "
-                           f"{decoded[first]!r} became {tokenizer.decode(answers[first], skip_special_tokens=True)!r}), "
-                           "so nothing was written", where=where,
-                           fix="use --quant f16" if quant != "f16" else "report this as a bug")
+                           f"{len(same)} {source} prompts (at least {floor:.0%} needed{example}), so nothing was "
+                           "written", where=where, fix="use --quant f16" if quant != "f16" else "report this as a bug")
     return {"tokenizer": {"prompts": len(ids), "same_token_ids": True, "same_chat_template": True,
                           "same_special_tokens": True},
             "greedy": {"prompts": len(same), "prompt_source": source, "agreement": agreement,

@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from run_helpers import chat, train_config, write_prepared
-from test_export import strengthen_adapter
+from tiny_models import build_tiny_llama, make_task_examples
 from train_helpers import tiny_bert_dir  # noqa: F401 (fixture)
 from tunelab.errors import TunelabError
 from tunelab.export import gguf as gguf_export
-from tunelab.export import ollama
 from tunelab.train.run import run as train
 
-WORDS = ["lamp", "river", "stone", "cloud", "apple", "tiger", "bread", "chair", "music", "ocean"]
+TOKENIZER = Path(__file__).resolve().parents[2] / "assets" / "tiny-chat-tokenizer"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,44 +28,44 @@ def no_memory_preflight():
         yield
 
 
-def prepared(root: Path) -> Path:
+def copy_task(records: list[dict]) -> list[dict]:
+    """The word-reversal records of tiny_models turned into "answer with the word itself"."""
+    return [chat(r["messages"][0]["content"], r["messages"][0]["content"]) for r in records]
+
+
+def prepared(root: Path, records: list[dict], test: list[dict]) -> Path:
     """train/val and a 50-record test split, as `data prepare` writes them."""
-    records = [chat(f"spell {w} {i}", " ".join(w)) for i, w in enumerate(WORDS * 8)]
-    data = write_prepared(root / "data", records[:24], records[24:28])
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[28:78]))
+    data = write_prepared(root / "data", records, test[:8])
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
     return data
 
 
 @pytest.fixture(scope="module")
-def sharp_llama(tiny_llama, tmp_path_factory) -> Path:
-    """The tiny Llama with weights drawn at std 0.3 instead of 0.02: its greedy answers are long
-    (32 tokens) and differ from prompt to prompt, so comparing them has teeth. (The few training
-    steps a test can afford leave a 0.02 model answering every prompt with the same token.)"""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim == 2:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    out = tmp_path_factory.mktemp("sharp-llama")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def full_run(sharp_llama, tmp_path_factory) -> Path:
+def full_run(tmp_path_factory) -> Path:
+    """A 2-layer Llama (hidden 128) fully fine-tuned to copy a word: ~250 steps, and its greedy
+    answers on 50 held-out words differ from prompt to prompt and are decisive, as a trained
+    model's are (a random or barely trained model's answers are the same token on every prompt,
+    or flip at near-ties that f16 rounding decides)."""
+    from transformers import AutoTokenizer
     root = tmp_path_factory.mktemp("gguf-full")
-    train(train_config(sharp_llama, root / "run", data=str(prepared(root)), method="full", max_steps=2))
+    base = build_tiny_llama(root / "base", AutoTokenizer.from_pretrained(TOKENIZER), hidden=128, layers=2, heads=4,
+                            max_positions=128)
+    train_words = make_task_examples(2000, seed=0)
+    held_out = make_task_examples(50, seed=1, exclude={r["messages"][0]["content"] for r in train_words})
+    data = prepared(root, copy_task(train_words), copy_task(held_out))
+    train(train_config(base, root / "run", data=str(data), method="full", epochs=4, lr=1e-3, batch_size=32,
+                       max_length=32, logging_steps=50))
     return root / "run"
 
 
 @pytest.fixture(scope="module")
-def lora_run(sharp_llama, tmp_path_factory) -> Path:
+def lora_run(full_run, tmp_path_factory) -> Path:
+    """A LoRA adapter on the copying model, trained to reverse the word instead: the merge changes
+    the answers, so a GGUF file without the adapter folded in would fail the comparison."""
     root = tmp_path_factory.mktemp("gguf-lora")
-    train(train_config(sharp_llama, root / "run", data=str(prepared(root)), method="lora", max_steps=2))
-    strengthen_adapter(root / "run")  # two steps leave LoRA B near zero: make the merge matter
+    data = prepared(root, make_task_examples(1000, seed=2), make_task_examples(50, seed=1))
+    train(train_config(full_run, root / "run", data=str(data), method="lora", epochs=1, lr=5e-3, batch_size=32,
+                       max_length=32, logging_steps=50, lora={"r": 16, "alpha": 32}))
     return root / "run"
 
 
@@ -90,6 +89,7 @@ def test_conversations(run_dir: Path) -> list[list[dict]]:
 test_conversations.__test__ = False  # a helper, not a test
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["full", "lora"])
 def test_f16_gguf_reads_back_with_the_runs_greedy_answers_on_its_50_test_prompts(kind, full_run, lora_run):
     from peft import AutoPeftModelForCausalLM
@@ -120,9 +120,15 @@ def test_f16_gguf_reads_back_with_the_runs_greedy_answers_on_its_50_test_prompts
     assert len(conversations) == 50
     expected = answers_of(run_model, tokenizer, conversations, tokenizer.eos_token_id)
     assert answers_of(read_model, read_tokenizer, conversations, tokenizer.eos_token_id) == expected
-    assert len({tuple(a) for a in expected}) > 1  # the answers depend on the prompt: the comparison has teeth
+    assert len({tuple(a) for a in expected}) >= 40  # the answers depend on the prompt: the comparison has teeth
+    if kind == "lora":  # and the adapter is in the file: the base alone answers otherwise
+        base = AutoModelForCausalLM.from_pretrained(full_run).eval()
+        changed = sum(a != b for a, b in zip(answers_of(base, tokenizer, conversations, tokenizer.eos_token_id),
+                                             expected))
+        assert changed >= 10, changed
 
 
+@pytest.mark.slow
 def test_q8_0_reports_its_agreement_rate(full_run, tmp_path, capsys):
     result = gguf_export.run(full_run, quant="q8_0", out_dir=tmp_path / "q8", min_agreement=0.0)
 
@@ -139,20 +145,21 @@ def test_q8_0_reports_its_agreement_rate(full_run, tmp_path, capsys):
     assert types["blk.0.attn_q.weight"] == "Q8_0" and types["blk.0.attn_norm.weight"] == "F32"
 
 
+@pytest.mark.slow
 def test_q8_0_below_the_agreement_floor_is_refused(full_run, tmp_path):
     with pytest.raises(TunelabError, match=r"greedy answer on only \d+ of 50 test prompts.*nothing was written"):
         gguf_export.run(full_run, quant="q8_0", out_dir=tmp_path / "q8", min_agreement=1.01)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_modelfile_carries_the_template_and_stop_token(full_run, tmp_path):
-    gguf_export.run(full_run, out_dir=tmp_path / "g")
+def test_the_modelfile_carries_the_template_and_stop_token(tiny_llama, tmp_path):
+    gguf_export.run(tiny_llama, out_dir=tmp_path / "g")
     text = (tmp_path / "g" / "Modelfile").read_text()
     assert text.startswith("FROM ./model-f16.gguf\n")
     assert 'PARAMETER stop "<|end|>"' in text
     go = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
     from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(full_run)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "spell lamp"},
                 {"role": "assistant", "content": "l a m p"}, {"role": "user", "content": "spell \"river\""}]
     from tunelab.export import go_template
@@ -161,15 +168,15 @@ def test_the_modelfile_carries_the_template_and_stop_token(full_run, tmp_path):
     assert rendered.endswith("<|user|>\nspell \"river\"<|end|>\n<|assistant|>\n")
 
 
-def test_q4_k_m_is_refused_in_one_sentence(full_run, tmp_path):
+def test_q4_k_m_is_refused_in_one_sentence(tiny_llama, tmp_path):
     with pytest.raises(TunelabError, match=r"q4_k_m is not available: the gguf package can only dequantize Q4_K"):
-        gguf_export.run(full_run, quant="q4_k_m", out_dir=tmp_path / "q4")
+        gguf_export.run(tiny_llama, quant="q4_k_m", out_dir=tmp_path / "q4")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unknown_quant_is_refused(full_run, tmp_path):
+def test_unknown_quant_is_refused(tiny_llama, tmp_path):
     with pytest.raises(TunelabError, match=r"unknown GGUF quant type 'q3'.*f16, q8_0"):
-        gguf_export.run(full_run, quant="q3", out_dir=tmp_path / "q3")
+        gguf_export.run(tiny_llama, quant="q3", out_dir=tmp_path / "q3")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -188,24 +195,25 @@ def test_a_bert_classifier_is_refused(tiny_bert_dir, tmp_path):
 @pytest.mark.parametrize("missing, message", [("model.safetensors", "has no weights"),
                                               ("tokenizer.json", "has no tokenizer"),
                                               ("config.json", "has no config.json")])
-def test_a_run_with_missing_files_is_refused(full_run, tmp_path, missing, message):
+def test_a_run_with_missing_files_is_refused(tiny_llama, tmp_path, missing, message):
     run_dir = tmp_path / "run"
-    shutil.copytree(full_run, run_dir, ignore=shutil.ignore_patterns("gguf", "checkpoints"))
+    shutil.copytree(tiny_llama, run_dir, ignore=shutil.ignore_patterns("gguf", "checkpoints"))
     (run_dir / missing).unlink()
     with pytest.raises(TunelabError, match=message):
         gguf_export.run(run_dir)
     assert not (run_dir / "gguf").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_an_output_directory_that_is_not_an_export_is_left_alone(full_run, tmp_path):
+def test_an_output_directory_that_is_not_an_export_is_left_alone(tiny_llama, tmp_path):
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "notes.txt").write_text("mine")
     with pytest.raises(TunelabError, match="already exists and is not an earlier export"):
-        gguf_export.run(full_run, out_dir=taken)
+        gguf_export.run(tiny_llama, out_dir=taken)
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_a_failed_read_back_leaves_an_earlier_export_in_place(full_run, tmp_path, monkeypatch):
     gguf_export.run(full_run, out_dir=tmp_path / "g")
     before = (tmp_path / "g" / "model-f16.gguf").read_bytes()
@@ -215,3 +223,28 @@ def test_a_failed_read_back_leaves_an_earlier_export_in_place(full_run, tmp_path
         gguf_export.run(full_run, out_dir=tmp_path / "g")
     assert (tmp_path / "g" / "model-f16.gguf").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
+@pytest.mark.slow
+def test_llama_cpp_reads_the_file_with_the_runs_greedy_answers(full_run, tmp_path):
+    """Optional: llama.cpp itself (llama-cpp-python, which compiles llama.cpp from source, so it
+    is not a dependency) loads the f16 file and answers the test prompts as the run does."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_export.run(full_run, out_dir=tmp_path / "g")
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "g" / "model-f16.gguf"), n_ctx=128, verbose=False)
+    tokenizer = AutoTokenizer.from_pretrained(full_run)
+    conversations = test_conversations(full_run)
+    expected = answers_of(AutoModelForCausalLM.from_pretrained(full_run).eval(), tokenizer, conversations,
+                          tokenizer.eos_token_id)
+    for messages, answer in zip(conversations, expected):
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        assert tokens == tokenizer(prompt, add_special_tokens=False).input_ids
+        got = []
+        for token in llm.generate(tokens, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            got.append(token)
+            if token == tokenizer.eos_token_id or len(got) == gguf_export.MAX_NEW_TOKENS:
+                break
+        assert got == answer
