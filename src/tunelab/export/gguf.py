@@ -51,7 +51,9 @@ def run(run_dir: str | Path, *, quant: str = "f16", out_dir: str | Path | None =
     from tunelab.export import ollama
     from tunelab.models.load import load_model, load_tokenizer
     tokenizer = load_tokenizer(str(run.path))
-    template = ollama.translate(tokenizer)  # before the slow part: an untranslatable template is refused now
+    # before the slow part: a tokenizer or template with no GGUF / Ollama form is refused now
+    pre = tokenizer_pre(tokenizer)
+    template = ollama.translate(tokenizer)
     with tempfile.TemporaryDirectory(prefix=".gguf-source-", dir=run.path.parent) as scratch, \
             checks.staged_output(out_dir) as stage:
         merge_check = None
@@ -64,7 +66,7 @@ def run(run_dir: str | Path, *, quant: str = "f16", out_dir: str | Path | None =
         model = load_model(str(source), "sft").eval()
         name = f"model-{quant}.gguf"
         write_gguf(model, tokenizer, stage / name, quant=quant, name=run.path.name,
-                   tokenizer_files=Path(scratch) / "tokenizer", add_bos=template.bos_from_runtime)
+                   tokenizer_files=Path(scratch) / "tokenizer", pre=pre, add_bos=template.bos_from_runtime)
         conversations, source_name = checks.generation_prompts(run, tokenizer, prompts)
         check = check_gguf(model, tokenizer, stage, name, conversations, source_name, quant=quant, floor=floor)
         template_check = ollama.check_template(template, tokenizer, conversations)
@@ -136,7 +138,7 @@ def _inputs(run: RunDir) -> dict[str, Path]:
 
 # writing
 
-def write_gguf(model, tokenizer, path: Path, *, quant: str, name: str, tokenizer_files: Path,
+def write_gguf(model, tokenizer, path: Path, *, quant: str, name: str, tokenizer_files: Path, pre: str,
                add_bos: bool) -> None:
     """The model and tokenizer as llama.cpp's converter writes a LlamaForCausalLM."""
     import gguf
@@ -162,7 +164,7 @@ def write_gguf(model, tokenizer, path: Path, *, quant: str, name: str, tokenizer
     writer.add_rope_dimension_count(head_dim)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _add_tokenizer(writer, tokenizer, config.vocab_size, tokenizer_files, add_bos)
+    _add_tokenizer(writer, tokenizer, config.vocab_size, tokenizer_files, pre, add_bos)
     _add_tensors(writer, model, gguf.GGMLQuantizationType[quant.upper()])
     try:
         writer.write_header_to_file()
@@ -210,20 +212,12 @@ def _permute(weights, heads: int):
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def _add_tokenizer(writer, tokenizer, vocab_size: int, files: Path, add_bos: bool) -> None:
+def _add_tokenizer(writer, tokenizer, vocab_size: int, files: Path, pre: str, add_bos: bool) -> None:
     """Byte-level BPE as llama.cpp's converter writes it (`_set_vocab_gpt2`): every id up to the
     model's vocabulary size, its type (added special tokens are CONTROL, so readers keep them
     whole), merges, special token ids, whether BOS is added, and the chat template."""
     import gguf
 
-    backend = json.loads(tokenizer.backend_tokenizer.to_str())
-    pre = _byte_level_pre(backend)
-    if pre is None:
-        model = backend.get("model", {})
-        raise TunelabError(f"the tokenizer ({model.get('type')} model, pre-tokenizer "
-                           f"{(backend.get('pre_tokenizer') or {}).get('type')}) is not a byte-level BPE that "
-                           "llama.cpp and transformers both read from GGUF", where="tokenizer.json",
-                           fix="fine-tune a base model with a byte-level BPE tokenizer (Llama 3 style)")
     vocab = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
         raise TunelabError(f"the tokenizer has ids up to {max(vocab.values())} but the model only {vocab_size} "
@@ -252,6 +246,23 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int, files: Path, add_bos: boo
     special.add_special_token["bos"] = add_bos
     special.add_special_token["eos"] = False
     special.add_to_gguf(writer, quiet=True)
+
+
+def tokenizer_pre(tokenizer) -> str:
+    """llama.cpp's pre-tokenizer name for the run's tokenizer; refused unless it is a byte-level BPE
+    (a sentencepiece-style vocabulary needs scores llama.cpp merges by, which a tokenizer.json
+    does not carry, and the check here could not confirm them)."""
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    pre = _byte_level_pre(backend)
+    if pre is None:
+        model = backend.get("model") or {}
+        kind = "byte-fallback BPE (sentencepiece style)" if model.get("byte_fallback") else f"{model.get('type')}"
+        raise TunelabError(f"the run's tokenizer ({kind} model, pre-tokenizer "
+                           f"{(backend.get('pre_tokenizer') or {}).get('type')}) is not a byte-level BPE, the one "
+                           "kind tunelab writes to GGUF", where="tokenizer.json",
+                           fix="fine-tune a base model with a byte-level BPE tokenizer (Llama 3, SmolLM), or convert "
+                               "with llama.cpp's convert_hf_to_gguf.py")
+    return pre
 
 
 def _byte_level_pre(backend: dict[str, Any]) -> str | None:

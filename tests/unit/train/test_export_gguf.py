@@ -192,6 +192,14 @@ def test_a_bert_classifier_is_refused(tiny_bert_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
 
 
+def test_a_tokenizer_that_is_not_byte_level_bpe_is_refused_before_converting(tmp_path):
+    from tiny_models import build_task_tokenizer
+    model_dir = build_tiny_llama(tmp_path / "model", build_task_tokenizer(tmp_path / "tokenizer"), hidden=32, layers=1)
+    with pytest.raises(TunelabError, match=r"tokenizer \(BPE model, pre-tokenizer None\) is not a byte-level BPE"):
+        gguf_export.run(model_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "tokenizer"] and not (model_dir / "gguf").exists()
+
+
 @pytest.mark.parametrize("missing, message", [("model.safetensors", "has no weights"),
                                               ("tokenizer.json", "has no tokenizer"),
                                               ("config.json", "has no config.json")])
