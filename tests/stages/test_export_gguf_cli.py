@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import tunelab
+from cli_helpers import tunelab, tunelab_in_process
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -38,10 +38,11 @@ def bert_classifier_dir(tmp_path_factory) -> Path:
     return out
 
 
-def one_sentence_exit_2(proc) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    message = (proc.stdout + proc.stderr).strip()
-    assert "Traceback" not in message and len(message.splitlines()) <= 2
+def one_sentence_exit_2(result) -> str:
+    code, out, err = result
+    assert code == 2, out + err
+    message = (out + err).strip()
+    assert "Traceback" not in message and message.count(". ") == 0 and message.endswith(".")
     return message
 
 
@@ -57,26 +58,27 @@ def test_export_gguf_writes_the_file_the_modelfile_and_a_manifest(llama_dir, tmp
     assert (out / "Modelfile").read_text().startswith("FROM ./model-f16.gguf\n")
 
 
-def test_a_bert_classifier_is_refused(bert_classifier_dir, tmp_path):
+def test_a_bert_classifier_is_refused(bert_classifier_dir, monkeypatch, capsys):
     before = sorted(p.name for p in bert_classifier_dir.iterdir())
-    message = one_sentence_exit_2(tunelab("export", bert_classifier_dir, "--format", "gguf", check=False))
+    message = one_sentence_exit_2(tunelab_in_process(monkeypatch, capsys, "export", bert_classifier_dir,
+                                                     "--format", "gguf"))
     assert "GGUF export is for Llama-family causal LMs, and this run is a classifier of type 'bert'" in message
     assert sorted(p.name for p in bert_classifier_dir.iterdir()) == before
 
 
 @pytest.mark.parametrize("quant, says", [("q5_k", "unknown GGUF quant type 'q5_k'"),
                                          ("q4_k_m", "q4_k_m is not available")])
-def test_unknown_and_unavailable_quant_types_are_refused(llama_dir, tmp_path, quant, says):
-    message = one_sentence_exit_2(tunelab("export", llama_dir, "--format", "gguf", "--quant", quant,
-                                          "--out", tmp_path / "out", check=False))
+def test_unknown_and_unavailable_quant_types_are_refused(llama_dir, tmp_path, monkeypatch, capsys, quant, says):
+    message = one_sentence_exit_2(tunelab_in_process(monkeypatch, capsys, "export", llama_dir, "--format", "gguf",
+                                                     "--quant", quant, "--out", tmp_path / "out"))
     assert says in message
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_directory_missing_its_weights_is_refused(llama_dir, tmp_path):
+def test_a_directory_missing_its_weights_is_refused(llama_dir, tmp_path, monkeypatch, capsys):
     broken = tmp_path / "model"
     shutil.copytree(llama_dir, broken)
     (broken / "model.safetensors").unlink()
-    message = one_sentence_exit_2(tunelab("export", broken, "--format", "gguf", check=False))
+    message = one_sentence_exit_2(tunelab_in_process(monkeypatch, capsys, "export", broken, "--format", "gguf"))
     assert "has no weights" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and not (broken / "gguf").exists()

@@ -13,7 +13,6 @@ import torch
 
 from run_helpers import chat, train_config, write_prepared
 from tiny_models import build_tiny_llama, make_task_examples
-from train_helpers import tiny_bert_dir  # noqa: F401 (fixture)
 from tunelab.errors import TunelabError
 from tunelab.export import gguf as gguf_export
 from tunelab.train.run import run as train
