@@ -80,12 +80,9 @@ def answers_of(model, tokenizer, conversations, eos: int) -> list[list[int]]:
     return out
 
 
-def test_conversations(run_dir: Path) -> list[list[dict]]:
+def held_out_conversations(run_dir: Path) -> list[list[dict]]:
     rows = [json.loads(line) for line in (Path(run_dir).parent / "data" / "test.jsonl").read_text().splitlines()]
     return [r["messages"][:-1] for r in rows]
-
-
-test_conversations.__test__ = False  # a helper, not a test
 
 
 @pytest.mark.slow
@@ -115,7 +112,7 @@ def test_f16_gguf_reads_back_with_the_runs_greedy_answers_on_its_50_test_prompts
     run_model = (AutoPeftModelForCausalLM if kind == "lora" else AutoModelForCausalLM).from_pretrained(
         str(run_dir)).eval()
     read_model = AutoModelForCausalLM.from_pretrained(out, gguf_file="model-f16.gguf", dtype=torch.float32).eval()
-    conversations = test_conversations(run_dir)
+    conversations = held_out_conversations(run_dir)
     assert len(conversations) == 50
     expected = answers_of(run_model, tokenizer, conversations, tokenizer.eos_token_id)
     assert answers_of(read_model, read_tokenizer, conversations, tokenizer.eos_token_id) == expected
@@ -242,7 +239,7 @@ def test_llama_cpp_reads_the_file_with_the_runs_greedy_answers(full_run, tmp_pat
     gguf_export.run(full_run, out_dir=tmp_path / "g")
     llm = llama_cpp.Llama(model_path=str(tmp_path / "g" / "model-f16.gguf"), n_ctx=128, verbose=False)
     tokenizer = AutoTokenizer.from_pretrained(full_run)
-    conversations = test_conversations(full_run)
+    conversations = held_out_conversations(full_run)
     expected = answers_of(AutoModelForCausalLM.from_pretrained(full_run).eval(), tokenizer, conversations,
                           tokenizer.eos_token_id)
     for messages, answer in zip(conversations, expected):
