@@ -28,7 +28,9 @@ GRACE_SECONDS = 10.0  # SIGTERM -> SIGKILL inside the task; the server force-kil
 POLL_SECONDS = 0.5  # the task wakes this often so that a cancel (KeyboardInterrupt) is seen at once
 CANCELLED = -signal.SIGTERM  # the exit code of a job stopped through terminate()
 LOST = -signal.SIGKILL  # the task's worker or node died before the job finished
-RESOURCE_OPTIONS = {"num_gpus": "num_gpus", "gpus": "num_gpus", "num_cpus": "num_cpus", "cpus": "num_cpus",
+# a job's resources (the worker asks {"CPU": 1, "GPU": jobs.gpus_per_job}) -> Ray's task options;
+# any other name is a custom resource of the cluster's nodes
+RESOURCE_OPTIONS = {"cpu": "num_cpus", "num_cpus": "num_cpus", "gpu": "num_gpus", "num_gpus": "num_gpus",
                     "memory": "memory"}
 
 
@@ -105,8 +107,8 @@ class RayExecutor:
         options: dict = {"name": f"tunelab-job-{job_id}", "num_cpus": 1, "num_gpus": 0}
         custom = {}
         for key, amount in resources.items():
-            if key in RESOURCE_OPTIONS:
-                options[RESOURCE_OPTIONS[key]] = amount
+            if key.lower() in RESOURCE_OPTIONS:
+                options[RESOURCE_OPTIONS[key.lower()]] = amount
             else:
                 custom[key] = amount  # a cluster's own resource label (e.g. {"A100": 1})
         if custom:
@@ -155,9 +157,9 @@ def run_job(argv: list[str], cwd: str, log_path: str, env: dict[str, str], grace
     log_path, and return its exit code. A cancel from the server arrives as KeyboardInterrupt:
     the job's process group gets SIGTERM, then SIGKILL after grace_seconds."""
     child_env = {**os.environ, **env}
-    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if gpus is not None:  # the GPUs Ray gave this task, not the ones the server saw
-        child_env["CUDA_VISIBLE_DEVICES"] = gpus
+    child_env.pop("CUDA_VISIBLE_DEVICES", None)  # the server's view of its own GPUs means nothing here
+    if "CUDA_VISIBLE_DEVICES" in os.environ:  # the GPUs Ray gave this task
+        child_env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, cwd=cwd, env=child_env, stdin=subprocess.DEVNULL, stdout=log,

@@ -81,7 +81,7 @@ def test_ray_not_installed_is_one_sentence(monkeypatch):
 def test_a_job_runs_its_command_on_the_cluster_and_exits_0(executor, tmp_path):
     script = "import os, pathlib; pathlib.Path('out.txt').write_text(os.environ['JOB_WORD']); print('wrote it')"
     execution = executor.start("job-ok", [sys.executable, "-c", script], cwd=tmp_path, log_path=tmp_path / "job.log",
-                               env={"JOB_WORD": "hello"}, resources={"num_cpus": 1, "num_gpus": 0})
+                               env={"JOB_WORD": "hello"}, resources={"CPU": 1.0, "GPU": 0.0})
     assert finish(execution) == 0
     assert (tmp_path / "out.txt").read_text() == "hello"  # ran in cwd, with the job's environment
     assert "wrote it" in (tmp_path / "job.log").read_text()
