@@ -4,8 +4,7 @@ server joining a cluster. Ray's token authentication (on by default for a new he
 for it: a process reads RAY_AUTH_MODE once, when it first imports Ray, so a test session that
 imported Ray before the head started could not join it otherwise.
 
-Import the fixture in a test module as ``from ray_helpers import ray_head`` (tests/conftest.py
-puts tests/ on sys.path)."""
+A fixture module: tests/conftest.py lists it in pytest_plugins, so `ray_head` reaches every test."""
 from __future__ import annotations
 
 import os

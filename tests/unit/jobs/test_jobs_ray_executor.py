@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_helpers import ray_head  # noqa: F401 (fixture)
 
 from tunelab.errors import TunelabError
 from tunelab.jobs import ray_executor
@@ -22,7 +21,7 @@ IGNORE_SIGTERM = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); 
 
 
 @pytest.fixture(scope="module")
-def executor(ray_head):  # noqa: F811
+def executor(ray_head):
     import ray
     yield RayExecutor(ray_head)
     ray.shutdown()
@@ -110,7 +109,7 @@ def test_terminate_stops_a_running_job_and_its_process(executor, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(ray_head, executor, tmp_path):  # noqa: F811
+def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(ray_head, executor, tmp_path):
     log = tmp_path / "job.log"
     stubborn = RayExecutor(ray_head, grace_seconds=1)  # joins the session Ray is already connected to
     execution = stubborn.start("job-stubborn", [sys.executable, "-c", IGNORE_SIGTERM + PRINT_PID_THEN_SLEEP],
@@ -122,7 +121,7 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(ray_head, e
 
 
 @pytest.mark.slow
-def test_force_killing_the_task_kills_the_job_with_its_worker(ray_head, executor, tmp_path):  # noqa: F811
+def test_force_killing_the_task_kills_the_job_with_its_worker(ray_head, executor, tmp_path):
     """The task's worker is force-killed while the job still ignores SIGTERM inside its long grace
     period: the job, which asked for SIGKILL at its parent's death, must not outlive it."""
     log = tmp_path / "job.log"
