@@ -18,9 +18,11 @@ GET /jobs/view  the jobs, rendered here from OpenAI-shaped objects (job, events,
 The buttons POST to /v1/fine_tuning/jobs/{id}/cancel|pause|resume with the same key."""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tunelab.charts import line_chart
@@ -32,6 +34,8 @@ ACTIVE = ("validating_files", "queued", "running", "pausing")
 OUTCOME = {"succeeded": True, "failed": False, "cancelled": False}  # a Status colour; others neutral
 REFRESH_MS = 3000  # how often the page fetches the view again while a job is active
 RECENT_EVENTS = 8
+MAX_JOBS = 100  # the newest jobs the page shows
+NO_STORE = {"Cache-Control": "no-store"}  # job data is not kept in a browser's or proxy's cache
 
 
 @dataclass
@@ -42,6 +46,46 @@ class JobView:
     events: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     eval_report: dict[str, Any] | None = None
+    eval_problem: str | None = None  # why a report on disk could not be read
+
+
+def install(app, store, jobs_dir: str | Path) -> None:
+    """Add GET /jobs (the shell, open) and GET /jobs/view (the jobs, under the API keys) to the
+    jobs app; the app lists /jobs among the paths its key check leaves open."""
+    from fastapi import Query
+    from fastapi.responses import HTMLResponse
+
+    @app.get("/jobs", response_class=HTMLResponse, include_in_schema=False)
+    async def jobs_page():
+        return HTMLResponse(render_shell(), headers=NO_STORE)
+
+    @app.get("/jobs/view", response_class=HTMLResponse, include_in_schema=False)
+    async def jobs_view(limit: int = Query(MAX_JOBS, ge=1, le=1000)):
+        views = await asyncio.to_thread(collect_views, store, Path(jobs_dir), limit)
+        return HTMLResponse(render_view(views), headers=NO_STORE)
+
+
+def collect_views(store, jobs_dir: Path, limit: int = MAX_JOBS) -> list[JobView]:
+    """The newest `limit` jobs as the API shows them, with their events, checkpoints and the eval
+    report of their run directory."""
+    from tunelab.errors import TunelabError
+    from tunelab.jobs.schemas import checkpoint_object, event_object, job_object
+    from tunelab.jobs.spec import fine_tuned_name
+    from tunelab.jobs.worker import run_dir_of
+    from tunelab.train.run_dir import RunDir
+    views = []
+    for row in store.jobs(limit=limit):
+        name = row["fine_tuned_model"] or fine_tuned_name(row["base_name"], row["suffix"], row["id"])
+        view = JobView(job_object(row).model_dump(mode="json"),
+                       [event_object(e).model_dump(mode="json") for e in store.events(row["id"], limit=100_000)],
+                       [checkpoint_object(c, name).model_dump(mode="json")
+                        for c in store.checkpoints(row["id"], limit=1000)])
+        try:
+            view.eval_report = RunDir(run_dir_of(jobs_dir, row["id"])).eval_report
+        except TunelabError as exc:
+            view.eval_problem = str(exc)
+        views.append(view)
+    return views
 
 
 def render_view(views: Sequence[JobView], *, now: float | None = None) -> str:
@@ -78,7 +122,7 @@ def job_section(view: JobView, now: float) -> Section:
                           _duration(job, now)]]))
     blocks += loss_blocks(job["id"], view.events)
     blocks += checkpoint_blocks(view.checkpoints)
-    blocks += eval_blocks(view.eval_report, job)
+    blocks += eval_blocks(view.eval_report, job, view.eval_problem)
     messages = [e for e in sorted(view.events, key=_event_order, reverse=True) if e.get("type") != "metrics"]
     if messages:
         blocks.append(Table(["time (UTC)", "level", "event"], [[_when(e.get("created_at")), e.get("level"),
@@ -126,8 +170,10 @@ def checkpoint_blocks(checkpoints: Sequence[dict[str, Any]]) -> list:
     return [Table(["step", "checkpoint", "train loss", "valid loss", "created (UTC)"], rows)]
 
 
-def eval_blocks(report: dict[str, Any] | None, job: dict[str, Any]) -> list:
+def eval_blocks(report: dict[str, Any] | None, job: dict[str, Any], problem: str | None = None) -> list:
     """The verdict of `tunelab eval` on the job's run (tuned vs its base), and its deploy gate."""
+    if problem:
+        return [Note(Status(False, f"Evaluation: the report could not be read ({problem})"))]
     if not report:
         waiting = job["status"] in (*ACTIVE, "paused")
         return [Note("Evaluation: not yet (after training)." if waiting else "Evaluation: no report for this job.",
