@@ -167,3 +167,27 @@ def test_a_real_tunelab_train_runs_through_the_executor(executor, tmp_path):
                                env={k: ENV[k] for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE")}, resources={"num_cpus": 1})
     assert finish(execution, limit=400) == 0, (tmp_path / "train.log").read_text()[-2000:]
     assert (tmp_path / "run" / "manifest.json").is_file() and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+DRIVER = """
+import pathlib, sys, time
+from tunelab.jobs.ray_executor import RayExecutor
+RayExecutor(sys.argv[1]).start("job-owned", [sys.executable, "-c", sys.argv[2]], cwd=pathlib.Path(sys.argv[3]),
+                                log_path=pathlib.Path(sys.argv[3]) / "job.log", env={}, resources={})
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_takes_its_jobs_on_the_cluster_with_it(ray_head, tmp_path):
+    """A jobs server killed outright (its Ray driver gone) leaves no job running on the cluster, so
+    the next server can resume the job without two trainers writing one run directory."""
+    import subprocess
+    server = subprocess.Popen([sys.executable, "-c", DRIVER, ray_head, PRINT_PID_THEN_SLEEP, str(tmp_path)])
+    try:
+        pid = started_pid(tmp_path / "job.log")
+        assert alive(pid)
+    finally:
+        server.kill()
+        server.wait()
+    assert gone(pid, limit=60)
