@@ -15,6 +15,7 @@ from tunelab import __version__
 from tunelab.config import TASKS, field_description, load_config
 from tunelab.errors import TunelabError
 from tunelab.progress import quiet_library_output
+from tunelab.serve.rollout_cli import add_commands as add_rollout_commands
 
 app = typer.Typer(help="Fine-tune a model on your own examples, then prove, serve and watch it.\n\n"
                   "The usual order: data prepare, train, eval, serve, monitor. Each command reads its "
@@ -343,7 +344,7 @@ def export(
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest logit difference accepted "
                                                                          "(default: 1e-4 fp32, 1e-2 bf16/fp16)."),
 ) -> None:
-    """Write a run where people run models: merged, GGUF (+ Ollama Modelfile) or ONNX.
+    """Write a run for other runtimes: merged, GGUF (Ollama) or ONNX.
 
     Every export is checked against the run it came from (logits, greedy answers, labels) and
     nothing is written when a check fails; a manifest records the source run and the checks."""
@@ -527,7 +528,9 @@ def models_list(registry: Path = REGISTRY_OPTION) -> None:
             table.add_row("*" if entry["version"] == data["live"] else "", entry["version"], entry.get("task") or "-",
                           entry.get("base_model") or "-", entry.get("registered_at") or "-", entry["path"])
         out.print(table)
-        out.print(f"live: {data['live'] or 'none'}; history: {' -> '.join(data['history']) or 'empty'}",
+        out.print(f"live: {data['live'] or 'none'}; history: {' -> '.join(data['history']) or 'empty'}"
+                  + (f"; shadow: {data['shadow']['version']}" if data["shadow"] else "")
+                  + (f"; canary: {data['canary']['version']} ({data['canary']['share']:.0%})" if data["canary"] else ""),
                   highlight=False)
     if data["models"]:
         table = Table("model id", "registered")
@@ -597,11 +600,15 @@ def models_rollback(registry: Path = REGISTRY_OPTION) -> None:
     out.print(f"rolled back: {entry['version']} is live (was {was})", highlight=False, soft_wrap=True)
 
 
+add_rollout_commands(models_app, REGISTRY_OPTION)  # shadow, canary, compare
+
 label_app = typer.Typer(help="Pick records to label, check labels, move them in and out.\n\n"
                         "select picks the records most worth labelling; issues finds likely wrong labels; "
                         "export and import move batches to and from annotators; feedback turns served "
                         "feedback into training records.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
+from tunelab.jobs.cli import app as jobs_app  # noqa: E402 (beside the other sub-apps)
+app.add_typer(jobs_app, name="jobs")
 CONFIG_ARGS = typer.Argument(None, metavar="[CONFIG.yaml] [KEY=VALUE]...",
                              help="A YAML config (its label: section) and overrides such as label.select.candidates=10.")
 
@@ -766,7 +773,8 @@ def retrain(
 
     The new records are prepared with the live run's data settings, mixed with a replay of its
     training data, trained on, evaluated against the live model on the old and the new test
-    split, and registered; --deploy promote makes the candidate live when the gate passes.
+    split, and registered; when the gate passes, --deploy shadow, canary or promote puts it
+    beside the live model or in its place.
     Exits 1 when the gate fails."""
     inputs, overrides = split_overrides(args or [])
     configs = [a for a in inputs if a.endswith((".yaml", ".yml"))]

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tunelab.errors import TunelabError
 
 DataFormat = Literal[
-    "auto", "chat", "sharegpt", "alpaca", "prompt_completion", "preference", "classification", "prompts"
+    "auto", "chat", "sharegpt", "alpaca", "prompt_completion", "preference", "openai_preference", "classification",
+    "prompts"
 ]
 PiiType = Literal["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
 ALL_PII_TYPES: list[str] = ["email", "phone", "credit_card", "iban", "us_ssn", "ip_address"]
@@ -106,7 +107,7 @@ class AugmentConfig(Section):
 class DataConfig(Section):
     inputs: list[str] = Field(default_factory=list, description="Input files (.jsonl .json .csv .tsv .parquet), saved datasets directories, or example:sentiment; the command line's inputs replace these.")
     out_dir: str | None = Field(None, description="Output directory of `tunelab data prepare` (--out sets it).")
-    format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference, classification or prompts (chat records ending with the user's turn, for rft).")
+    format: DataFormat = Field("auto", description="Input format: auto (detected per file from the keys), chat, sharegpt, alpaca, prompt_completion, preference, openai_preference (OpenAI's DPO file: input, preferred_output, non_preferred_output), classification or prompts (chat records ending with the user's turn, for rft).")
     text_column: str = Field("text", description="Column with the text, for classification data.")
     label_column: str = Field("label", description="Column with the label, for classification data.")
     group_column: str | None = Field(
@@ -391,6 +392,7 @@ class ServeConfig(Section):
     retention_days: float | None = Field(30, gt=0, description="Prediction log records older than this are deleted (None: keep all).")
     registry: str | None = Field("registry.json", description="Model registry file: served versions and which is live; it belongs to one served model (None: no registry, no hot swap).")
     registry_poll_s: float = Field(1.0, gt=0, description="Seconds between checks of the registry for a new live version.")
+    shadow_max_queue: int = Field(64, ge=1, description="Copies waiting for the shadow version at most (its own queue and model thread, so live answers never wait on it); beyond it a copy is dropped and counted.")
     promote: bool = Field(False, description="Make the run given to `tunelab serve` live even while another server serves the registry's live version (that server then swaps to it too).")
 
     @model_validator(mode="before")
@@ -536,9 +538,32 @@ class RetrainConfig(Section):
     replay: float = Field(0.5, ge=0, le=1, description="Share of the live run's training records replayed beside the new ones (a seeded sample), against forgetting.")
     train: dict[str, Any] = Field(default_factory=dict, description="Overrides of the live run's train settings for the candidate, e.g. {epochs: 1, lr: 2e-5}.")
     gate: RetrainGateSettings = Field(default_factory=RetrainGateSettings, description="What the candidate must show against the live model.")
-    deploy: Literal["none", "promote"] = Field("none", description="What happens when the gate passes: none (registered only) or promote (made live).")
+    deploy: Literal["none", "shadow", "canary", "promote"] = Field("none", description="What happens when the gate passes: none (registered only), shadow (gets a copy of each request), canary (answers canary_share of the traffic) or promote (made live).")
+    canary_share: float = Field(0.1, gt=0, le=1, description="Share of the traffic the candidate answers with deploy canary.")
     out_dir: str = Field("retrain", description="Directory every artefact is written to (prepared data, candidate run, eval reports, summary).")
     seed: int = Field(0, description="Seed of the replay sample.")
+class JobsConfig(Section):
+    jobs_dir: str = Field("jobs", description="Directory of the jobs server: its SQLite store (jobs.db), uploaded files and one directory per job (prepared data, run directory, logs).")
+    host: str | None = Field(None, description="Address `tunelab jobs serve` binds (default: 127.0.0.1; any other only with API keys).")
+    port: int = Field(8000, ge=0, le=65535, description="Port `tunelab jobs serve` listens on.")
+    api_keys: list[str] = Field(default_factory=list, description="Accepted bearer tokens (TUNELAB_API_KEYS, comma-separated, adds to these); none: loopback only.")
+    models: dict[str, str] = Field(default_factory=dict, description="Base models jobs may fine-tune, by the name clients pass as `model`: a hub id or a local model directory (a succeeded job's ft: model may be fine-tuned further too).")
+    max_concurrent: int = Field(1, ge=1, description="Jobs running at once; the others wait in the queue.")
+    executor: Literal["local", "ray"] = Field("local", description="Where a job's processes run: local (a process of this machine) or ray (a task on a Ray cluster, with the job's resources).")
+    ray_address: str | None = Field(None, description="With executor ray: the cluster (auto, HOST:PORT or ray://HOST:10001); unset starts a local head on 127.0.0.1.")
+    gpus_per_job: float = Field(0, ge=0, description="GPUs each job asks its executor for (Ray schedules by it).")
+    method: TrainMethod = Field("lora", description="How jobs train their base (train.method): lora, full, dora, qlora or freeze.")
+    min_examples: int = Field(10, ge=1, description="Fewest usable training examples a job accepts (OpenAI's minimum is 10).")
+    max_file_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="Largest file `POST /v1/files` accepts.")
+    checkpoints_per_epoch: int = Field(1, ge=1, description="Checkpoints saved per epoch (a restarted or resumed job continues from the last one).")
+    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept per job (the newest ones; listed by GET .../checkpoints).")
+    evaluate: bool = Field(True, description="After training, run `tunelab eval` of the job's run against its base on the held-out split.")
+    overrides: list[str] = Field(default_factory=list, description="KEY=VALUE settings applied to every job's generated config, e.g. train.max_length=256 or eval.resamples=200.")
+    max_models: int = Field(2, ge=1, description="Fine-tuned models kept loaded at once by the server's /v1/chat/completions (least recently used dropped first).")
+    poll_s: float = Field(0.5, gt=0, description="Seconds between the worker's looks at running jobs (status, metrics, checkpoints).")
+    cancel_grace_s: float = Field(10.0, gt=0, description="Seconds a cancelled or paused job's process has to stop after SIGTERM before it is killed.")
+
+
 # name in tune.space -> (dotted train key, integer-valued)
 TUNABLE: dict[str, tuple[str, bool]] = {
     "lr": ("train.lr", False), "epochs": ("train.epochs", True), "batch_size": ("train.batch_size", True),
@@ -604,6 +629,7 @@ class RunConfig(Section):
     label: LabelConfig = Field(default_factory=LabelConfig, description="Labelling (`tunelab label`).")
     retrain: RetrainConfig = Field(default_factory=RetrainConfig, description="The next round (`tunelab retrain`).")
     tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search (`tunelab tune`).")
+    jobs: JobsConfig = Field(default_factory=JobsConfig, description="The fine-tuning jobs server (`tunelab jobs serve`).")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
