@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse
 from tunelab import __version__
 from tunelab.config import JobsConfig, ServeConfig
 from tunelab.errors import TunelabError
+from tunelab.jobs import page
 from tunelab.jobs.executor import make_executor
 from tunelab.jobs.schemas import (Checkpoint, CheckpointList, EventList, FileDeleted, FileList,
                                   FileObject, FilePurpose, FineTuningJob, JobCreateRequest, JobList, checkpoint_object, event_object,
@@ -27,7 +28,7 @@ from tunelab.jobs.spec import JobRequestError, check_base_exists, requested_meth
 from tunelab.jobs.store import JobStore
 from tunelab.jobs.worker import Worker, run_dir_of, served_models
 from tunelab.serve.app import BodySizeLimit, create_app
-from tunelab.serve.auth import ApiKeyCheck
+from tunelab.serve.auth import OPEN_PATHS, ApiKeyCheck
 from tunelab.serve.errors import ApiError, install_error_handlers
 from tunelab.serve.schemas import ErrorResponse
 
@@ -86,7 +87,8 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
                               "the fine-tuned models are answered by /v1/chat/completions of the same server.")
     app.state.store, app.state.worker, app.state.serving = store, worker, serving
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_file_bytes, metrics=serving.state.metrics)
-    app.add_middleware(ApiKeyCheck, keys=keys)  # outermost: the key is checked before the body is read
+    # outermost: the key is checked before the body is read; the jobs page's shell (no data) is open
+    app.add_middleware(ApiKeyCheck, keys=keys, open_paths=OPEN_PATHS | {"/jobs"})
     install_error_handlers(app)
 
     def job_or_404(job_id: str) -> dict:
@@ -239,6 +241,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
         return CheckpointList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
                               has_more=len(rows) > limit)
 
+    page.install(app, store, cfg.jobs_dir)  # GET /jobs, GET /jobs/view
     app.openapi = lambda: openapi_schema(app, bool(keys))
     # every path no route of this app takes (chat, completions, models, health, metrics) goes to the
     # serving app; routes added to this app later (a jobs page) still come first

@@ -29,7 +29,7 @@ class Executor(Protocol):
 def make_executor(cfg: JobsConfig) -> Executor:
     if cfg.executor == "ray":
         from tunelab.jobs.ray_executor import RayExecutor  # ray: imported only when asked for
-        return RayExecutor(cfg.ray_address)
+        return RayExecutor(cfg.ray_address, grace_seconds=cfg.cancel_grace_s)
     return LocalProcessExecutor(grace_s=cfg.cancel_grace_s)
 
 
