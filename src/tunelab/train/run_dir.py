@@ -86,6 +86,28 @@ class RunDir:
         return self.manifest.get("stage") == "train"
 
     @property
+    def remote(self) -> dict[str, Any] | None:
+        """A run trained by an OpenAI-compatible fine-tuning API (train.provider openai): the job
+        as last seen ({provider, base_url, job_id, status, fine_tuned_model, ...}); None for a
+        run trained here."""
+        remote = self.manifest.get("remote")
+        return remote if isinstance(remote, dict) else None
+
+    @property
+    def endpoint(self) -> str | None:
+        """`endpoint:URL#MODEL` of a remote run's fine-tuned model, which `tunelab eval` asks
+        through the endpoint instead of loading weights; None for a local run. A remote run whose
+        job has not succeeded has no model yet: one sentence saying so."""
+        remote = self.remote
+        if remote is None:
+            return None
+        if not remote.get("fine_tuned_model"):
+            raise TunelabError(f"the remote job {remote.get('job_id')} has no fine-tuned model yet (status "
+                               f"{remote.get('status')})", where=str(self.path),
+                               fix="follow it to the end with `tunelab train ... --resume`, then evaluate")
+        return f"endpoint:{remote['base_url']}#{remote['fine_tuned_model']}"
+
+    @property
     def is_adapter(self) -> bool:
         return self.adapter_config is not None
 
