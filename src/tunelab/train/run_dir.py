@@ -368,6 +368,28 @@ def write_run_files(run_dir: Path, *, config: dict[str, Any], base_model: str, r
                                                    extra=extra))
 
 
+def write_remote_run_files(run_dir: Path, *, config: dict[str, Any], base_model: str, task: str, method: str,
+                           data_sources: dict[str, str], uploaded: dict[str, Path], seed: int, wall_time_s: float,
+                           final_metrics: dict[str, Any], remote: dict[str, Any], interrupted: bool) -> None:
+    """A run trained by a fine-tuning API (train.provider openai): no weights, the job instead.
+    config.yaml and the model card as for a local run; the manifest records the job as last seen
+    (manifest.remote, which RunDir.remote and RunDir.endpoint read) and the training files sent."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    extra = {"base_model": {"id": base_model, "path": None, "sha256": None}, "task": task, "method": method,
+             "seed": seed, "labels": None, "task_prefixes": {}, "datasets": data_sources, "git_commit": git_commit(),
+             "wall_time_s": round(wall_time_s, 1), "final_metrics": final_metrics, "stages": [],
+             "interrupted": interrupted, "remote": remote, "workdir": str(Path.cwd())}
+    model = remote.get("fine_tuned_model")
+    write_text(run_dir / "README.md", f"# {run_dir.name}\n\n{task} fine-tune of `{base_model}` by the fine-tuning API "
+               f"at {remote['base_url']} (job `{remote['job_id']}`, {method}): status {remote['status']}"
+               + (f"; model `{model}`.\n\n```python\nfrom openai import OpenAI\nclient = OpenAI(base_url="
+                  f"\"{remote['base_url']}\")\nclient.chat.completions.create(model=\"{model}\", "
+                  "messages=[{\"role\": \"user\", \"content\": \"...\"}])\n```\n" if model else ".\n"))
+    write_json(run_dir / "manifest.json", manifest(stage="train", inputs={}, outputs=uploaded, config=config,
+                                                   extra=extra))
+
+
 def save_weights(trainer, directory: Path, *, merge_adapter: bool) -> None:
     """The trained model (or adapter) and tokenizer in `directory`, as save_pretrained writes them.
 
