@@ -9,7 +9,7 @@ import json
 
 import pytest
 from cli_helpers import tunelab, write_jsonl
-from serve_helpers import live_server, serve_config, tiny_classifier_run, tiny_llama_run  # noqa: F401
+from serve_helpers import free_port, live_server, serve_config
 from tiny_models import make_task_examples
 
 from tunelab.config import EvalConfig
@@ -112,5 +112,4 @@ def test_unreachable_endpoint_and_bad_spec_are_one_sentence(chat_data, tmp_path,
 
 @pytest.fixture
 def free_port_url():
-    from serve_helpers import free_port
     return f"http://127.0.0.1:{free_port()}"
