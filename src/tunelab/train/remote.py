@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.files import write_jsonl
+from tunelab.files import write_json, write_jsonl
 from tunelab.progress import progress_bars
 from tunelab.train.data import KIND_TO_TASK, load_training_data
 from tunelab.train.remote_format import check_remote_config, job_method, job_suffix, openai_line
@@ -102,6 +102,8 @@ def run(cfg, *, interactive: bool | None = None) -> RemoteResult:
                                seed=tc.seed, wall_time_s=time.time() - started, final_metrics=_final(run_dir),
                                remote=remote, interrupted=interrupted)
 
+    if grader is not None:  # what the job was rewarded by, beside the run as a local rft run keeps it (RunDir.grader)
+        write_json(run_dir / "grader.json", grader)
     record(job, interrupted=False)  # the job is on record before anything can interrupt following it
     try:
         job = follow(client, job, run_dir / "metrics.jsonl", tc.remote.poll_s, base_url)

@@ -17,8 +17,10 @@ Hyperparameters:
   (2e-4 for LoRA SFT/DPO, 2e-5 for full SFT, ...), so a tunelab jobs server training with the same
   method trains at exactly train.lr; "auto" when train.lr is unset (the provider's default)
 - dpo: beta = train.dpo.beta
-- reinforcement: grader = the train.grader JSON; compute_multiplier = train.rft.num_generations / 8
-  (tunelab's default group size), eval_interval = train.eval_steps when set
+- reinforcement: grader = the train.grader JSON; batch_size = train.batch_size x train.grad_accum
+  / train.rft.num_generations (prompts per step: TRL's batch counts sampled answers);
+  compute_multiplier = train.rft.num_generations / 8 (tunelab's default group size);
+  eval_interval = train.eval_steps when set
 Everything else in train: (max_length, scheduler, LoRA rank, ...) is the provider's to choose.
 """
 from __future__ import annotations
@@ -91,6 +93,8 @@ def job_method(tc, kind: str, grader: dict[str, Any] | None = None) -> dict[str,
     if method == "reinforcement":
         if grader is None:
             raise TunelabError("reinforcement fine-tuning needs a grader", fix="set train.grader=GRADER.json")
+        # TRL counts sampled answers per step, OpenAI prompts: num_generations answers each
+        hyper["batch_size"] = max(1, tc.batch_size * tc.grad_accum // tc.rft.num_generations)
         hyper["compute_multiplier"] = tc.rft.num_generations / DEFAULT_GROUP_SIZE
         if tc.eval_steps:
             hyper["eval_interval"] = tc.eval_steps
