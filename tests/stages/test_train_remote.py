@@ -87,7 +87,8 @@ def test_provider_openai_trains_remotely_detaches_resumes_and_evaluates(tmp_path
 
         tunelab("train", "--model", tiny_base, "--data", data, "--output", tmp_path / "local-run", "--epochs", "2",
                 "train.batch_size=8", "train.max_length=64", "train.tracking.backend=none", cwd=tmp_path)
-        tunelab("eval", tmp_path / "remote-run", "--baseline", tmp_path / "local-run", "--out", tmp_path / "eval",
+        tunelab("eval", tmp_path / "remote-run", "--baseline", tmp_path / "local-run", "--baseline", "base",
+                "--out", tmp_path / "eval",
                 *FAST, cwd=tmp_path)
         server_run = Path(cfg.jobs_dir) / "jobs" / job_id / "run"
         tunelab("eval", server_run, "--data", data, "--out", tmp_path / "eval-server-run", *FAST, cwd=tmp_path)
@@ -99,6 +100,7 @@ def test_provider_openai_trains_remotely_detaches_resumes_and_evaluates(tmp_path
     answers = [json.loads(line)["prediction"] for line in (tmp_path / "eval" / "predictions.jsonl").open()]
     assert answers == [json.loads(line)["prediction"] for line in (tmp_path / "eval-server-run" / "predictions.jsonl").open()]
     local = report["baselines"][str(tmp_path / "local-run")]
-    assert set(report["comparisons"]) == {str(tmp_path / "local-run")} and local["perplexity"] > 1
+    assert set(report["comparisons"]) == {str(tmp_path / "local-run"), "base"} and local["perplexity"] > 1
+    assert report["baselines"]["base"]["source"] == f"endpoint:{url}#tiny"  # the base, as the server serves it
     assert report["overfitting"] is not None  # the job's loss curves, from its metrics events
     print({"remote": {m: report["metrics"][m] for m in COMPARED}, "local": {m: local[m] for m in COMPARED}})

@@ -95,6 +95,8 @@ def baseline_source(name: str, run: RunDir) -> str:
     if name == "probe":
         raise TunelabError("baseline 'probe' is a classification baseline",
                            fix="compare a chat model with base or another model directory")
+    if name == "base" and run.remote:  # a run trained remotely: its base, as that API serves it
+        return f"endpoint:{run.remote['base_url']}#{run.base_model_id}"
     if name == "base":
         if not run.base_model:
             raise TunelabError("baseline 'base' needs a run directory from `tunelab train` (its manifest names "
