@@ -48,3 +48,32 @@ def test_settings_a_job_cannot_take_are_refused():
 def test_suffix_is_the_run_name_as_openai_allows_it():
     assert job_suffix(TrainConfig(), "my run/v2") == "my-run-v2"
     assert job_suffix(TrainConfig(remote={"suffix": "fixed"}), "x") == "fixed"
+
+
+class RecordingJobs:
+    """The one call on_interrupt may make (jobs.cancel), recorded."""
+
+    def __init__(self):
+        self.cancelled = []
+
+    def cancel(self, job_id):
+        from types import SimpleNamespace
+        self.cancelled.append(job_id)
+        return SimpleNamespace(id=job_id, status="cancelled")
+
+
+def test_ctrl_c_at_a_terminal_cancels_or_detaches_as_answered(monkeypatch):
+    from types import SimpleNamespace
+
+    from tunelab.train.remote import on_interrupt
+    jobs = RecordingJobs()
+    client = SimpleNamespace(fine_tuning=SimpleNamespace(jobs=jobs))
+    running = SimpleNamespace(id="ftjob-1", status="running")
+    monkeypatch.setattr("builtins.input", lambda prompt: "c")
+    job, message = on_interrupt(client, running, "http://h/v1", interactive=True)
+    assert jobs.cancelled == ["ftjob-1"] and job.status == "cancelled" and message.startswith("cancelled job ftjob-1")
+    monkeypatch.setattr("builtins.input", lambda prompt: "d")
+    job, message = on_interrupt(client, running, "http://h/v1", interactive=True)
+    assert jobs.cancelled == ["ftjob-1"] and job is running and message.startswith("detached: job ftjob-1")
+    job, message = on_interrupt(client, running, "http://h/v1", interactive=False)  # no terminal: never asks
+    assert jobs.cancelled == ["ftjob-1"] and "--resume" in message
