@@ -19,6 +19,7 @@ from tunelab import __version__
 from tunelab.config import JobsConfig, ServeConfig
 from tunelab.errors import TunelabError
 from tunelab.jobs.executor import make_executor
+from tunelab.jobs.graders_routes import graders_router
 from tunelab.jobs.schemas import (Checkpoint, CheckpointList, EventList, FileDeleted, FileList,
                                   FileObject, FilePurpose, FineTuningJob, JobCreateRequest, JobList, checkpoint_object, event_object,
                                   file_object, job_object)
@@ -86,6 +87,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_file_bytes, metrics=serving.state.metrics)
     app.add_middleware(ApiKeyCheck, keys=keys)  # outermost: the key is checked before the body is read
     install_error_handlers(app)
+    app.include_router(graders_router())  # OpenAI's graders API (tunelab.jobs.graders_routes)
 
     def job_or_404(job_id: str) -> dict:
         job = store.job(job_id)
