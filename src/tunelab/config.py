@@ -238,7 +238,7 @@ class RemoteSettings(Section):
 
 
 class TrainConfig(Section):
-    provider: Literal["local", "openai"] = Field("local", description="local: train here; openai: upload the data to an OpenAI-compatible fine-tuning API (OpenAI, a `tunelab jobs serve`) and follow the job there (docs/jobs-client.md).")
+    provider: Literal["local", "openai"] = Field("local", description="local: train here; openai: upload the data to an OpenAI-compatible fine-tuning API (OpenAI, a `tunelab jobs serve`) and follow the job there (docs/jobs.md).")
     remote: RemoteSettings = Field(default_factory=RemoteSettings, description="The fine-tuning API, with provider openai.")
     model: str = Field("default", description="Base model: hub id, local directory, a previous run directory, or default (the embedded MiniLM).")
     data: str | None = Field(None, description="Prepared directory (train/val.jsonl) or a canonical JSONL file.")

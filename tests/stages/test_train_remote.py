@@ -17,10 +17,9 @@ import pytest
 from cli_helpers import ENV, TUNELAB, tunelab, write_jsonl
 from tiny_models import make_task_examples
 
-pytest.importorskip("tunelab.jobs.app")
-from jobs_helpers import jobs_config, jobs_server, openai_client, tiny_base  # noqa: E402,F401
+from jobs_helpers import jobs_config, jobs_server, openai_client, tiny_base  # noqa: F401
 
-from tunelab.train.run_dir import RunDir  # noqa: E402
+from tunelab.train.run_dir import RunDir
 
 FAST = ["--resamples", "200", "eval.latency.requests=2", "eval.latency.batch_sizes=[1]",
         "eval.robustness.perturbations=[]", "eval.generation.max_new_tokens=10"]
