@@ -23,7 +23,7 @@ import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.files import manifest, sha256_of, write_json, write_text
-from tunelab.train.model_card import model_card
+from tunelab.train.model_card import model_card, remote_model_card
 
 CLASSIFICATION = "classification"
 EVAL_REPORT = Path("eval") / "report.json"
@@ -380,12 +380,7 @@ def write_remote_run_files(run_dir: Path, *, config: dict[str, Any], base_model:
              "seed": seed, "labels": None, "task_prefixes": {}, "datasets": data_sources, "git_commit": git_commit(),
              "wall_time_s": round(wall_time_s, 1), "final_metrics": final_metrics, "stages": [],
              "interrupted": interrupted, "remote": remote, "workdir": str(Path.cwd())}
-    model = remote.get("fine_tuned_model")
-    write_text(run_dir / "README.md", f"# {run_dir.name}\n\n{task} fine-tune of `{base_model}` by the fine-tuning API "
-               f"at {remote['base_url']} (job `{remote['job_id']}`, {method}): status {remote['status']}"
-               + (f"; model `{model}`.\n\n```python\nfrom openai import OpenAI\nclient = OpenAI(base_url="
-                  f"\"{remote['base_url']}\")\nclient.chat.completions.create(model=\"{model}\", "
-                  "messages=[{\"role\": \"user\", \"content\": \"...\"}])\n```\n" if model else ".\n"))
+    write_text(run_dir / "README.md", remote_model_card(run_dir.name, base_model, task, method, remote))
     write_json(run_dir / "manifest.json", manifest(stage="train", inputs={}, outputs=uploaded, config=config,
                                                    extra=extra))
 
