@@ -21,6 +21,7 @@ from tunelab.config import JobsConfig, ServeConfig
 from tunelab.errors import TunelabError
 from tunelab.jobs import page
 from tunelab.jobs.executor import make_executor
+from tunelab.jobs.graders_routes import graders_router
 from tunelab.jobs.schemas import (Checkpoint, CheckpointList, EventList, FileDeleted, FileList,
                                   FileObject, FilePurpose, FineTuningJob, JobCreateRequest, JobList, checkpoint_object, event_object,
                                   file_object, job_object)
@@ -90,6 +91,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
     # outermost: the key is checked before the body is read; the jobs page's shell (no data) is open
     app.add_middleware(ApiKeyCheck, keys=keys, open_paths=OPEN_PATHS | {"/jobs"})
     install_error_handlers(app)
+    app.include_router(graders_router())  # OpenAI's graders API (tunelab.jobs.graders_routes)
 
     def job_or_404(job_id: str) -> dict:
         job = store.job(job_id)

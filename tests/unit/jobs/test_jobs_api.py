@@ -156,7 +156,7 @@ def test_pause_stops_the_job_and_resume_continues_from_its_last_checkpoint(tmp_p
         with pytest.raises(openai.BadRequestError):
             client.fine_tuning.jobs.pause(job.id)
         executor.steps = 2
-        assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+        assert client.fine_tuning.jobs.resume(job.id).status in ("queued", "running")  # the worker may take it at once
         wait_status(client, job.id, "succeeded")
     assert executor.started[0][1][-1].endswith("config.yaml")
     assert executor.started[1][1][-1] == "train.resume=true"
