@@ -28,4 +28,5 @@ class JobsConfig(Section):
     overrides: list[str] = Field(default_factory=list, description="KEY=VALUE settings applied to every job's generated config, e.g. train.max_length=256 or eval.resamples=200.")
     max_models: int = Field(2, ge=1, description="Fine-tuned models kept loaded at once by the server's /v1/chat/completions (least recently used dropped first).")
     poll_s: float = Field(0.5, gt=0, description="Seconds between the worker's looks at running jobs (status, metrics, checkpoints).")
-    cancel_grace_s: float = Field(10.0, gt=0, description="Seconds a cancelled or paused job's process has to stop after SIGTERM before it is killed.")
+    cancel_grace_s: float = Field(10.0, gt=0, description="Seconds a cancelled job's process has to stop after SIGTERM before it is killed.")
+    pause_grace_s: float = Field(120.0, gt=0, description="Seconds a paused job's training has, after the interrupt, to save a checkpoint and exit before it is stopped like a cancelled one.")
