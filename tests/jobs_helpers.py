@@ -3,11 +3,10 @@ server on a free loopback port (in this process, or `tunelab jobs serve` as a su
 executor that plays a training process (for the worker's own logic, without training), and the
 one wait-until-status.
 
-Test modules import what they use by name (`from jobs_helpers import ...`; tests/conftest.py puts
+Test modules import what they use by name (`from jobs_helpers import ...`; pytest puts
 tests/ on sys.path)."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -31,14 +30,6 @@ def dpo_lines(n: int, seed: int = 0) -> list[dict]:
              "preferred_output": [r["messages"][1]],
              "non_preferred_output": [{"role": "assistant", "content": r["messages"][0]["content"]}]}
             for r in chat_lines(n, seed)]
-
-
-def write_lines(path: Path, rows) -> Path:
-    """JSONL: dicts as JSON, strings verbatim (a broken line)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +115,7 @@ os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
 for step in range(1, steps + 1):
     time.sleep(0.05)
     with open(os.path.join(run, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps({"step": step, "loss": 1.0 / step, "mean_token_accuracy": 0.1 * step,
+        f.write(json.dumps({"step": step, "time": time.time(), "loss": 1.0 / step, "mean_token_accuracy": 0.1 * step,
                             "num_input_tokens_seen": 10 * step}) + "\n")
     if step % 2 == 0:
         ckpt = os.path.join(run, "checkpoints", f"checkpoint-{step}")

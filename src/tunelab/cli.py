@@ -190,8 +190,8 @@ def train(
     if not result.main_process:  # a multi-process launch prints one summary, from process 0
         raise typer.Exit(130 if result.interrupted else 0)
     if result.interrupted:
-        out.print(f"interrupted: checkpoint saved; continue with `tunelab train ... --resume` "
-                  f"(run directory {result.run_dir})", highlight=False)
+        out.print(getattr(result, "message", None) or f"interrupted: checkpoint saved; continue with `tunelab train "
+                  f"... --resume` (run directory {result.run_dir})", highlight=False, soft_wrap=True)
         raise typer.Exit(130)
     out.print(f"trained ({result.task}); run directory: {result.run_dir}", highlight=False)
     for name, value in result.metrics.items():

@@ -10,7 +10,8 @@ import signal
 import pytest
 from safetensors.torch import load_file
 
-from jobs_helpers import chat_lines, jobs_config, jobs_server, openai_client, tiny_base, wait_status, write_lines  # noqa: F401
+from cli_helpers import write_jsonl
+from jobs_helpers import chat_lines, jobs_config, jobs_server, openai_client, tiny_base, wait_status  # noqa: F401
 from serve_helpers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def test_a_restarted_server_resumes_the_job_to_the_weights_of_an_uninterrupted_r
     cfg = jobs_config(tmp_path / "jobs", tiny_base, checkpoints_per_epoch=2)
     with jobs_server(cfg) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(20)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(20)))
         interrupted = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, seed=5, method=METHOD)
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(interrupted.id).data, "a first checkpoint",
                    guard_s=300)
@@ -56,7 +57,7 @@ def test_a_restarted_server_resumes_the_job_to_the_weights_of_an_uninterrupted_r
 def test_one_of_two_jobs_killed_with_sigkill_fails_clearly_and_the_other_succeeds(tmp_path, tiny_base):
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base, max_concurrent=2)) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(20)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(20)))
         doomed, survivor = (client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=METHOD)
                             for _ in range(2))
         wait_status(client, doomed.id, "running")

@@ -11,8 +11,9 @@ import openai
 import pytest
 import yaml
 
+from cli_helpers import write_jsonl
 from jobs_helpers import (chat_lines, dpo_lines, jobs_cli_server, openai_client, tiny_base,  # noqa: F401
-                          wait_status, write_lines)
+                          wait_status)
 from serve_helpers import answered_alone, wait_until
 
 pytestmark = pytest.mark.slow
@@ -32,8 +33,8 @@ def test_the_openai_client_fine_tunes_follows_and_chats_with_a_local_model(tmp_p
     jobs_dir = tmp_path / "jobs"
     with jobs_cli_server(jobs_dir, str(config)) as base_url:
         client = openai_client(base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(24)))
-        validation = upload(client, write_lines(tmp_path / "val.jsonl", chat_lines(6, seed=9)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(24)))
+        validation = upload(client, write_jsonl(tmp_path / "val.jsonl", chat_lines(6, seed=9)))
         sft = client.fine_tuning.jobs.create(
             model="tiny", training_file=training.id, validation_file=validation.id, suffix="rev", seed=3,
             method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 8,
@@ -60,9 +61,15 @@ def test_the_openai_client_fine_tunes_follows_and_chats_with_a_local_model(tmp_p
         answers = [client.chat.completions.create(model=done.fine_tuned_model, messages=messages, max_tokens=6,
                                                   temperature=0).choices[0].message.content for messages in PROMPTS]
         assert answers == answered_alone(run_dir, PROMPTS, max_tokens=6)
+        # and so does its earlier checkpoint, as OpenAI's checkpoint models do
+        earlier = checkpoints[1].fine_tuned_model_checkpoint
+        assert earlier == f"{done.fine_tuned_model}:ckpt-step-3"
+        assert [client.chat.completions.create(model=earlier, messages=m, max_tokens=6, temperature=0)
+                .choices[0].message.content for m in PROMPTS] \
+            == answered_alone(run_dir / "checkpoints" / "checkpoint-3", PROMPTS, max_tokens=6)
 
         # DPO on the supervised result
-        preferences = upload(client, write_lines(tmp_path / "dpo.jsonl", dpo_lines(16, seed=4)))
+        preferences = upload(client, write_jsonl(tmp_path / "dpo.jsonl", dpo_lines(16, seed=4)))
         dpo = client.fine_tuning.jobs.create(model=done.fine_tuned_model, training_file=preferences.id, suffix="pref",
                                              method={"type": "dpo", "dpo": {"hyperparameters": {
                                                  "n_epochs": 1, "batch_size": 8, "beta": 0.2}}})

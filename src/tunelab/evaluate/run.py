@@ -6,6 +6,7 @@ forgetting, over-fitting, latency, a KPI/cost summary and an optional deploy gat
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from tunelab.config import EvalConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluate import classification, generative, grading, reward
+from tunelab.evaluate.endpoint import is_endpoint, parse_endpoint
 from tunelab.evaluate.forgetting import forgetting_flag
 from tunelab.evaluate.gate import evaluate_gates
 from tunelab.evaluate.kpi import kpi_report
@@ -38,8 +40,14 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     if not cfg.model:
         raise TunelabError("no model to evaluate", fix="pass a run directory: `tunelab eval RUN_DIR`")
     model = cfg.model
-    run = RunDir.open(model)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else run.path / "eval"
+    if is_endpoint(model):  # a model behind an endpoint and no run directory: the data must be given
+        parse_endpoint(model)
+        run = RunDir(model)  # names no directory, so it answers as a model directory with nothing to say
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("eval") / _file_name(parse_endpoint(model).model)
+    else:
+        run = RunDir.open(model)
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else run.path / "eval"
+        model = run.endpoint or model  # a run trained remotely answers from its endpoint
     data, records = test_records(run, cfg.data)
     task = "classification" if "text" in records[0] else "rft" if _is_prompt(records[0]) else "generative"
     common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(cfg.baselines), settings=cfg,
@@ -76,6 +84,10 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     report["verdict"] = verdict_line(report, headline)
     write_reports(out_dir, report, records, predictions)
     return EvalResult(out_dir, report)
+
+
+def _file_name(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "endpoint"
 
 
 def baseline_names(names: list[str]) -> list[str]:

@@ -1,13 +1,14 @@
 """The jobs server's HTTP application: OpenAI's Files and fine-tuning jobs routes, and in the same
-app tunelab's serving routes (`tunelab.serve.app`, mounted whole, without a served model of its
-own), whose model pool answers every succeeded job's `ft:` model and the offered bases on
-/v1/chat/completions and /v1/models. Same API keys, same OpenAI error shape, same rule: a
-client's mistake is a 4xx naming the field, never a 5xx."""
+app tunelab's serving routes (`tunelab.serve.app`, whole, without a served model of its own,
+answering every path the jobs routes do not take): its model pool answers every succeeded job's
+`ft:` model and the offered bases on /v1/chat/completions and /v1/models. Same API keys, same
+OpenAI error shape, same rule: a client's mistake is a 4xx naming the field, never a 5xx."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from tunelab.config import JobsConfig, ServeConfig
 from tunelab.errors import TunelabError
 from tunelab.jobs import page
 from tunelab.jobs.executor import make_executor
+from tunelab.jobs.graders_routes import graders_router
 from tunelab.jobs.schemas import (Checkpoint, CheckpointList, EventList, FileDeleted, FileList,
                                   FileObject, FilePurpose, FineTuningJob, JobCreateRequest, JobList, checkpoint_object, event_object,
                                   file_object, job_object)
 from tunelab.jobs.spec import JobRequestError, check_base_exists, requested_method, resolve_base
 from tunelab.jobs.store import JobStore
-from tunelab.jobs.worker import Worker, run_dir_of
+from tunelab.jobs.worker import Worker, run_dir_of, served_models
 from tunelab.serve.app import BodySizeLimit, create_app
 from tunelab.serve.auth import OPEN_PATHS, ApiKeyCheck
 from tunelab.serve.errors import ApiError, install_error_handlers
@@ -56,7 +58,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
                     on_model=lambda name, run_dir: pool.register(name, run_dir, source="jobs"))
 
     def register_known_models() -> None:
-        """The offered local bases and every succeeded job's model, as the pool's models."""
+        """The offered local bases and every succeeded job's model and checkpoints, as the pool's models."""
         for name, base in cfg.models.items():
             if Path(base).expanduser().is_dir():
                 try:
@@ -64,10 +66,11 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
                 except TunelabError as exc:
                     log.warning("base %s is not served: %s", name, exc)
         for job in store.jobs(limit=1_000_000, statuses=("succeeded",)):
-            try:
-                pool.register(job["fine_tuned_model"], run_dir_of(Path(cfg.jobs_dir), job["id"]), source="jobs")
-            except TunelabError as exc:
-                log.warning("%s is not served: %s", job["fine_tuned_model"], exc)
+            for model_id, path in served_models(store, job, run_dir_of(Path(cfg.jobs_dir), job["id"])).items():
+                try:
+                    pool.register(model_id, path, source="jobs")
+                except TunelabError as exc:
+                    log.warning("%s is not served: %s", model_id, exc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -88,6 +91,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
     # outermost: the key is checked before the body is read; the jobs page's shell (no data) is open
     app.add_middleware(ApiKeyCheck, keys=keys, open_paths=OPEN_PATHS | {"/jobs"})
     install_error_handlers(app)
+    app.include_router(graders_router())  # OpenAI's graders API (tunelab.jobs.graders_routes)
 
     def job_or_404(job_id: str) -> dict:
         job = store.job(job_id)
@@ -155,9 +159,9 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
         try:
             method = requested_method(request)
             fine_tuned = None
-            if request.model not in cfg.models:
-                source = next(iter(store_jobs_with_model(store, request.model)), None)
-                fine_tuned = {**source, "run_dir": str(run_dir_of(Path(cfg.jobs_dir), source["id"]))} if source else None
+            source = store.job_with_model(request.model) if request.model not in cfg.models else None
+            if source is not None:
+                fine_tuned = {**source, "run_dir": str(run_dir_of(Path(cfg.jobs_dir), source["id"]))}
             base, base_name = resolve_base(request.model, cfg, fine_tuned)
             check_base_exists(base)
         except JobRequestError as exc:
@@ -188,7 +192,7 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
               summary="Cancel a job (its process stops within seconds; checkpoints are kept)")
     async def cancel_job(fine_tuning_job_id: str):
         job = job_or_404(fine_tuning_job_id)
-        if not store.update_job(job["id"], status="cancelled", finished_at=now(),
+        if not store.update_job(job["id"], status="cancelled", finished_at=int(time.time()), estimated_finish=None,
                                 only_if_status=("validating_files", "queued", "running", "pausing", "paused")):
             raise ApiError(400, f"the job is {store.job(job['id'])['status']} and cannot be cancelled",
                            code="invalid_state", param="fine_tuning_job_id")
@@ -241,20 +245,10 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
 
     page.install(app, store, cfg.jobs_dir)  # GET /jobs, GET /jobs/view
     app.openapi = lambda: openapi_schema(app, bool(keys))
-    app.mount("/", serving)  # last: every path the routes above do not take (chat, models, health, metrics)
+    # every path no route of this app takes (chat, completions, models, health, metrics) goes to the
+    # serving app; routes added to this app later (a jobs page) still come first
+    app.router.default = serving
     return app
-
-
-def now() -> int:
-    import time
-    return int(time.time())
-
-
-def store_jobs_with_model(store: JobStore, model: str) -> list[dict]:
-    """The succeeded job whose ft: model (or checkpoint) is `model`."""
-    if not model.startswith("ft:"):
-        return []
-    return [j for j in store.jobs(limit=1_000_000, statuses=("succeeded",)) if j["fine_tuned_model"] == model]
 
 
 def openapi_schema(app: FastAPI, with_keys: bool) -> dict:

@@ -51,6 +51,18 @@ def metrics_event(row: dict[str, Any], total_steps: int | None) -> tuple[str, di
     return f"Step {data['step']}{f'/{total_steps}' if total_steps else ''}: {shown}", data
 
 
+def estimated_finish(first: tuple[float, int] | None, rows: list[dict[str, Any]], total_steps: int | None) -> int | None:
+    """When training should end, at the pace since `first` (time, step) of this process: the
+    Unix time of the last logged step plus the remaining steps at the mean time per step."""
+    timed = [(r["time"], r["step"]) for r in rows if isinstance(r.get("time"), (int, float)) and r.get("step")]
+    if not (first and timed and total_steps):
+        return None
+    (start, step0), (now, step) = first, timed[-1]
+    if step <= step0 or now <= start:
+        return None
+    return int(now + (total_steps - step) * (now - start) / (step - step0))
+
+
 def trained_tokens(rows: list[dict[str, Any]]) -> int | None:
     seen = [r["num_input_tokens_seen"] for r in rows if isinstance(r.get("num_input_tokens_seen"), (int, float))]
     return int(max(seen)) if seen else None

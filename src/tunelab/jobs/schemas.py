@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Auto = Literal["auto"]
 # OpenAI's documented ranges
@@ -22,10 +22,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+RANGES = {"n_epochs": "a whole number from 1 to 50", "batch_size": "a whole number from 1 to 256",
+          "learning_rate_multiplier": "a number above 0 and at most 10", "beta": "a number above 0 and at most 2"}
+
+
 class SupervisedHyperparameters(Strict):
     n_epochs: Epochs = Field("auto", description="Passes over the training file (1-50) or auto.")
     batch_size: BatchSize = Field("auto", description="Examples per optimizer step (1-256) or auto.")
     learning_rate_multiplier: LrMultiplier = Field("auto", description="Factor on tunelab's default learning rate for the method (0-10] or auto (1).")
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _auto_or_in_range(cls, value, handler, info):
+        """One sentence for a value that is neither "auto" nor in range (pydantic would report
+        only that it is not "auto", the first member of the union)."""
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(f"must be 'auto' or {RANGES[info.field_name]} (got {repr(value)[:40]})") from None
 
 
 class DpoHyperparameters(SupervisedHyperparameters):

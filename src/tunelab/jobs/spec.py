@@ -9,14 +9,13 @@ from typing import Any
 
 from tunelab.config import JobsConfig, apply_override, validate_config
 from tunelab.errors import TunelabError
+# METHOD_TASK / METHOD_KIND: which tunelab task trains each OpenAI method, the record kind its file holds
+from tunelab.jobs.methods import METHOD_KIND, METHOD_TASK, MethodError, reinforcement_method, train_section_for_method
 
 # "auto", as resolved once the training file's size is known (OpenAI's published rule for epochs)
 AUTO_EPOCHS, MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES, MAX_AUTO_EPOCHS = 3, 100, 25_000, 25
 AUTO_BATCH_SHARE, MAX_AUTO_BATCH = 0.002, 256
 AUTO_LR_MULTIPLIER, AUTO_BETA = 1.0, 0.1
-# which tunelab task trains each OpenAI method, and the record kind its training file must hold
-METHOD_TASK = {"supervised": "sft", "dpo": "dpo"}
-METHOD_KIND = {"supervised": "generative", "dpo": "preference"}
 
 
 class JobRequestError(Exception):
@@ -33,8 +32,13 @@ def requested_method(request) -> dict[str, Any]:
     method = request.method
     kind = method.type if method is not None else "supervised"
     if kind not in METHOD_TASK:
-        raise JobRequestError(f"method type '{kind}' is not supported by this server; use supervised or dpo",
-                              "method.type", code="unsupported_method")
+        raise JobRequestError(f"method type '{kind}' is not supported by this server; use supervised, dpo or "
+                              "reinforcement", "method.type", code="unsupported_method")
+    if kind == "reinforcement":  # grader and hyperparameters checked by tunelab.jobs.methods
+        try:
+            return reinforcement_method(method.reinforcement)
+        except MethodError as exc:
+            raise JobRequestError(exc.message, exc.param, exc.code) from None
     section = getattr(method, kind, None) if method is not None else None
     hyper = section.hyperparameters if section is not None and section.hyperparameters is not None else None
     if hyper is None and kind == "supervised" and request.hyperparameters is not None:
@@ -65,7 +69,7 @@ def resolve_auto(method: dict[str, Any], examples: int) -> dict[str, Any]:
         hyper["learning_rate_multiplier"] = AUTO_LR_MULTIPLIER
     if hyper.get("beta") == "auto":
         hyper["beta"] = AUTO_BETA
-    return {"type": kind, kind: {"hyperparameters": hyper}}
+    return {"type": kind, kind: {**method[kind], "hyperparameters": hyper}}  # a reinforcement grader stays
 
 
 def fine_tuned_name(base_name: str, suffix: str | None, job_id: str) -> str:
@@ -96,8 +100,7 @@ def job_config(*, cfg: JobsConfig, method: dict[str, Any], base: str, prepared: 
              "save_steps": max(1, steps_per_epoch // cfg.checkpoints_per_epoch),
              "keep_checkpoints": cfg.keep_checkpoints, "logging_steps": 1, "early_stopping_patience": None,
              "tracking": {"backend": "none"}, "resume": resume}
-    if kind == "dpo":
-        train["dpo"] = {"beta": hyper["beta"]}
+    train.update(train_section_for_method(method, job_dir=Path(run_dir).parent))  # dpo's beta, rft's grader ...
     raw = {"train": train,
            "eval": {"baselines": ["base"], "resamples": 200, "robustness": {"perturbations": []},
                     "latency": {"batch_sizes": [1], "requests": 4}}}

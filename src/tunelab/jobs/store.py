@@ -171,6 +171,10 @@ class JobStore:
             args += [f'$."{key}"', value]
         return self._all(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?", (*args, limit))
 
+    def job_with_model(self, model: str) -> dict[str, Any] | None:
+        """The succeeded job whose fine-tuned model is `model`."""
+        return self._one("SELECT * FROM jobs WHERE fine_tuned_model = ? AND status = 'succeeded'", (model,))
+
     def jobs_in(self, *statuses: str) -> list[dict[str, Any]]:
         """Oldest first: the order the queue runs them in."""
         return self._all(f"SELECT * FROM jobs WHERE status IN ({', '.join('?' for _ in statuses)}) ORDER BY seq",

@@ -54,6 +54,7 @@ class Running:
     execution: Execution
     total_steps: int | None
     last_metrics: dict | None = None  # the final evaluation is logged twice (last step, then the run's end)
+    first_logged: tuple[float, int] | None = None  # (time, step) of this process's first logged row: the pace
 
 
 def job_dir(root: Path, job_id: str) -> Path:
@@ -62,6 +63,16 @@ def job_dir(root: Path, job_id: str) -> Path:
 
 def run_dir_of(root: Path, job_id: str) -> Path:
     return job_dir(root, job_id) / "run"
+
+
+def served_models(store: JobStore, job: dict, run_dir: Path) -> dict[str, Path]:
+    """The model ids a succeeded job gives the server: its ft: model (the run directory) and
+    each kept checkpoint as `ft:...:ckpt-step-N` (OpenAI's checkpoint models), newest first."""
+    models = {job["fine_tuned_model"]: run_dir}
+    for checkpoint in store.checkpoints(job["id"], limit=1_000):
+        if Path(checkpoint["path"]).is_dir():
+            models[f"{job['fine_tuned_model']}:ckpt-step-{checkpoint['step']}"] = Path(checkpoint["path"])
+    return models
 
 
 class Worker:
@@ -240,7 +251,8 @@ class Worker:
                 self.store.update_job(job["id"], pid=None)
                 self.store.add_event(job["id"], "Job cancelled; its checkpoints are kept")
             else:
-                self.store.update_job(job["id"], status="paused", resume=1, pid=None, only_if_status=("pausing",))
+                self.store.update_job(job["id"], status="paused", resume=1, pid=None, estimated_finish=None,
+                                      only_if_status=("pausing",))
                 self.store.add_event(job["id"], "Job paused; resume continues from its last checkpoint")
             return
         code = running.execution.poll()
@@ -275,8 +287,14 @@ class Worker:
                 self.store.add_event(job["id"], event[0], type="metrics", data=event[1])
                 running.last_metrics = event[1]
         tokens = progress.trained_tokens(rows)
+        if running.first_logged is None and rows and "time" in rows[0]:
+            running.first_logged = (rows[0]["time"], rows[0].get("step", 0))
+        finish = progress.estimated_finish(running.first_logged, rows, running.total_steps) \
+            if running.phase == "train" else None
         self.store.update_job(job["id"], metrics_offset=offset,
                               **({"trained_tokens": tokens} if tokens is not None else {}))
+        if finish is not None:  # only while it runs: a cancel or pause clears it for good
+            self.store.update_job(job["id"], estimated_finish=finish, only_if_status=("running",))
         job["metrics_offset"] = offset
         known = {c["step"] for c in self.store.checkpoints(job["id"], limit=10_000)}
         if found.keys() != known:
@@ -297,16 +315,18 @@ class Worker:
         run_dir = run_dir_of(self.root, job_id)
         results = self.store.add_file("step_metrics.csv", "fine-tune-results",
                                       progress.metrics_csv(self._metrics_history(job_id)))
-        try:
-            self.on_model(name, run_dir)
-        except Exception as exc:  # noqa: BLE001 (the run is complete on disk; say why it is not served)
-            self.store.add_event(job_id, f"The fine-tuned model could not be served here: {exc}", level="warn")
+        for model_id, path in served_models(self.store, {**job, "fine_tuned_model": name}, run_dir).items():
+            try:
+                self.on_model(model_id, path)
+            except Exception as exc:  # noqa: BLE001 (the run is complete on disk; say why it is not served)
+                self.store.add_event(job_id, f"{model_id} could not be served here: {exc}", level="warn")
         if self.store.update_job(job_id, status="succeeded", fine_tuned_model=name, finished_at=int(time.time()),
-                                 result_files=[results["id"]], pid=None, only_if_status=("running",)):
+                                 result_files=[results["id"]], pid=None, estimated_finish=None,
+                                 only_if_status=("running",)):
             self.store.add_event(job_id, f"New fine-tuned model created: {name}")
             self.store.add_event(job_id, "The job has successfully completed")
 
     def _fail(self, job_id: str, error: dict, statuses: tuple[str, ...] = ("running", "validating_files", "queued")) -> None:
         if self.store.update_job(job_id, status="failed", error=error, finished_at=int(time.time()), pid=None,
-                                 only_if_status=statuses):
+                                 estimated_finish=None, only_if_status=statuses):
             self.store.add_event(job_id, f"Job failed: {error['message']}", level="error")

@@ -10,8 +10,9 @@ import signal
 import openai
 import pytest
 
+from cli_helpers import write_jsonl
 from jobs_helpers import (FakeTrainerExecutor, chat_lines, dpo_lines, jobs_config, jobs_server, openai_client,  # noqa: F401
-                          tiny_base, wait_status, write_lines)
+                          tiny_base, wait_status)
 from serve_helpers import wait_until
 
 SUPERVISED = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
@@ -32,7 +33,7 @@ def upload(client, path, purpose="fine-tune"):
 
 def test_files_upload_list_retrieve_content_delete(server, tmp_path):
     client = server.client
-    path = write_lines(tmp_path / "train.jsonl", chat_lines(12))
+    path = write_jsonl(tmp_path / "train.jsonl", chat_lines(12))
     uploaded = upload(client, path)
     assert uploaded.object == "file" and uploaded.purpose == "fine-tune" and uploaded.filename == "train.jsonl"
     assert uploaded.bytes == path.stat().st_size and uploaded.id.startswith("file-")
@@ -46,7 +47,7 @@ def test_files_upload_list_retrieve_content_delete(server, tmp_path):
 
 def test_a_job_goes_from_validating_to_succeeded_with_events_checkpoints_and_a_metrics_file(server, tmp_path):
     client = server.client
-    training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(16)))
+    training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(16)))
     job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="demo", seed=7,
                                          method=SUPERVISED, metadata={"team": "a"})
     assert job.status == "validating_files" and job.object == "fine_tuning.job" and job.seed == 7
@@ -90,16 +91,18 @@ def test_a_job_goes_from_validating_to_succeeded_with_events_checkpoints_and_a_m
     ({"suffix": "no spaces allowed"}, "suffix"),
 ])
 def test_a_bad_create_request_is_a_400_naming_the_field(server, tmp_path, body, param):
-    training = upload(server.client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+    training = upload(server.client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
     with pytest.raises(openai.BadRequestError) as info:
         server.client.fine_tuning.jobs.create(**{"model": "tiny", "training_file": training.id, **body})
     assert info.value.status_code == 400
     assert info.value.body["param"] == param, info.value.body
+    if param.startswith("method."):
+        assert info.value.body["message"].startswith(f"{param} must be 'auto' or a "), info.value.body
     assert server.client.fine_tuning.jobs.list().data == []
 
 
 @pytest.mark.parametrize("lines, method, words", [
-    (chat_lines(12)[:5] + ["{not json"] + chat_lines(12)[5:], "supervised", ["training file line 6", "JSON"]),
+    (chat_lines(12)[:5] + [b"{not json"] + chat_lines(12)[5:], "supervised", ["training file line 6", "JSON"]),
     (chat_lines(12), "dpo", ["method dpo trains on preference examples", "chat examples"]),
     (dpo_lines(12), "supervised", ["method supervised trains on chat examples"]),
     (chat_lines(5), "supervised", ["has 5 usable examples", "at least 10"]),
@@ -108,7 +111,7 @@ def test_a_bad_create_request_is_a_400_naming_the_field(server, tmp_path, body, 
 ])
 def test_a_bad_training_file_fails_the_job_naming_the_line_and_the_server_stays_up(server, tmp_path, lines, method,
                                                                                    words):
-    training = upload(server.client, write_lines(tmp_path / "train.jsonl", lines))
+    training = upload(server.client, write_jsonl(tmp_path / "train.jsonl", lines))
     job = server.client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method={"type": method})
     failed = wait_status(server.client, job.id, "failed")
     assert failed.error.param == "training_file" and failed.error.code == "invalid_training_file"
@@ -122,11 +125,12 @@ def test_jobs_queue_one_at_a_time_and_cancel_stops_the_process_keeping_checkpoin
     executor = FakeTrainerExecutor(steps=400)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base, max_concurrent=1), executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         first = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         second = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         wait_status(client, first.id, "running")
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(first.id).data, "a checkpoint")
+        wait_until(lambda: client.fine_tuning.jobs.retrieve(first.id).estimated_finish, "an estimated finish")
         wait_status(client, second.id, "queued")  # validated, then held back by max_concurrent
         pid = live.app.state.store.job(first.id)["pid"]
         assert client.fine_tuning.jobs.cancel(first.id).status == "cancelled"
@@ -134,6 +138,7 @@ def test_jobs_queue_one_at_a_time_and_cancel_stops_the_process_keeping_checkpoin
         wait_status(client, second.id, "running")
         kept = client.fine_tuning.jobs.checkpoints.list(first.id).data
         assert kept and all(os.path.isdir(live.app.state.store.checkpoints(first.id)[0]["path"]) for _ in kept)
+        assert client.fine_tuning.jobs.retrieve(first.id).estimated_finish is None
         with pytest.raises(openai.BadRequestError):
             client.fine_tuning.jobs.cancel(first.id)
 
@@ -142,7 +147,7 @@ def test_pause_stops_the_job_and_resume_continues_from_its_last_checkpoint(tmp_p
     executor = FakeTrainerExecutor(steps=400)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base), executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         wait_status(client, job.id, "running")
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, "a checkpoint")
@@ -151,7 +156,7 @@ def test_pause_stops_the_job_and_resume_continues_from_its_last_checkpoint(tmp_p
         with pytest.raises(openai.BadRequestError):
             client.fine_tuning.jobs.pause(job.id)
         executor.steps = 2
-        assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+        assert client.fine_tuning.jobs.resume(job.id).status in ("queued", "running")  # the worker may take it at once
         wait_status(client, job.id, "succeeded")
     assert executor.started[0][1][-1].endswith("config.yaml")
     assert executor.started[1][1][-1] == "train.resume=true"
@@ -161,7 +166,7 @@ def test_a_job_whose_process_is_killed_fails_with_a_clear_error_and_the_other_su
     executor = FakeTrainerExecutor(steps=60)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base, max_concurrent=2), executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         doomed, other = (client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
                          for _ in range(2))
         wait_status(client, doomed.id, "running")
@@ -177,7 +182,7 @@ def test_a_failing_training_process_fails_the_job_with_its_error_sentence(tmp_pa
     executor = FakeTrainerExecutor(steps=1, exit_code=2)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base), executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         failed = wait_status(client, job.id, "failed")
     assert failed.error.code == "training_failed" and "exited with code 2" in failed.error.message
@@ -188,7 +193,7 @@ def test_a_restarted_server_queues_its_running_job_again_to_resume_it(tmp_path, 
     executor = FakeTrainerExecutor(steps=400)
     with jobs_server(cfg, executor) as live:
         client = openai_client(live.base_url)
-        training = upload(client, write_lines(tmp_path / "train.jsonl", chat_lines(12)))
+        training = upload(client, write_jsonl(tmp_path / "train.jsonl", chat_lines(12)))
         job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, method=SUPERVISED)
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, "a checkpoint")
         pid = live.app.state.store.job(job.id)["pid"]
@@ -225,3 +230,24 @@ def test_without_keys_the_server_refuses_a_public_address(tmp_path):
     from cli_helpers import tunelab
     proc = tunelab("jobs", "serve", "--host", "0.0.0.0", "--jobs-dir", tmp_path / "jobs", check=False, timeout=120)
     assert proc.returncode == 2 and "refusing to listen on 0.0.0.0 without API keys" in proc.stderr
+
+
+def test_a_training_process_a_crashed_server_left_behind_is_stopped_before_its_job_resumes(tmp_path, tiny_base):
+    """After a server crash (no graceful stop) its jobs' processes may still run: the next server
+    stops them, so two trainers never write one run directory, and queues the jobs to resume."""
+    import subprocess
+    import sys
+
+    from tunelab.jobs.executor import LocalProcessExecutor
+    from tunelab.jobs.store import JobStore
+    from tunelab.jobs.worker import Worker
+    cfg = jobs_config(tmp_path / "jobs", tiny_base)
+    store = JobStore(cfg.jobs_dir)
+    job = store.add_job(model="tiny", base=str(tiny_base), base_name="tiny", training_file="file-x", seed=0,
+                        method={"type": "supervised", "supervised": {"hyperparameters": {}}}, hyperparameters={})
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", job["id"]],
+                              start_new_session=True)
+    store.update_job(job["id"], status="running", phase="train", pid=orphan.pid)
+    Worker(cfg, store, LocalProcessExecutor()).recover()
+    assert orphan.wait(timeout=30) == -signal.SIGKILL
+    assert (store.job(job["id"])["status"], store.job(job["id"])["resume"]) == ("queued", 1)

@@ -48,3 +48,10 @@ def test_only_checkpoints_marked_complete_count(tmp_path):
         if complete:
             (path / "tunelab-complete.json").write_text("{}")
     assert list(progress.complete_checkpoints(tmp_path)) == [2]
+
+
+def test_the_estimated_finish_follows_the_pace_of_this_process():
+    rows = [{"step": 5, "time": 100.0}, {"step": 9, "time": 108.0}]
+    assert progress.estimated_finish((100.0, 5), rows, 19) == 128  # 2 s a step, 10 steps to go
+    assert progress.estimated_finish(None, rows, 19) is None
+    assert progress.estimated_finish((100.0, 5), rows[:1], 19) is None

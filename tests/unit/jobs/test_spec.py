@@ -32,10 +32,10 @@ def test_the_deprecated_top_level_hyperparameters_are_the_supervised_ones():
     assert requested_method(request)["supervised"]["hyperparameters"]["n_epochs"] == 4
 
 
-def test_reinforcement_is_refused_naming_the_field():
+def test_reinforcement_without_a_grader_is_refused_naming_the_field():
     with pytest.raises(JobRequestError) as info:
         requested_method(JobCreateRequest(model="m", training_file="f", method={"type": "reinforcement"}))
-    assert info.value.param == "method.type"
+    assert info.value.param == "method.reinforcement.grader"  # tunelab.jobs.methods checks the method
 
 
 def test_the_job_config_scales_tunelabs_default_rate_and_checkpoints_each_epoch(tmp_path):
