@@ -43,7 +43,7 @@ class JobView:
     """What the page shows of one job: OpenAI's objects as the API returns them (dicts) and the
     eval report.json of its run (None until `tunelab eval` wrote one)."""
     job: dict[str, Any]
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # newest first, as the API lists them
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     eval_report: dict[str, Any] | None = None
     eval_problem: str | None = None  # why a report on disk could not be read
@@ -123,7 +123,7 @@ def job_section(view: JobView, now: float) -> Section:
     blocks += loss_blocks(job["id"], view.events)
     blocks += checkpoint_blocks(view.checkpoints)
     blocks += eval_blocks(view.eval_report, job, view.eval_problem)
-    messages = [e for e in sorted(view.events, key=_event_order, reverse=True) if e.get("type") != "metrics"]
+    messages = [e for e in view.events if e.get("type") != "metrics"]
     if messages:
         blocks.append(Table(["time (UTC)", "level", "event"], [[_when(e.get("created_at")), e.get("level"),
                                                                  e.get("message")] for e in messages[:RECENT_EVENTS]]))
@@ -147,14 +147,15 @@ def job_actions(job: dict[str, Any]) -> list[Action]:
 def loss_blocks(job_id: str, events: Sequence[dict[str, Any]]) -> list:
     """The train and validation loss per step from the job's metrics events, as a line chart."""
     series: dict[str, list[tuple[float, float]]] = {"train loss": [], "valid loss": []}
-    for event in sorted(events, key=_event_order):
+    for event in events:
         data = event.get("data") or {}
         if event.get("type") != "metrics" or "step" not in data:
             continue
         for key, name in (("train_loss", "train loss"), ("valid_loss", "valid loss")):
             if isinstance(data.get(key), (int, float)):
                 series[name].append((data["step"], data[key]))
-    series = {name: points for name, points in series.items() if points}
+    # by step; a step logged twice (again after a resume from an earlier checkpoint): its last value
+    series = {name: sorted(dict(reversed(points)).items()) for name, points in series.items() if points}
     if not series:
         return [Note("No metrics yet: the loss curves appear with the first logged training step.", "muted")]
     return [Chart(line_chart("Loss per step", series, chart_id=f"chart-loss-{anchor(job_id)}", x_label="step",
@@ -211,10 +212,6 @@ def _duration(job: dict[str, Any], now: float) -> str:
 
 def _when(timestamp) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(timestamp)) if timestamp else ""
-
-
-def _event_order(event: dict[str, Any]):
-    return event.get("created_at") or 0, event.get("id") or ""
 
 
 def render_shell() -> str:

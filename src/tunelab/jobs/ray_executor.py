@@ -27,7 +27,7 @@ from tunelab.errors import TunelabError
 GRACE_SECONDS = 10.0  # SIGTERM -> SIGKILL inside the task; the server force-kills the task a little later
 POLL_SECONDS = 0.5  # the task wakes this often so that a cancel (KeyboardInterrupt) is seen at once
 CANCELLED = -signal.SIGTERM  # the exit code of a job stopped through terminate()
-LOST = -signal.SIGKILL  # the task's worker or node died before the job finished
+LOST = 1  # the task's worker or node died first: a failure whose reason is the log's last "error:" line
 # a job's resources (the worker asks {"CPU": 1, "GPU": jobs.gpus_per_job}) -> Ray's task options;
 # any other name is a custom resource of the cluster's nodes
 RESOURCE_OPTIONS = {"cpu": "num_cpus", "num_cpus": "num_cpus", "gpu": "num_gpus", "num_gpus": "num_gpus",
@@ -71,11 +71,14 @@ class RayExecution:
         except ray.exceptions.TaskCancelledError:
             return CANCELLED
         except ray.exceptions.RayError as exc:  # worker crashed or was killed, node lost, task raised
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            self._note(f"tunelab: the job's Ray task ended without an exit code: {type(exc).__name__}"
-                       + (f" ({reason})" if reason else ""))
             # a force-cancelled task reads back as a crashed worker: still a cancel, not a loss
-            return CANCELLED if self._cancel_requested else LOST
+            if self._cancel_requested:
+                return CANCELLED
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            # the jobs server makes a failed job's error of the log's last "error:" line
+            self._note(f"error: the job's Ray task ended before the job did ({type(exc).__name__}"
+                       + (f": {reason}" if reason else "") + "); see the Ray logs of its node")
+            return LOST
 
     def _note(self, line: str) -> None:
         try:

@@ -77,14 +77,19 @@ def checkpoint(job_id: str, step: int, train: float) -> dict:
             "metrics": {"step": step, "train_loss": train}, "step_number": step}
 
 
+def newest_first(events: list[dict]) -> list[dict]:
+    return events[::-1]  # as GET .../events lists them
+
+
 def views() -> list[JobView]:
     running = JobView(job("ftjob-run", "running"),
-                      events=[message(1, "Fine-tuning job started"), *[metrics(s, 2.0 / s, 2.5 / s if s % 2 == 0 else None)
-                                                                       for s in range(1, 7)]],
+                      events=newest_first([message(1, "Fine-tuning job started"),
+                                           *[metrics(s, 2.0 / s, 2.5 / s if s % 2 == 0 else None) for s in range(1, 7)],
+                                           message(20, "Checkpoint created at step 4")]),
                       checkpoints=[checkpoint("ftjob-run", 2, 1.0), checkpoint("ftjob-run", 4, 0.5)])
     done = JobView(job("ftjob-done", "succeeded", fine_tuned_model="ft:tiny::ftjob-done", finished_at=NOW - 100,
                        trained_tokens=1234),
-                   events=[metrics(1, 1.5), metrics(2, 1.2)],
+                   events=newest_first([metrics(1, 1.5), metrics(2, 1.2)]),
                    eval_report={"verdict": "tuned exact_match 0.810 vs base 0.120: better", "gate": {
                        "passed": True, "checks": [{"metric": "exact_match", "passed": True}]}})
     failed = JobView(job("ftjob-bad", "failed", finished_at=NOW - 550, model=EVIL, error={
@@ -110,7 +115,8 @@ def test_a_job_section_shows_its_loss_curves_checkpoints_and_events():
     text = page.text("ftjob-run")
     assert "train loss" in text and "valid loss" in text
     assert "ft:tiny::ftjob-run:ckpt-step-2" in text and "ft:tiny::ftjob-run:ckpt-step-4" in text
-    assert "Fine-tuning job started" in text and "Evaluation: not yet" in text
+    assert text.index("Checkpoint created at step 4") < text.index("Fine-tuning job started")  # newest first
+    assert "Evaluation: not yet" in text
     assert "No metrics yet" in page.text("ftjob-paused") and "No checkpoints yet" in page.text("ftjob-paused")
 
 
@@ -137,6 +143,12 @@ def test_every_string_is_escaped_and_nothing_is_loaded_from_elsewhere():
     assert EVIL not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
     assert "<script" not in html  # the view is data only: the shell's script handles the buttons
     assert Outline(html).links and all(link.startswith("#") for link in Outline(html).links)
+
+
+def test_a_step_logged_again_after_a_resume_is_drawn_once_with_its_latest_loss():
+    from tunelab.jobs.page import loss_blocks
+    chart = loss_blocks("j", newest_first([metrics(1, 2.0), metrics(2, 1.5), metrics(2, 1.25), metrics(3, 1.0)]))[0]
+    assert chart.svg.count("<circle") == 3 and "step 2, 1.25" in chart.svg and "step 2, 1.5<" not in chart.svg
 
 
 def test_no_jobs_says_how_to_create_one():
