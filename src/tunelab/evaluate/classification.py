@@ -12,7 +12,7 @@ from tunelab.evaluate import baselines as cheap
 from tunelab.evaluate import calibration, fairness, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.metrics import HEADLINE, METRIC_FUNCTIONS, classification_metrics, macro_f1, slice_metrics
-from tunelab.evaluate.predict import classify, load_classifier
+from tunelab.evaluate.predict import classify, load_classifier, load_predictor
 from tunelab.train.run_dir import RunDir
 
 BUILTIN_BASELINES = ("probe", "base")
@@ -24,15 +24,15 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
     slices, fairness, robustness, latency, timing) for a classifier. Every system reads each
     input as the tuned model was trained to: with its task's prefix, truncated where training
     truncated."""
-    tuned, tokenizer = load_classifier(model)
-    labels = [tuned.config.id2label[i] for i in range(tuned.config.num_labels)]
+    max_length = run.max_length
+    predict, labels, tokenizer, tuned = load_predictor(model, max_length=max_length)
+    if tuned is None and settings.explain.examples:
+        raise TunelabError("explanations are computed with the PyTorch model's gradients, and this is an ONNX "
+                           "export", where=model, fix="evaluate the run it was exported from for explanations, "
+                                                      "or set eval.explain.examples=0")
     y_true = label_indices(records, labels, data_where)
     raw_texts = [r["text"] for r in records]
     texts = [prefix + text for prefix, text in zip(prefixes, raw_texts)]
-    max_length = run.max_length
-
-    def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return classify(tuned, tokenizer, batch, max_length=max_length)
 
     progress("scoring the tuned model")
     started = time.perf_counter()

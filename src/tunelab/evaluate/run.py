@@ -38,12 +38,15 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     if not cfg.model:
         raise TunelabError("no model to evaluate", fix="pass a run directory: `tunelab eval RUN_DIR`")
     model = cfg.model
-    run = RunDir.open(model)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else run.path / "eval"
+    exported = RunDir.open(model)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else exported.path / "eval"
+    run = trained_run(exported, cfg.data)
     data, records = test_records(run, cfg.data)
     task = "classification" if "text" in records[0] else "rft" if _is_prompt(records[0]) else "generative"
-    common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(cfg.baselines), settings=cfg,
-                  data_where=data, progress=progress)
+    # an export is compared with the run it came from: the report shows what exporting changed
+    source = [str(run.path)] if run is not exported else []
+    common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(source + cfg.baselines),
+                  settings=cfg, data_where=data, progress=progress)
     if task == "classification":
         section = classification.evaluate(model, records, run, **common)
     else:
@@ -60,6 +63,8 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     tokens_per_request = section.pop("tokens_per_request")
     report = {"task": task, "model": model, "data": str(data), "device": device_description(),
               "labels": section.pop("labels", None), **section}
+    report["export"] = ({"format": exported.export_format, "int8": bool(exported.manifest.get("int8")),
+                         "source_run": str(exported.source_run.path)} if exported.source_run else None)
     report.setdefault("forgetting", None)
     report.setdefault("reward", None)
     report.setdefault("explanations", None)  # classification runs with eval.explain.examples only
@@ -76,6 +81,22 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     report["verdict"] = verdict_line(report, headline)
     write_reports(out_dir, report, records, predictions)
     return EvalResult(out_dir, report)
+
+
+def trained_run(model: RunDir, data: str | None) -> RunDir:
+    """The run whose test split, prefixes, training data and base model an evaluation of `model`
+    uses: for an export (`tunelab export`), the run it was made from, so the export is evaluated
+    as that run is; else `model` itself."""
+    source = model.source_run
+    if source is None:
+        return model
+    if not source.path.is_dir():
+        if data:  # the export carries its labels, prefixes and truncation length
+            return model
+        raise TunelabError(f"the run this export was made from is no longer at {source.path}, and its test split "
+                           "is found through it", where=str(model.path),
+                           fix="pass --data with a test JSONL or a prepared directory")
+    return source
 
 
 def baseline_names(names: list[str]) -> list[str]:
