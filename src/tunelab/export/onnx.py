@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.errors import TunelabError
+from tunelab.export.onnx_runtime import OnnxClassifier, inference_session, require
 from tunelab.files import manifest, staged_directory, write_json, write_text
 from tunelab.train.run_dir import RunDir
 
@@ -58,13 +59,13 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
         raise TunelabError(f"ONNX export covers classifiers, and this run is a {run.task} (generative) model",
                            where=str(run.path), fix="export it with --format gguf (llama.cpp, Ollama) or --merge "
                                                     "(transformers), or serve the run as it is")
+    require("onnx", "onnxscript", "onnxruntime")  # torch.onnx's exporter, and the runtime the checks use
     out_dir = Path(out_dir) if out_dir else run.path / ("onnx-int8" if int8 else "onnx")
     check_destination(out_dir)
     where, texts, y_true = test_split(run)
     limit = FP32_TOLERANCE if tolerance is None else tolerance
 
     from tunelab.evaluate.predict import classifier_logits, load_classifier
-    from tunelab.export.onnx_runtime import OnnxClassifier, inference_session
     from tunelab.models.load import load_tokenizer
     with tempfile.TemporaryDirectory(prefix="tunelab-onnx-") as scratch:
         source, merge_check = model_source(run, Path(scratch))

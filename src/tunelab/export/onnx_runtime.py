@@ -19,9 +19,19 @@ from tunelab.train.run_dir import RunDir
 BATCH_SIZE = 64  # the PyTorch classifier's evaluation batch (tunelab.evaluate.predict.classify)
 
 
+def require(*modules: str) -> None:
+    """ONNX support is an extra (`tunelab[onnx]`): name it when a module of it is missing."""
+    import importlib.util
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TunelabError(f"ONNX export and serving need {', '.join(missing)}, which is not installed",
+                           fix="pip install 'tunelab[onnx]'")
+
+
 def inference_session(model_file: str | Path, *, threads: int | None = None):
     """An ONNX Runtime CPU session on `model_file`; threads: intra-op threads (None: ONNX
     Runtime's default, one per physical core)."""
+    require("onnxruntime")
     import onnxruntime as ort
     options = ort.SessionOptions()
     if threads:
