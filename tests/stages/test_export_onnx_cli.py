@@ -16,16 +16,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli_helpers import tunelab
+from cli_helpers import tunelab, tunelab_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "tests" / "assets" / "tiny-chat-tokenizer"
 
 
-def single_sentence_error(proc) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    message = " ".join(proc.stderr.split())
+def single_sentence_error(monkeypatch, capsys, *args) -> str:
+    """`tunelab ARGS` through the console script's entry point: exit 2 and one sentence."""
+    code, out, err = tunelab_in_process(monkeypatch, capsys, *args)
+    assert code == 2, out + err
+    assert "Traceback" not in err
+    message = " ".join(err.split())
     assert message.startswith("error: ") and message.endswith(".")
     return message
 
@@ -48,24 +50,24 @@ def bad_runs(tmp_path_factory) -> dict[str, Path]:
     return {"no-weights": root / "no-weights", "llama": root / "llama", "root": root}
 
 
-def test_a_run_directory_with_missing_files_is_refused_in_one_sentence(bad_runs):
+def test_a_run_directory_with_missing_files_is_refused_in_one_sentence(bad_runs, monkeypatch, capsys):
     run = bad_runs["no-weights"]
     before = sorted(p.name for p in run.iterdir())
-    message = single_sentence_error(tunelab("export", run, "--format", "onnx", "--int8", check=False))
+    message = single_sentence_error(monkeypatch, capsys, "export", run, "--format", "onnx", "--int8")
     assert "lacks model weights (model.safetensors), so there is no model to export" in message
     assert sorted(p.name for p in run.iterdir()) == before  # no onnx-int8/ nor a partial one
 
 
-def test_a_generative_run_is_refused_in_one_sentence(bad_runs):
+def test_a_generative_run_is_refused_in_one_sentence(bad_runs, monkeypatch, capsys):
     run = bad_runs["llama"]
-    message = single_sentence_error(tunelab("export", run, "--format", "onnx", check=False))
+    message = single_sentence_error(monkeypatch, capsys, "export", run, "--format", "onnx")
     assert "ONNX export covers classifiers, and this run is a sft (generative) model" in message
     assert "--format gguf" in message
     assert not (run / "onnx").exists()
 
 
-def test_no_run_directory_is_refused_in_one_sentence(bad_runs):
-    message = single_sentence_error(tunelab("export", bad_runs["root"] / "missing", "--format", "onnx", check=False))
+def test_no_run_directory_is_refused_in_one_sentence(bad_runs, monkeypatch, capsys):
+    message = single_sentence_error(monkeypatch, capsys, "export", bad_runs["root"] / "missing", "--format", "onnx")
     assert "run directory not found" in message
 
 
