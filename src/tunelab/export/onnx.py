@@ -171,16 +171,18 @@ def quantize(graph: Path, out: Path) -> Path:
 @contextmanager
 def quiet_exporter():
     """torch.onnx and the quantiser log advice meant for their developers (torchvision absent,
-    pre-processing suggested) to the root logger and as warnings: not for our users' terminals."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    pre-processing suggested) to their loggers and as warnings: not for our users' terminals."""
+    loggers = [logging.getLogger(), logging.getLogger("torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def compare(reference: np.ndarray, exported: np.ndarray, y_true: np.ndarray, *, int8: bool, tolerance: float,

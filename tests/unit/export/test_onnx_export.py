@@ -122,6 +122,7 @@ def test_the_float32_export_answers_as_the_run_and_says_so_in_its_manifest(full_
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_int8_quantises_the_weights_and_is_held_to_its_thresholds(full_run, tmp_path, monkeypatch):
     import onnx
     monkeypatch.setattr(onnx_export, "INT8_MIN_AGREEMENT", 0.0)  # a 32-wide model's int8 figures are not the point
@@ -150,6 +151,7 @@ def test_a_failed_float32_check_writes_nothing_and_keeps_an_earlier_export(full_
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_an_adapter_run_is_merged_and_checked_before_it_is_exported(workspace, tmp_path):
     adapter = train_run(workspace, "lora-run", "lora")
     result = onnx_export.run(adapter, out_dir=tmp_path / "onnx")
