@@ -358,6 +358,9 @@ def export(
         from tunelab.export import gguf
         result = gguf.run(run_dir, quant=quant or "f16", out_dir=out_dir)
     elif format == "onnx":
+        if quant is not None:
+            raise TunelabError("--quant chooses a GGUF weight type; ONNX is quantised with --int8", where="--quant",
+                               fix="use --format onnx --int8")
         from tunelab.export import onnx
         result = onnx.run(run_dir, int8=int8, out_dir=out_dir, tolerance=tolerance)
     else:

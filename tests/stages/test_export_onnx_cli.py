@@ -66,9 +66,12 @@ def test_a_generative_run_is_refused_in_one_sentence(bad_runs, monkeypatch, caps
     assert not (run / "onnx").exists()
 
 
-def test_no_run_directory_is_refused_in_one_sentence(bad_runs, monkeypatch, capsys):
+def test_no_run_directory_and_a_gguf_quant_are_refused_in_one_sentence(bad_runs, monkeypatch, capsys):
     message = single_sentence_error(monkeypatch, capsys, "export", bad_runs["root"] / "missing", "--format", "onnx")
     assert "run directory not found" in message
+    message = single_sentence_error(monkeypatch, capsys, "export", bad_runs["llama"], "--format", "onnx",
+                                    "--quant", "q8_0")
+    assert "--quant chooses a GGUF weight type; ONNX is quantised with --int8" in message
 
 
 @pytest.mark.slow
@@ -76,7 +79,8 @@ def test_the_demo_run_exports_to_int8_within_one_point(tmp_path):
     tunelab("data", "prepare", "example:sentiment", "--config", ROOT / "examples" / "sentiment.yaml",
             "--out", tmp_path / "prepared", cwd=tmp_path)
     tunelab("train", ROOT / "examples" / "sentiment.yaml", f"train.data={tmp_path / 'prepared'}",
-            f"train.output_dir={tmp_path / 'run'}", "train.max_train_examples=800", "train.epochs=1",
+            f"train.output_dir={tmp_path / 'run'}", "train.max_train_examples=2000", "train.epochs=1",
+            "train.lr=1e-4",
             "train.tracking.backend=none", cwd=tmp_path, timeout=1200)
     proc = tunelab("export", tmp_path / "run", "--format", "onnx", "--int8", cwd=tmp_path, timeout=1200)
     assert "int8 ONNX classifier saved to" in proc.stdout
