@@ -4,10 +4,11 @@ Bad input (a run directory with missing files, a generative run the ONNX exporte
 handle, no directory at all): one sentence on stderr, exit 2, nothing written.
 
 The acceptance run (slow): the demo's recipe (examples/sentiment.yaml: the embedded MiniLM on
-`example:sentiment`), shortened to 800 training examples and one epoch, exported to int8 ONNX:
-on the 3,248-example test split its accuracy is within one point of the PyTorch model's
-(measured here: see ACCEPTANCE_FIGURES below), and `tunelab eval` of the export reports the
-difference against the run it came from.
+`example:sentiment`), shortened to 2,000 training examples, one epoch at lr 1e-4, exported to int8
+ONNX: on the 3,248-example test split its accuracy is within one point of the PyTorch model's,
+and `tunelab eval` of the export reports the same difference against the run it came from.
+Measured on 2026-12-02 (2-core AMD EPYC): PyTorch accuracy 65.73%, int8 ONNX 65.49% (-0.25
+points), labels agreeing on 98.61% of the test examples, largest logit difference 0.37.
 """
 from __future__ import annotations
 
