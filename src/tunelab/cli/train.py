@@ -149,7 +149,7 @@ def export(
     quant: Optional[str] = typer.Option(None, "--quant", help="GGUF weight type: f16 (default), q8_0 or q4_k_m."),
     int8: bool = typer.Option(False, "--int8", help="ONNX: dynamic int8 quantisation of the weights."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: RUN/merged, "
-                                                                     "RUN/gguf or RUN/onnx)."),
+                                                                     "RUN/gguf, RUN/onnx or RUN/onnx-int8)."),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", help="Largest logit difference accepted "
                                                                          "(default: 1e-4 fp32, 1e-2 bf16/fp16)."),
 ) -> None:
@@ -168,8 +168,11 @@ def export(
         from tunelab.export import gguf
         result = gguf.run(run_dir, quant=quant or "f16", out_dir=out_dir)
     elif format == "onnx":
+        if quant is not None:
+            raise TunelabError("--quant chooses a GGUF weight type; ONNX is quantised with --int8", where="--quant",
+                               fix="use --format onnx --int8")
         from tunelab.export import onnx
-        result = onnx.run(run_dir, int8=int8, out_dir=out_dir)
+        result = onnx.run(run_dir, int8=int8, out_dir=out_dir, tolerance=tolerance)
     else:
         raise TunelabError(f"unknown export format {format!r}", where="--format",
                            fix="use --format gguf or --format onnx (or --merge for a merged transformers model)")
