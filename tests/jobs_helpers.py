@@ -107,20 +107,29 @@ def wait_status(client, job_id: str, *statuses: str, guard_s: float = 600):
 
 
 # A stand-in for `tunelab train`: writes metrics.jsonl rows and complete checkpoints into the
-# job's run directory, one step every 0.05 s, then exits with the code asked for
+# job's run directory, one step every 0.05 s, then exits with the code asked for; Ctrl-C (SIGINT)
+# saves a checkpoint of the last finished step and exits 130
 FAKE_TRAINER = r"""
 import json, os, sys, time
 run, steps, code = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
-for step in range(1, steps + 1):
+def checkpoint(step):
+    ckpt = os.path.join(run, "checkpoints", f"checkpoint-{step}")
+    os.makedirs(ckpt, exist_ok=True)
+    open(os.path.join(ckpt, "tunelab-complete.json"), "w").write("{}")
+done = 0  # the last step finished
+try:
+  for step in range(1, steps + 1):
     time.sleep(0.05)
     with open(os.path.join(run, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": step, "time": time.time(), "loss": 1.0 / step, "mean_token_accuracy": 0.1 * step,
                             "num_input_tokens_seen": 10 * step}) + "\n")
+    done = step
     if step % 2 == 0:
-        ckpt = os.path.join(run, "checkpoints", f"checkpoint-{step}")
-        os.makedirs(ckpt, exist_ok=True)
-        open(os.path.join(ckpt, "tunelab-complete.json"), "w").write("{}")
+        checkpoint(step)
+except KeyboardInterrupt:  # as tunelab train: a checkpoint of the last finished step, exit 130
+    checkpoint(done)
+    sys.exit(130)
 sys.exit(code)
 """
 

@@ -18,7 +18,10 @@ EXAMPLES = 40  # per operation and mode
 # does not exist here, a model this server does not offer, a job in the wrong state for the
 # action, an uploaded file that is empty or nameless
 UNSCHEMABLE = {"invalid_training_file", "invalid_validation_file", "model_not_available", "invalid_state",
-               "empty_file", "invalid_file", "unsupported_method"}
+               "empty_file", "invalid_file", "unsupported_method",
+               # a grader (OpenAI's grader JSON) and reinforcement's hyperparameters are free-form objects
+               # in the schema; tunelab.graders and tunelab.jobs.methods check them
+               "invalid_grader", "invalid_reinforcement_method"}
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,10 @@ def test_the_openai_client_fine_tunes_follows_and_chats_with_a_local_model(tmp_p
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(long.id).data, "a checkpoint", guard_s=300)
         assert client.fine_tuning.jobs.pause(long.id).status == "pausing"
         wait_status(client, long.id, "paused")
+        # interrupted as by Ctrl-C, training saved a checkpoint of the step it had reached
+        last_step = max(e.data["step"] for e in client.fine_tuning.jobs.list_events(long.id, limit=1000).data
+                        if e.type == "metrics" and "train_loss" in e.data)
+        assert client.fine_tuning.jobs.checkpoints.list(long.id).data[0].step_number == last_step
         assert client.fine_tuning.jobs.resume(long.id).status == "queued"
         wait_status(client, long.id, "running")
         assert client.fine_tuning.jobs.cancel(long.id).status == "cancelled"

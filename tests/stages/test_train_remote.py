@@ -103,3 +103,24 @@ def test_provider_openai_trains_remotely_detaches_resumes_and_evaluates(tmp_path
     assert report["baselines"]["base"]["source"] == f"endpoint:{url}#tiny"  # the base, as the server serves it
     assert report["overfitting"] is not None  # the job's loss curves, from its metrics events
     print({"remote": {m: report["metrics"][m] for m in COMPARED}, "local": {m: local[m] for m in COMPARED}})
+
+
+@pytest.mark.slow
+def test_provider_openai_sends_preference_data_as_a_dpo_job(tmp_path, tiny_base):
+    """Preference records go as OpenAI's DPO lines, which the server's data stage accepts, with
+    train.dpo.beta as the job's beta."""
+    rows = [{"prompt": [r["messages"][0]], "chosen": r["messages"][1]["content"],
+             "rejected": r["messages"][0]["content"]} for r in make_task_examples(30, seed=2)]
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows[:24])
+    write_jsonl(tmp_path / "data" / "val.jsonl", rows[24:])
+    with jobs_server(jobs_config(tmp_path / "jobs", tiny_base)) as server:
+        url = f"{server.base_url}/v1"
+        tunelab("train", "--model", "tiny", "--data", tmp_path / "data", "--output", tmp_path / "dpo-run", "--epochs", "1",
+                "train.batch_size=4", "train.dpo.beta=0.3", "train.provider=openai", f"train.remote.base_url={url}",
+                "train.remote.poll_s=0.2", cwd=tmp_path)
+        run = RunDir(tmp_path / "dpo-run")
+        job = openai_client(server.base_url).fine_tuning.jobs.retrieve(run.remote["job_id"])
+    assert run.task == "dpo" and job.status == "succeeded" and job.method.type == "dpo"
+    assert job.method.dpo.hyperparameters.beta == 0.3
+    line = json.loads((tmp_path / "dpo-run" / "remote" / "training_file.jsonl").read_text().splitlines()[0])
+    assert set(line) == {"input", "preferred_output", "non_preferred_output"}

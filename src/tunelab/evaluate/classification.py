@@ -13,7 +13,7 @@ from tunelab.evaluate import calibration, fairness, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.endpoint import EndpointModel, is_endpoint
 from tunelab.evaluate.metrics import HEADLINE, METRIC_FUNCTIONS, classification_metrics, macro_f1, slice_metrics
-from tunelab.evaluate.predict import classify, load_classifier
+from tunelab.evaluate.predict import classify, load_classifier, load_predictor
 from tunelab.train.run_dir import RunDir
 
 BUILTIN_BASELINES = ("probe", "base")
@@ -37,12 +37,13 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
 
         def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
             return remote.classify(batch, labels)[:2]
-    else:
-        tuned, tokenizer, remote = *load_classifier(model), None
-        labels = [tuned.config.id2label[i] for i in range(tuned.config.num_labels)]
-
-        def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            return classify(tuned, tokenizer, batch, max_length=max_length)
+    else:  # a PyTorch classifier, or an ONNX export (no model: no gradients to explain with)
+        remote = None
+        predict, labels, tokenizer, tuned = load_predictor(model, max_length=max_length)
+        if tuned is None and settings.explain.examples:
+            raise TunelabError("explanations are computed with the PyTorch model's gradients, and this is an ONNX "
+                               "export", where=model, fix="evaluate the run it was exported from for explanations, "
+                                                          "or set eval.explain.examples=0")
     y_true = label_indices(records, labels, data_where)
 
     progress("scoring the tuned model")

@@ -18,13 +18,38 @@ def load_classifier(path: str):
 
 
 @torch.inference_mode()
-def classify(model, tokenizer, texts: list[str], *, batch_size: int = 64, max_length: int = 512,
-             prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """(predicted indices, softmax probabilities) for texts, in order."""
-    probabilities = []
+def classifier_logits(model, tokenizer, texts: list[str], *, batch_size: int = 64, max_length: int = 512,
+                      prefix: str = "") -> np.ndarray:
+    """Float32 logits, one row per text, in order (batches padded to their longest text)."""
+    rows = []
     for start in range(0, len(texts), batch_size):
         batch = [prefix + t for t in texts[start:start + batch_size]]
         encoded = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        probabilities.append(torch.softmax(model(**encoded).logits.double(), dim=-1).numpy())  # float64: sums to 1 for sklearn
-    stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, model.config.num_labels))
-    return stacked.argmax(axis=1), stacked
+        rows.append(model(**encoded).logits.float().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def classify(model, tokenizer, texts: list[str], *, batch_size: int = 64, max_length: int = 512,
+             prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(predicted indices, softmax probabilities) for texts, in order."""
+    logits = torch.from_numpy(classifier_logits(model, tokenizer, texts, batch_size=batch_size,
+                                                max_length=max_length, prefix=prefix))
+    probabilities = torch.softmax(logits.double(), dim=-1).numpy()  # float64: sums to 1 for sklearn
+    return probabilities.argmax(axis=1), probabilities
+
+
+def load_predictor(path: str, *, max_length: int):
+    """(predict, labels, tokenizer, model) of the classifier to evaluate: an ONNX export runs in
+    ONNX Runtime (model None: it has no gradients to explain predictions with), anything else is
+    loaded as a PyTorch classifier. predict(texts) -> (indices, probabilities)."""
+    from tunelab.train.run_dir import RunDir
+    if RunDir(path).export_format == "onnx":
+        from tunelab.export.onnx_runtime import OnnxClassifier
+        exported = OnnxClassifier.load(path)
+        return exported.predict, exported.labels, exported.tokenizer, None
+    model, tokenizer = load_classifier(path)
+
+    def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return classify(model, tokenizer, batch, max_length=max_length)
+
+    return predict, [model.config.id2label[i] for i in range(model.config.num_labels)], tokenizer, model

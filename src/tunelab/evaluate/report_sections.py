@@ -298,8 +298,16 @@ def timing_section(r: dict[str, Any]) -> Section | None:
 
 def meta_fields(r: dict[str, Any]) -> list[tuple[str, Any]]:
     fields = [("task", r.get("task")), ("model", r.get("model")), ("data", r.get("data")), ("device", r.get("device")),
-              ("test examples", format_value((r.get("metrics") or {}).get("examples")))]
+              ("test examples", format_value((r.get("metrics") or {}).get("examples"))), ("export", _export(r))]
     return [(name, value) for name, value in fields if value not in (None, "n/a")]
+
+
+def _export(r: dict[str, Any]) -> str | None:
+    export = r.get("export")
+    if not export:
+        return None
+    kind = f"{export['format']}{' int8' if export.get('int8') else ''}"
+    return f"{kind} export of {export['source_run']} (compared with it below)"
 
 
 def _metric_columns(systems, exclude=("examples", "source")) -> list[str]:

@@ -42,16 +42,19 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     model = cfg.model
     if is_endpoint(model):  # a model behind an endpoint and no run directory: the data must be given
         parse_endpoint(model)
-        run = RunDir(model)  # names no directory, so it answers as a model directory with nothing to say
+        run = exported = RunDir(model)  # names no directory, so it answers as a model directory with nothing to say
         out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("eval") / _file_name(parse_endpoint(model).model)
     else:
-        run = RunDir.open(model)
-        out_dir = Path(cfg.out_dir) if cfg.out_dir else run.path / "eval"
+        exported = RunDir.open(model)
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else exported.path / "eval"
+        run = trained_run(exported, cfg.data)
         model = run.endpoint or model  # a run trained remotely answers from its endpoint
     data, records = test_records(run, cfg.data)
     task = "classification" if "text" in records[0] else "rft" if _is_prompt(records[0]) else "generative"
-    common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(cfg.baselines), settings=cfg,
-                  data_where=data, progress=progress)
+    # an export is compared with the run it came from: the report shows what exporting changed
+    source = [str(run.path)] if run is not exported else []
+    common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(source + cfg.baselines),
+                  settings=cfg, data_where=data, progress=progress)
     if task == "classification":
         section = classification.evaluate(model, records, run, **common)
     else:
@@ -68,6 +71,8 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     tokens_per_request = section.pop("tokens_per_request")
     report = {"task": task, "model": model, "data": str(data), "device": device_description(),
               "labels": section.pop("labels", None), **section}
+    report["export"] = ({"format": exported.export_format, "int8": bool(exported.manifest.get("int8")),
+                         "source_run": str(exported.source_run.path)} if exported.source_run else None)
     report.setdefault("forgetting", None)
     report.setdefault("reward", None)
     report.setdefault("explanations", None)  # classification runs with eval.explain.examples only
@@ -88,6 +93,22 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
 
 def _file_name(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "endpoint"
+
+
+def trained_run(model: RunDir, data: str | None) -> RunDir:
+    """The run whose test split, prefixes, training data and base model an evaluation of `model`
+    uses: for an export (`tunelab export`), the run it was made from, so the export is evaluated
+    as that run is; else `model` itself."""
+    source = model.source_run
+    if source is None:
+        return model
+    if not source.path.is_dir():
+        if data:  # the export carries its labels, prefixes and truncation length
+            return model
+        raise TunelabError(f"the run this export was made from is no longer at {source.path}, and its test split "
+                           "is found through it", where=str(model.path),
+                           fix="pass --data with a test JSONL or a prepared directory")
+    return source
 
 
 def baseline_names(names: list[str]) -> list[str]:

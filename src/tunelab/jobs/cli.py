@@ -8,7 +8,7 @@ import typer
 
 from tunelab.config import field_description, load_config
 
-app = typer.Typer(help="A self-hosted fine-tuning service with OpenAI's fine-tuning API.\n\n"
+app = typer.Typer(help="OpenAI's fine-tuning API, served from your own machine.\n\n"
                   "Upload files, create jobs, follow their events and chat with the fine-tuned models, "
                   "with the official openai client pointed at this server.", no_args_is_help=True)
 

@@ -46,6 +46,15 @@ class LocalProcess:
     def poll(self) -> int | None:
         return self.process.poll()
 
+    def interrupt(self) -> None:
+        """SIGINT to the command itself, as Ctrl-C: `tunelab train` finishes its step, saves a
+        checkpoint and exits (the worker's pause; optional beside the Execution protocol)."""
+        if self.process.poll() is None:
+            try:
+                os.kill(self.process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
     def terminate(self) -> None:
         """SIGTERM to the whole group (the trainer and anything it started), SIGKILL to what is
         left after the grace period."""

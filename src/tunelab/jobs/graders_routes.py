@@ -26,8 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from tunelab.errors import TunelabError
 from tunelab.graders import GraderRuntime, load_grader, run_grader, validate_grader
 from tunelab.serve.errors import ApiError
+from tunelab.serve.schemas import ErrorResponse
 
 PREFIX = "/v1/fine_tuning/alpha/graders"
+ERRORS = {400: {"model": ErrorResponse, "description": "An invalid (or, python, disallowed) grader, or a body that "
+                                                       "does not fit: error.param names the field."}}
 
 
 class Strict(BaseModel):
@@ -61,7 +64,7 @@ def graders_router(*, allow_python: bool = False, python_timeout_s: float = 10.0
     """The two routes, sharing one GraderRuntime (it keeps the sentence encoder of cosine
     similarity loaded and python graders' workers alive); grading is one at a time, as the
     runtime is not shared between threads."""
-    router = APIRouter(prefix=PREFIX, tags=["graders"])
+    router = APIRouter(prefix=PREFIX, tags=["graders"], responses=ERRORS)
     runtime = GraderRuntime(allow_python=allow_python, python_timeout_s=python_timeout_s,
                             base_url=score_model_base_url)
     lock = threading.Lock()

@@ -40,7 +40,7 @@ class MethodError(Exception):
     """A method this server cannot take: a 400 with `param` naming the field (the attributes of
     spec.JobRequestError)."""
 
-    def __init__(self, message: str, param: str, code: str = "invalid_request"):
+    def __init__(self, message: str, param: str, code: str = "invalid_reinforcement_method"):
         super().__init__(message)
         self.message, self.param, self.code = message, param, code
 
@@ -59,7 +59,10 @@ def reinforcement_method(section: dict[str, Any] | None, *, allow_python: bool =
         GraderRuntime(allow_python=allow_python).check_allowed(grader)
     except TunelabError as exc:
         raise MethodError(str(exc), f"{PARAM}.grader", code="invalid_grader") from None
-    hyper = {key: "auto" for key in REINFORCEMENT_KEYS} | dict(section.get("hyperparameters") or {})
+    given = section.get("hyperparameters") or {}
+    if not isinstance(given, dict):
+        raise MethodError("method.reinforcement.hyperparameters must be an object", f"{PARAM}.hyperparameters")
+    hyper = {key: "auto" for key in REINFORCEMENT_KEYS} | given
     for key, value in hyper.items():
         _check(key, value)
     return {"type": "reinforcement", "reinforcement": {"grader": grader.spec, "hyperparameters": hyper}}

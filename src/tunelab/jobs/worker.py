@@ -11,8 +11,8 @@ succeeded         the fine-tuned model is registered with the server's model poo
 failed            a non-zero exit of training (the process's own error sentence, or the signal
                   that killed it); other jobs and the server carry on
 cancelled         the process is stopped (SIGTERM, then SIGKILL); its checkpoints stay on disk
-pausing / paused  the process is stopped like a cancel, its checkpoints kept; resume queues the
-                  job again and training continues from the last complete checkpoint
+pausing / paused  the process is interrupted as Ctrl-C would (it saves a checkpoint and stops);
+                  resume queues the job again and training continues from that checkpoint
 
 Everything lives in the store, so a restarted server finds its jobs: one that was running is
 queued again and resumes from its last checkpoint (a process the old server left behind is
@@ -55,6 +55,7 @@ class Running:
     total_steps: int | None
     last_metrics: dict | None = None  # the final evaluation is logged twice (last step, then the run's end)
     first_logged: tuple[float, int] | None = None  # (time, step) of this process's first logged row: the pace
+    pause_asked: float | None = None  # monotonic time the process was asked to checkpoint and stop
 
 
 def job_dir(root: Path, job_id: str) -> Path:
@@ -243,17 +244,21 @@ class Worker:
     def _watch(self, running: Running) -> None:
         job = self.store.job(running.job_id)
         self._ingest(job, running)
-        if job["status"] in ("cancelled", "pausing"):
+        if job["status"] == "cancelled":
             running.execution.terminate()
             del self.running[running.job_id]
             self._ingest(job, running)
-            if job["status"] == "cancelled":
-                self.store.update_job(job["id"], pid=None)
-                self.store.add_event(job["id"], "Job cancelled; its checkpoints are kept")
-            else:
-                self.store.update_job(job["id"], status="paused", resume=1, pid=None, estimated_finish=None,
-                                      only_if_status=("pausing",))
-                self.store.add_event(job["id"], "Job paused; resume continues from its last checkpoint")
+            self.store.update_job(job["id"], pid=None)
+            self.store.add_event(job["id"], "Job cancelled; its checkpoints are kept")
+            return
+        if job["status"] == "pausing" and not self._paused(running):
+            return
+        if job["status"] == "pausing":
+            del self.running[running.job_id]
+            self._ingest(job, running)
+            self.store.update_job(job["id"], status="paused", resume=1, pid=None, estimated_finish=None,
+                                  only_if_status=("pausing",))
+            self.store.add_event(job["id"], "Job paused; resume continues from its last checkpoint")
             return
         code = running.execution.poll()
         if code is None:
@@ -274,6 +279,22 @@ class Worker:
             self.store.add_event(job["id"], "Evaluation against the base failed: "
                                  + progress.failure_reason(directory / "eval.log", code), level="warn")
         self._succeed(job)
+
+    def _paused(self, running: Running) -> bool:
+        """Whether a pausing job's process has stopped. It is first interrupted as Ctrl-C would
+        (`tunelab train` finishes its step, saves a checkpoint and exits), so a resumed job loses
+        no step; one still running after jobs.pause_grace_s, or an execution that cannot be
+        interrupted, is stopped like a cancel (resuming from its last checkpoint)."""
+        if running.pause_asked is None:
+            running.pause_asked = time.monotonic()
+            interrupt = getattr(running.execution, "interrupt", None)
+            if interrupt is None:
+                running.execution.terminate()
+            else:
+                interrupt()
+        elif running.execution.poll() is None and time.monotonic() - running.pause_asked > self.cfg.pause_grace_s:
+            running.execution.terminate()
+        return running.execution.poll() is not None
 
     def _ingest(self, job: dict, running: Running) -> None:
         run_dir = run_dir_of(self.root, job["id"])

@@ -5,8 +5,8 @@
 The export is opened by the export package's own loader (`tunelab.export.onnx_runtime.
 OnnxClassifier`: the session, tokenizer, labels and truncation `tunelab eval` scored the export
 with), so a served answer is the answer the export's evaluation counted. Task prefixes are the
-handlers' concern, as for every backend: texts arrive here prefixed, so they go to the loader's
-`predict` (which adds none), not to its `classify` (which would add the prefix a second time).
+handlers' concern, as for every backend: texts arrive here prefixed, and the loader's `predict`
+adds none.
 
 Generative ONNX exports are not served, nor explanations (`explain: true` needs the PyTorch
 model's gradients): a sentence says so and names the way that works.
@@ -23,11 +23,9 @@ from tunelab.train.run_dir import RunDir
 
 
 def onnx_export_task(export_dir: str | Path) -> str | None:
-    """The task of an ONNX export directory, or None when it is not one (the one place this
-    module reads an export's manifest; RunDir's export fields replace it once they are on main)."""
+    """The task of an ONNX export directory, or None when it is not one."""
     run = RunDir.open(export_dir)
-    manifest = run.manifest
-    if manifest.get("stage") != "export" or manifest.get("format") != "onnx":
+    if run.export_format != "onnx":
         return None
     return CLASSIFICATION if run.is_classifier else run.task
 
@@ -59,12 +57,7 @@ class OnnxClassifierBackend(ClassifierText):
             raise TunelabError("serve.engine onnx serves classifier exports; generative ONNX exports are not served",
                                where=str(export_dir),
                                fix="serve the run it was exported from with serve.engine=transformers")
-        try:
-            from tunelab.export.onnx_runtime import OnnxClassifier
-        except ImportError:
-            raise TunelabError("serve.engine onnx needs tunelab's ONNX export support (tunelab.export.onnx_runtime), "
-                               "which this installation lacks", fix="install a tunelab with `tunelab export "
-                                                                    "--format onnx`") from None
+        from tunelab.export.onnx_runtime import OnnxClassifier  # says so when onnxruntime is not installed
         return cls(OnnxClassifier.load(export_dir))
 
     def classify(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:

@@ -90,7 +90,8 @@ def run(cfg, *, interactive: bool | None = None) -> RemoteResult:
             model=tc.model, training_file=files["training_file"], validation_file=files.get("validation_file"),
             suffix=job_suffix(tc, run_dir.resolve().name), seed=tc.seed, method=method,
             metadata={"tunelab_run": run_dir.resolve().name}), base_url)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a new job: its own curves
+    # following reads every event from the first, so the curves are written afresh (a resumed follow too)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     def record(job, interrupted: bool) -> None:
         remote = {"provider": "openai", "base_url": base_url, "job_id": job.id, "status": job.status,

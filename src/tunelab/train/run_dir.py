@@ -194,8 +194,9 @@ class RunDir:
 
     @property
     def max_length(self) -> int:
-        """Inputs longer than this were truncated in training: later stages truncate alike."""
-        return int(self.train_config.get("max_length") or 512)
+        """Inputs longer than this were truncated in training: later stages truncate alike (an
+        export records its run's in its manifest)."""
+        return int(self.manifest.get("max_length") or self.train_config.get("max_length") or 512)
 
     @property
     def training_seconds(self) -> float | None:
@@ -212,6 +213,36 @@ class RunDir:
         digest = self.manifest_sha256
         digest = digest[:8] if digest else "unversioned"
         return f"{self.path.resolve().name}-{digest}"
+
+    def missing_model_files(self) -> list[str]:
+        """What this directory lacks to be loaded as a model: config.json and weights (or an
+        adapter's config and weights), and a tokenizer; [] when nothing is missing."""
+        names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        if self.is_adapter:
+            wanted = {"adapter weights (adapter_model.safetensors)": {"adapter_model.safetensors", "adapter_model.bin"}}
+        else:
+            wanted = {"config.json": {"config.json"},
+                      "model weights (model.safetensors)": {"model.safetensors", "model.safetensors.index.json",
+                                                            "pytorch_model.bin", "pytorch_model.bin.index.json"}}
+        wanted["a tokenizer (tokenizer.json or tokenizer_config.json)"] = {"tokenizer.json", "tokenizer_config.json"}
+        return [what for what, files in wanted.items() if not files & names]
+
+    # an export of it (`tunelab export`)
+
+    @property
+    def export_format(self) -> str | None:
+        """"onnx" or "gguf" for a directory `tunelab export --format` wrote, "merged" for a merged
+        adapter, None for anything else."""
+        if self.manifest.get("stage") != "export":
+            return None
+        return self.manifest.get("format") or "merged"
+
+    @property
+    def source_run(self) -> "RunDir | None":
+        """The run an export was made from (its test split, training data and baselines), or
+        None when this directory is no export."""
+        source = self.manifest.get("source_run") if self.export_format else None
+        return RunDir(source) if source else None
 
     # its data
 

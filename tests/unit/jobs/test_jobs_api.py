@@ -143,7 +143,7 @@ def test_jobs_queue_one_at_a_time_and_cancel_stops_the_process_keeping_checkpoin
             client.fine_tuning.jobs.cancel(first.id)
 
 
-def test_pause_stops_the_job_and_resume_continues_from_its_last_checkpoint(tmp_path, tiny_base):
+def test_pause_checkpoints_and_stops_the_job_and_resume_continues_from_that_checkpoint(tmp_path, tiny_base):
     executor = FakeTrainerExecutor(steps=400)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base), executor) as live:
         client = openai_client(live.base_url)
@@ -153,6 +153,10 @@ def test_pause_stops_the_job_and_resume_continues_from_its_last_checkpoint(tmp_p
         wait_until(lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data, "a checkpoint")
         assert client.fine_tuning.jobs.pause(job.id).status in ("pausing", "paused")
         wait_status(client, job.id, "paused")
+        # the trainer was interrupted as by Ctrl-C: it saved a checkpoint of the step it had reached
+        last_step = max(e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=1000).data
+                        if e.type == "metrics")
+        assert client.fine_tuning.jobs.checkpoints.list(job.id).data[0].step_number == last_step
         with pytest.raises(openai.BadRequestError):
             client.fine_tuning.jobs.pause(job.id)
         executor.steps = 2

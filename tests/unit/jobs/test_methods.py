@@ -34,6 +34,7 @@ def test_requested_reinforcement_keeps_the_grader_and_auto():
     ({"grader": EXACT, "hyperparameters": {"eval_samples": 4}}, "method.reinforcement.hyperparameters.eval_samples"),
     ({"grader": EXACT, "hyperparameters": {"beta": 0.1}}, "method.reinforcement.hyperparameters.beta"),
     ({"grader": EXACT, "extra": 1}, "method.reinforcement.extra"),
+    ({"grader": EXACT, "hyperparameters": [1, 2]}, "method.reinforcement.hyperparameters"),
 ])
 def test_bad_reinforcement_requests_name_the_field(section, param):
     with pytest.raises(MethodError) as caught:

@@ -6,12 +6,10 @@ refused in one sentence.
 The export directory is written here with torch.onnx and laid out as `tunelab export --format
 onnx` lays it out (model.onnx, the tokenizer, manifest.json with stage, format, model_file,
 task, labels, task_prefixes, max_length). The backend opens it with the export package's loader
-(`tunelab.export.onnx_runtime.OnnxClassifier`); where that package is not installed yet, the
-backend is given `SessionClassifier`, this file's stand-in with the loader's interface."""
+(`tunelab.export.onnx_runtime.OnnxClassifier`)."""
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from serve_helpers import LABELS, PREFIX, serve_config, wait_ready
@@ -20,17 +18,6 @@ from tunelab.serve.onnx_backend import OnnxClassifierBackend
 from tunelab.serve.service import load_backend
 
 TEXTS = ["great stuff", "awful, just awful", "it is fine I guess", "x"]
-
-
-def loader_installed() -> bool:
-    try:
-        import tunelab.export.onnx_runtime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-HAS_LOADER = loader_installed()
 
 
 def export_dir(run, out, *, task: str):
@@ -65,39 +52,13 @@ def export_dir(run, out, *, task: str):
     return out
 
 
-class SessionClassifier:
-    """The interface the backend uses of the export's OnnxClassifier (tokenizer, labels,
-    max_length, predict without a prefix), on an ONNX Runtime session, for when the export
-    package is not installed."""
-
-    def __init__(self, directory):
-        import onnxruntime as ort
-        from transformers import AutoTokenizer
-        manifest = json.loads((directory / "manifest.json").read_text())
-        self.session = ort.InferenceSession(str(directory / manifest["model_file"]), providers=["CPUExecutionProvider"])
-        self.tokenizer = AutoTokenizer.from_pretrained(directory)
-        self.labels, self.max_length = manifest["labels"], manifest["max_length"]
-
-    def predict(self, texts, *, batch_size=64):
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
-        names = [i.name for i in self.session.get_inputs()]
-        logits = self.session.run(None, {n: encoded[n].astype(np.int64) for n in names})[0].astype(np.float64)
-        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-        probabilities /= probabilities.sum(-1, keepdims=True)
-        return probabilities.argmax(1), probabilities
-
-
 @pytest.fixture(scope="module")
 def onnx_export(tiny_classifier_run, tmp_path_factory):
     return export_dir(tiny_classifier_run, tmp_path_factory.mktemp("onnx") / "export", task="classification")
 
 
 def onnx_backend(directory) -> OnnxClassifierBackend:
-    if HAS_LOADER:
-        return load_backend(directory, engine="onnx")
-    with pytest.raises(TunelabError, match="needs tunelab's ONNX export support"):
-        load_backend(directory, engine="onnx")
-    return OnnxClassifierBackend(SessionClassifier(directory))
+    return load_backend(directory, engine="onnx")
 
 
 def test_the_onnx_backend_answers_as_the_pytorch_classifier_it_was_exported_from(onnx_export, tiny_classifier_run):
