@@ -121,8 +121,9 @@ def test_the_whole_loop_on_a_real_shift(tmp_path):
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # its log to a file: a pipe nobody reads fills up and blocks the server's next log line
     server = subprocess.Popen([TUNELAB, "serve", "loop.yaml", "--port", str(port)], cwd=tmp_path, env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT, text=True)
     try:
         wait_ready(base, server, timeout=300)
         answers = asyncio.run(classify_all(base, [r["text"] for r in first]))

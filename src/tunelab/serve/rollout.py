@@ -65,7 +65,7 @@ class Rollout:
         self.canary_share = 0.0
         # a shadow batch starts only while the live batcher is idle: under sustained load the live
         # model keeps the CPU, and the shadow's queue fills and drops copies instead. (Not a
-        # low-priority thread besides: a starved thread holding the GIL stalls the event loop.)
+        # low-priority thread besides: one starved while holding the GIL would stall the event loop.)
         self.batcher = DynamicBatcher(process, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
                                       max_queue=cfg.shadow_max_queue, after=live_batcher)
         self._copies: set[asyncio.Task] = set()
