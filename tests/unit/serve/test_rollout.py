@@ -7,8 +7,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from serve_helpers import (PREFIX, live_server, other_classifier_run, serve_config,  # noqa: F401
-                           tiny_classifier_run, wait_until)
+from serve_helpers import PREFIX, live_server, serve_config, wait_until
 from tunelab.errors import TunelabError
 from tunelab.monitor.compare import compare
 from tunelab.serve.predlog import read_feedback, read_predictions
