@@ -176,7 +176,9 @@ def switch_shadow(registry_path: Path, base: str, version: str | None, prompt: s
         time.sleep(1.5)  # longer than the server's registry poll
         before = shadow_copies(base)
         httpx2.post(f"{base}/v1/chat/completions", json=body(prompt, max_tokens), timeout=60).raise_for_status()
-        time.sleep(0.5)
+        answered = time.monotonic() + 5  # the copy's own generation, nothing else being served
+        while time.monotonic() < answered and shadow_copies(base) == before:
+            time.sleep(0.1)
         if (shadow_copies(base) > before) == (version is not None):
             return
     raise SystemExit(f"the server did not turn the shadow {'on' if version else 'off'}")
@@ -200,7 +202,8 @@ def shadow_rounds(model: Path, candidate: Path, work: Path, prompts: list[str], 
                 answers, latencies, wall = asyncio.run(load(base, prompts, args.max_tokens, 8, args.timeout))
                 before = results[name]
                 results[name] = (before[0] + answers, before[1] + latencies, before[2] + wall)
-        print(f"shadow copies: {shadow_copies(base):.0f} answered, {shadow_copies(base, 'dropped'):.0f} dropped "
+        print(f"shadow copies: {shadow_copies(base):.0f} answered, {shadow_copies(base, 'preempted'):.0f} "
+              f"preempted (stopped when live work arrived), {shadow_copies(base, 'dropped'):.0f} dropped "
               f"(its queue full while the live model kept the CPU), the rest still queued, of "
               f"{args.rounds * len(prompts)} requests with the shadow on (metrics)")
     finally:
