@@ -8,9 +8,9 @@ identical answers; (4) with a shadow version on (tunelab models shadow: a copy o
 answered after the live answer is sent, on its own queue and model thread), the live p50 latency
 at 8 clients is within 10% of the same server's with the shadow off (p50 on / p50 off <= 1.10),
 and the live answers are the same. (The shadow yields: its batches start only while the live
-batcher is idle, so under sustained load it answers a sample of the copies and drops the rest;
-the benchmark prints how many. Measured 2026-12-02 on 2 shared cores at load 7-12: 0.983,
-1.204 and 1.151 in three runs: not met reliably there; docs/loop.md has the figures.)
+batcher is idle and its generations stop when live work arrives, so under sustained load it
+answers a sample of the copies; the benchmark prints how many were answered, preempted and
+dropped. Measured 2026-12-02 on 2 shared cores: 1.095 and 1.008; docs/loop.md has the figures.)
 
 All servers are `tunelab serve` processes on 127.0.0.1 serving the same tiny Llama (tests/
 tiny_models.py, built here, no download), on CPU; only serve.max_batch_size/max_wait_ms differ
