@@ -21,7 +21,7 @@ def rows() -> list:
     good = [{"text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 40))) + f" {i}",
              "label": ("pos", "neg", EVIL)[i % 3]} for i in range(150)]
     return good + [good[0], {"text": "write to jane.roe@example.org", "label": "pos"}, {"text": 7, "label": "neg"},
-                   '{"text": "cut off']
+                   b'{"text": "cut off']  # a line cut short
 
 
 def test_data_report_renders_in_chromium_with_its_tables_and_charts(browser, tmp_path):

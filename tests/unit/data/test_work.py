@@ -17,7 +17,7 @@ from tunelab.data.work import Shard, process_shard
 
 LINES = [
     {"messages": [{"role": "user", "content": "Where is my  order?"}, {"role": "assistant", "content": "On its way."}]},
-    '{"messages": [',
+    b'{"messages": [',
     {"messages": [{"role": "user", "content": "Mail me"}, {"role": "assistant", "content": "at a.b@example.com"}],
      "meta": {"group": "g1", "id": "theirs"}},
     {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}]},
