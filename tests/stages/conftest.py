@@ -25,6 +25,16 @@ SHAPES = ("svg", "rect", "path", "circle", "line")
 WHITE = (255, 255, 255)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test in tests/stages runs tunelab commands end to end (processes, models, servers):
+    all of them are `slow`, so `pytest -m "not slow"` is the unit tests' fast loop."""
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).parent == here:
+            item.add_marker(pytest.mark.slow)
+
+
+
 class PageOutline(HTMLParser):
     """What the rendered DOM holds: its text, each table's rows of cell texts (by the id of the
     section around it), the shapes inside each figure's <svg>, every <img> source and every

@@ -92,6 +92,7 @@ def pytorch_predictions(run: Path, texts: list[str]):
     return classify(model, tokenizer, texts, max_length=32)
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 def test_the_float32_export_answers_as_the_run_and_says_so_in_its_manifest(full_run, fp32_export, workspace):
     out, result = fp32_export
     manifest = json.loads((out / "manifest.json").read_text())
@@ -142,6 +143,7 @@ def test_int8_quantises_the_weights_and_is_held_to_its_thresholds(full_run, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]  # no partial directory left beside it
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 def test_a_failed_float32_check_writes_nothing_and_keeps_an_earlier_export(full_run, fp32_export):
     out, _ = fp32_export
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}

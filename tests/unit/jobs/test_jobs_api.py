@@ -230,6 +230,7 @@ def test_with_api_keys_every_route_needs_one_the_served_models_too(tmp_path, tin
         assert [m.id for m in client.models.list().data] == ["tiny"]
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 def test_without_keys_the_server_refuses_a_public_address(tmp_path):
     from cli_helpers import tunelab
     proc = tunelab("jobs", "serve", "--host", "0.0.0.0", "--jobs-dir", tmp_path / "jobs", check=False, timeout=120)

@@ -36,6 +36,7 @@ def test_short_keys_are_warned_about_and_the_environment_adds_keys(monkeypatch, 
     assert "1 API key is shorter than 16 characters" in caplog.text
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 def test_serve_with_an_empty_key_exits_2_in_one_sentence_even_on_an_open_address(tmp_path):
     proc = tunelab("serve", tmp_path, "--host", "0.0.0.0", "serve.api_keys=['']", check=False, cwd=tmp_path,
                    timeout=120)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx2
+import pytest
 
 from serve_helpers import live_server, serve_config
 from tunelab.serve.predlog import read_feedback
@@ -40,6 +41,7 @@ async def classify_then_rate(base: str, count: int, concurrency: int) -> dict[st
     return sent
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 def test_1000_feedback_posts_concurrent_with_1000_requests_are_all_stored_and_joined(tiny_classifier_run, tmp_path):
     cfg = serve_config(tiny_classifier_run, tmp_path, api_keys=[KEY], cache_size=0)
     with live_server(cfg) as server:

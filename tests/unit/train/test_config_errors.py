@@ -147,6 +147,7 @@ def test_config_error_through_the_cli(model, data, settings, fragments, make, tm
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 @pytest.mark.parametrize("model, data, settings, fragments",
                          [p for p in PARAMS if p.id in ("unknown key", "lora target not in model",
                                                         "empty train.jsonl")])

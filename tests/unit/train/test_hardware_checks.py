@@ -48,6 +48,7 @@ def test_gpu_only_settings_fail_before_weights_load(setting, expected, cpu_only,
     assert not (tmp_path / "run").exists()  # nothing written either
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 def test_qlora_on_cpu_from_the_command_line_is_one_line_and_exit_code_2(tiny_llama_dir, chat_jsonl, tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "tunelab.cli", "train", "--model", str(tiny_llama_dir),

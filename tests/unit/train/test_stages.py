@@ -85,6 +85,7 @@ def interrupt_stage(monkeypatch, stage_index: int):
     monkeypatch.setattr(run_module, "build_trainer", build)
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 def test_resume_skips_finished_stages_and_continues_the_interrupted_one(tiny_llama, tmp_path, stage_data,
                                                                          spy_stages, monkeypatch):
     uninterrupted = run_module.run(staged(tiny_llama, tmp_path / "whole", stage_data))

@@ -43,6 +43,7 @@ def runs_in(store: Path) -> list:
     return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
 
 
+@pytest.mark.slow  # starts a process of its own (seconds)
 def test_mlflow_default_store_is_sqlite_in_the_working_directory_and_a_second_run_keeps_to_its_own(
         tiny_llama, data, tmp_path):
     import mlflow
