@@ -151,7 +151,6 @@ def test_a_failed_float32_check_writes_nothing_and_keeps_an_earlier_export(full_
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
-@pytest.mark.slow
 def test_an_adapter_run_is_merged_and_checked_before_it_is_exported(workspace, tmp_path):
     adapter = train_run(workspace, "lora-run", "lora")
     result = onnx_export.run(adapter, out_dir=tmp_path / "onnx")
