@@ -4,7 +4,12 @@ request answered from the response cache takes under 5 ms at p99, measured at th
 loopback; (3) with 8 LoRA adapters of the served base and 32 clients whose requests interleave
 the adapters, batches that mix adapters (PEFT's mixed-adapter batches, serve.mix_adapters=true)
 answer >= 2x faster than batches of one adapter at a time (serve.mix_adapters=false), with
-identical answers.
+identical answers; (4) with a shadow version on (tunelab models shadow: a copy of each request
+answered after the live answer is sent, on its own queue and model thread), the live p50 latency
+at 8 clients is within 10% of the same server's with the shadow off (p50 on / p50 off <= 1.10),
+and the live answers are the same. (The shadow yields: its batches start only while the live
+batcher is idle, so under sustained load it answers a sample of the copies and drops the rest;
+the benchmark prints how many.)
 
 All servers are `tunelab serve` processes on 127.0.0.1 serving the same tiny Llama (tests/
 tiny_models.py, built here, no download), on CPU; only serve.max_batch_size/max_wait_ms differ
@@ -14,6 +19,9 @@ serve.adapters and loaded before the clients start). The response cache is off f
 throughput runs (every prompt is distinct anyway). The load average is printed before and after:
 the machine may be shared. Clients: 32 asyncio tasks sharing one HTTP client, each sending its
 share of the requests back to back. Bounded: --requests requests per server, --timeout seconds each.
+For (4) one server runs throughout with a registry of two versions (the tiny Llama live, another
+seed of it as the candidate); rounds alternate shadow off and on (switched through the registry
+while it serves, as `tunelab models shadow` does), so load on a shared machine falls on both alike.
 Run: python benchmarks/bench_serve.py [--requests N] [--concurrency C] [--max-tokens T] [--part P]
 """
 from __future__ import annotations
@@ -149,6 +157,57 @@ def model_calls(model: Path, adapters: dict[str, Path], prompts: list[str], mode
     return timed
 
 
+def shadow_copies(base: str, outcome: str = "answered") -> float:
+    """Copies the shadow has answered (or dropped: its queue was full) so far (the server's /metrics)."""
+    for line in httpx2.get(f"{base}/metrics", timeout=30).text.splitlines():
+        if line.startswith(f'tunelab_shadow_requests_total{{outcome="{outcome}"}}'):
+            return float(line.split()[1])
+    return 0.0
+
+
+def switch_shadow(registry_path: Path, base: str, version: str | None, prompt: str, max_tokens: int) -> None:
+    """Turn the shadow on or off in the registry and wait until the server acts on it: a request's
+    copy is answered (on), or a request gets no copy (off)."""
+    from tunelab.serve.registry import Registry
+    Registry(registry_path).set_shadow(version)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(1.5)  # longer than the server's registry poll
+        before = shadow_copies(base)
+        httpx2.post(f"{base}/v1/chat/completions", json=body(prompt, max_tokens), timeout=60).raise_for_status()
+        time.sleep(0.5)
+        if (shadow_copies(base) > before) == (version is not None):
+            return
+    raise SystemExit(f"the server did not turn the shadow {'on' if version else 'off'}")
+
+
+def shadow_rounds(model: Path, candidate: Path, work: Path, prompts: list[str], args) -> dict:
+    """{"shadow off" | "shadow on": (answers, latencies, wall)} over alternating rounds of one
+    server at 8 clients."""
+    from tunelab.serve.registry import Registry
+    registry_path = work / "shadow-registry.json"
+    Registry(registry_path).register(model)
+    Registry(registry_path).register(candidate)
+    server, base = start_server(model, work, ["serve.max_batch_size=8", "serve.max_wait_ms=5", "serve.cache_size=0",
+                                              f"serve.registry={registry_path}", "serve.registry_poll_s=0.5"])
+    results = {"shadow off": ([], [], 0.0), "shadow on": ([], [], 0.0)}
+    try:
+        asyncio.run(load(base, prompts[:8], args.max_tokens, 8, args.timeout))
+        for _ in range(args.rounds):
+            for name, version in (("shadow off", None), ("shadow on", "v2")):
+                switch_shadow(registry_path, base, version, prompts[0], args.max_tokens)
+                answers, latencies, wall = asyncio.run(load(base, prompts, args.max_tokens, 8, args.timeout))
+                before = results[name]
+                results[name] = (before[0] + answers, before[1] + latencies, before[2] + wall)
+        print(f"shadow copies: {shadow_copies(base):.0f} answered, {shadow_copies(base, 'dropped'):.0f} dropped "
+              f"(its queue full while the live model kept the CPU), the rest still queued, of "
+              f"{args.rounds * len(prompts)} requests with the shadow on (metrics)")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return results
+
+
 def report(results: dict, requests: int) -> None:
     for name, (_, latencies, wall) in results.items():
         p50, p99 = percentiles(latencies)
@@ -162,8 +221,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--cache-requests", type=int, default=500)
     parser.add_argument("--timeout", type=float, default=300, help="Most seconds one load run may take.")
-    parser.add_argument("--part", choices=["all", "batching", "adapters"], default="all",
-                        help="batching: claims 1 and 2; adapters: claim 3.")
+    parser.add_argument("--part", choices=["all", "batching", "adapters", "shadow"], default="all",
+                        help="batching: claims 1 and 2; adapters: claim 3; shadow: claim 4.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating shadow off/on rounds (claim 4).")
     args = parser.parse_args()
     rng = random.Random(0)
     prompts = ["".join(rng.choices(string.ascii_lowercase + " ", k=rng.randint(5, 60))) for _ in range(args.requests)]
@@ -217,6 +277,21 @@ def main() -> int:
             ok = ratio >= 2 and identical
             print(f"{'PASS' if ok else 'FAIL'}: mixed-adapter batches >= 2x one adapter per batch with identical "
                   "answers")
+            passed &= ok
+        if args.part in ("all", "shadow"):
+            from tiny_models import build_tiny_llama
+            from transformers import AutoTokenizer
+            candidate = build_tiny_llama(work / "candidate", AutoTokenizer.from_pretrained(model), hidden=64, layers=2,
+                                         heads=4, max_positions=256, seed=5, tied=False)
+            results = shadow_rounds(model, candidate, work, prompts, args)
+            report({f"{name} (8 clients)": (a, l, w / args.rounds) for name, (a, l, w) in results.items()},
+                   args.requests)
+            (off_answers, off_latencies, _), (on_answers, on_latencies, _) = results["shadow off"], results["shadow on"]
+            ratio = percentiles(on_latencies)[0] / percentiles(off_latencies)[0]
+            identical = on_answers == off_answers
+            print(f"live p50 with the shadow on / off: {ratio:.3f}; identical live answers: {identical}")
+            ok = ratio <= 1.10 and identical
+            print(f"{'PASS' if ok else 'FAIL'}: live p50 at 8 clients with a shadow within 10% of without, same answers")
             passed &= ok
     load_after = os.getloadavg()
     print(f"load average (1, 5, 15 min): before {', '.join(f'{x:.1f}' for x in load_before)}; "

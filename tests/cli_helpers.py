@@ -3,7 +3,7 @@
 - `tunelab(...)`: the installed console script in a subprocess, as a user runs it (end-to-end tests).
 - `tunelab_in_process(...)`: `tunelab.cli.main` in this process, for the many fast cases of one
   command (argument and config errors), with its exit code and captured output.
-- `write_jsonl(path, rows)`: dicts as JSON lines; str/bytes rows written verbatim (broken lines).
+- `write_jsonl(path, rows)`: each row as a JSON line; bytes rows verbatim (broken lines).
 
 Import from any test as ``from cli_helpers import tunelab, write_jsonl`` (pytest puts tests/, the
 directory of the top-level conftest.py, on sys.path)."""
@@ -45,12 +45,10 @@ def tunelab_in_process(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
 
 def write_jsonl(path: Path, rows) -> Path:
-    """Rows as JSON lines (a str or bytes row is written verbatim: a broken line on purpose)."""
+    """Rows as JSON lines; a bytes row is written verbatim (a broken line on purpose)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         for row in rows:
-            if isinstance(row, str):
-                row = row.encode()
             f.write((row if isinstance(row, bytes) else json.dumps(row).encode()) + b"\n")
     return path

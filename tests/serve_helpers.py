@@ -98,14 +98,23 @@ def answered_alone(run_dir, conversations: list, max_tokens: int) -> list[str]:
 def tiny_classifier_run(tmp_path_factory) -> Path:
     """A classification run: a tiny BERT with a 3-label head and the manifest fields serving
     reads (task, labels, task prefix)."""
+    return tiny_classifier(tmp_path_factory.mktemp("served-bert"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_classifier_run(tmp_path_factory) -> Path:
+    """Another classification run like tiny_classifier_run, of another seed (other answers)."""
+    return tiny_classifier(tmp_path_factory.mktemp("other-bert"), seed=1)
+
+
+def tiny_classifier(out: Path, seed: int) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
     tokenizer = AutoTokenizer.from_pretrained(ASSETS / "tiny-chat-tokenizer")
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                         num_attention_heads=2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
                         num_labels=3, id2label=dict(enumerate(LABELS)), label2id={l: i for i, l in enumerate(LABELS)})
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("served-bert")
+    torch.manual_seed(seed)
     BertForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "manifest.json").write_text(json.dumps({"stage": "train", "task": "classification", "labels": LABELS,

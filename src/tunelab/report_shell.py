@@ -8,7 +8,9 @@ a navigation bar linking every section, the sections), one stylesheet, one way t
 align figures. Strings stay raw in the sections and are escaped here, on the way out: HTML-escaped
 in the page, and in Markdown too (viewers render inline HTML), with table pipes neutralised.
 Charts are the one exception: their SVG is built by tunelab.charts, which escapes every string it
-draws. The page is self-contained (no script, no network) and prints cleanly."""
+draws. The page is self-contained (no script, no network) and prints cleanly. A live page (the jobs
+server's) may hold Actions: buttons that its own script sends as POST requests; a report on disk
+has none."""
 from __future__ import annotations
 
 import html
@@ -64,6 +66,19 @@ class Highlighted:
     caption: str
     text: str
     spans: list[dict[str, Any]]
+
+
+@dataclass
+class Action:
+    label: str
+    post: str  # the URL the page's script POSTs to when the button is clicked
+    confirm: str = ""  # a question asked first (e.g. before a cancel), empty for none
+
+
+@dataclass
+class Actions:
+    """A row of buttons (HTML only: a Markdown report has nothing to click)."""
+    items: list[Action]
 
 
 @dataclass
@@ -138,7 +153,7 @@ def format_value(value) -> str:
 
 
 def _markdown_block(block) -> list[str]:
-    if isinstance(block, Chart):
+    if isinstance(block, (Chart, Actions)):
         return []
     if isinstance(block, Highlighted):
         return _highlighted_markdown(block)
@@ -159,6 +174,10 @@ def _html_block(block) -> str:
         return f'<div class="chart">{block.svg}</div>'
     if isinstance(block, Highlighted):
         return _highlighted_html(block)
+    if isinstance(block, Actions):
+        return '<p class="actions">' + "".join(
+            f'<button type="button" data-post="{esc(action.post)}" data-confirm="{esc(action.confirm)}">'
+            f"{esc(action.label)}</button>" for action in block.items) + "</p>"
     if isinstance(block, Note):
         return f'<p class="{block.style or "note"}">{_html_cell(block.text)}</p>'
     if isinstance(block, Bullets):
@@ -245,8 +264,11 @@ figure { margin: .6rem 0 1rem; } figcaption { font-weight: 600; margin-bottom: .
 svg { max-width: 100%; height: auto; }
 .explained p { margin: .2rem 0 .8rem; line-height: 1.9; } .explained .caption { font-weight: 600; margin-bottom: 0; }
 mark { color: inherit; padding: .05rem .1rem; border-radius: 3px; }
+.actions button { font: inherit; margin-right: .6rem; padding: .25rem .9rem; border: 1px solid #d0d7de;
+                  border-radius: 6px; background: #f6f8fa; cursor: pointer; }
+.actions button:hover { background: #eaeef2; }
 @media print {
-  body { max-width: none; padding: 0; font-size: 10.5pt; } nav { display: none; }
+  body { max-width: none; padding: 0; font-size: 10.5pt; } nav, .actions { display: none; }
   section, figure, table { break-inside: avoid; } h2 { break-after: avoid; }
   .verdict { background: none; } .table { overflow: visible; } a { color: inherit; }
 }

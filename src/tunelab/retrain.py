@@ -4,7 +4,8 @@ the data stage drops any new record that duplicates an old one and checks leakag
 splits; a replay share of the live run's training records is mixed in against forgetting; a
 candidate is trained (from the live run's weights or its base); `tunelab eval` compares it
 with the live model on the old test split AND on the new data's test split; the gate decides;
-the candidate is registered, and made live with deploy promote when the gate passes.
+the candidate is registered, and when the gate passes put in place as deploy says: shadow (a
+copy of each request), canary (a share of the traffic) or promote (live).
 
 Everything is left in out_dir: prepared/ (the data stage's outputs over old + new), data/ (the
 candidate's train/val/test), candidate/ (the run), eval_old/ and eval_new/ (the reports), and
@@ -52,7 +53,7 @@ def run(cfg: RetrainConfig, new_data: list[str], *, eval_cfg: EvalConfig,
     progress("evaluating it on the new data's test split")
     new = evaluate(candidate, live, str(out / "data"), out / "eval_new", eval_cfg) if data["new"]["test"] else None
     gate = judge(old, new, str(live.path), cfg.gate)
-    registered = register(cfg, live, candidate, promote=gate["passed"] and cfg.deploy == "promote")
+    registered = register(cfg, live, candidate, deploy=cfg.deploy if gate["passed"] else "none")
     summary = {"live": str(live.path), "candidate": str(candidate), "start_from": cfg.start_from, "data": data,
                "eval_old": _scores(old, str(live.path)), "eval_new": _scores(new, str(live.path)) if new else None,
                "gate": gate, "registry": registered, "deploy": cfg.deploy,
@@ -194,16 +195,22 @@ def judge(old: dict[str, Any], new: dict[str, Any] | None, live: str, gate) -> d
     return {"passed": all(c["passed"] for c in checks), "headline": headline, "checks": checks}
 
 
-def register(cfg: RetrainConfig, live: RunDir, candidate: Path, *, promote: bool) -> dict[str, Any]:
+def register(cfg: RetrainConfig, live: RunDir, candidate: Path, *, deploy: str) -> dict[str, Any]:
     """The candidate as the registry's next version (the live run registered first, so an empty
-    registry keeps the live model live); promoted when asked and the gate passed."""
+    registry keeps the live model live); then made the shadow, the canary or live (`deploy`)."""
     from tunelab.serve.registry import Registry
     registry = Registry(cfg.registry)
     registry.register(live.path)
     entry = registry.register(candidate)
-    if promote:
+    if deploy == "promote":
         registry.promote(entry["version"])
-    return {"path": str(registry.path), "version": entry["version"], "live": registry.load()["live"]}
+    elif deploy == "shadow":
+        registry.set_shadow(entry["version"])
+    elif deploy == "canary":
+        registry.set_canary(entry["version"], cfg.canary_share)
+    data = registry.load()
+    return {"path": str(registry.path), "version": entry["version"], "live": data["live"],
+            "shadow": (data["shadow"] or {}).get("version"), "canary": (data["canary"] or {}).get("version")}
 
 
 def _scores(report: dict[str, Any], live: str) -> dict[str, Any]:
@@ -221,4 +228,10 @@ def verdict(gate: dict[str, Any], registered: dict[str, Any], deploy: str) -> st
         return f"gate FAILED: {failed}; {version} registered, not deployed"
     if deploy == "promote":
         return f"gate passed: {version} promoted and live"
+    if deploy == "shadow":
+        return (f"gate passed: {version} is the shadow (a copy of each request); judge it with `tunelab models "
+                f"compare`, then `tunelab models promote {version}`")
+    if deploy == "canary":
+        return (f"gate passed: {version} is the canary; judge it with `tunelab models compare`, then `tunelab models "
+                f"promote {version}`")
     return f"gate passed: {version} registered; make it live with `tunelab models promote {version}`"

@@ -1,13 +1,20 @@
 """The `browser` fixture: headless Chromium opening a report.html as a person would, for the data,
 eval and drift report tests. It hands back what Chromium built (the DOM, parsed into a
-PageOutline: text, tables, SVG shapes per chart, links) and the colours of a screenshot. Tests
-that use it skip when no Chromium is installed; `.ci/run` installs Debian's chromium so CI runs
-them."""
+PageOutline: text, tables, SVG shapes per chart, links) and the colours of a screenshot; for a
+live page (the jobs server's), a Tab driven over Chrome's DevTools protocol runs the page's
+scripts, clicks its buttons as a mouse does and reads the DOM they change. Tests that use it skip
+when no Chromium is installed; `.ci/run` installs Debian's chromium so CI runs them."""
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import select
 import shutil
 import subprocess
+import time
 from collections import Counter
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -116,6 +123,122 @@ class Browser:
         assert len(counts) > 50 and not_white > 0.03 * 1280 * height, "the screenshot is (nearly) blank"
         for name, colour in colours.items():
             assert counts.get(colour, 0) > 100, f"no {name} pixels: the charts were not painted"
+
+
+    @contextmanager
+    def tab(self, url: str):
+        """A Tab showing `url` in a Chromium of its own, closed afterwards."""
+        tab = Tab(self.binary, self.workdir / f"profile-{time.monotonic_ns()}")
+        try:
+            tab.open(url)
+            yield tab
+        finally:
+            tab.close()
+
+
+class Tab:
+    """One page in headless Chromium, driven over the DevTools protocol on a pipe (Chromium's
+    --remote-debugging-pipe: JSON messages ending in NUL on file descriptors 3 and 4), so no
+    driver package is needed. The page's confirm() dialogs are accepted, and recorded."""
+
+    def __init__(self, binary: str, profile: Path):
+        to_chrome, self._write = os.pipe()
+        self._read, from_chrome = os.pipe()
+        # Chromium's ends above 10 first, so that moving them to 3 and 4 cannot overwrite each other
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_chrome, from_chrome)]
+        os.close(to_chrome)
+        os.close(from_chrome)
+
+        def pipes_as_3_and_4():  # where --remote-debugging-pipe looks for them (dup2 leaves them inheritable)
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+
+        self.process = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2000",
+             f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=False, preexec_fn=pipes_as_3_and_4)  # every other fd of ours is non-inheritable (PEP 446)
+        for fd in high:
+            os.close(fd)
+        self._buffer, self._next_id, self.session = b"", 0, None
+        self.dialogs: list[str] = []
+
+    def open(self, url: str) -> None:
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        self.call("Page.enable")
+        self.call("Page.navigate", {"url": url})
+        self.wait_for("document.readyState === 'complete'")
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        reply = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in reply:
+            raise AssertionError(f"{expression} raised {reply['exceptionDetails']}")
+        return reply["result"].get("value")
+
+    def wait_for(self, expression: str, guard_s: float = 60) -> None:
+        """Until the expression is true in the page; the guard only keeps a broken page from hanging."""
+        deadline = time.monotonic() + guard_s
+        while not self.evaluate(expression):
+            assert time.monotonic() < deadline, f"never true in the page: {expression}"
+            time.sleep(0.1)
+
+    def click(self, selector: str) -> None:
+        """A left click, pressed and released by the mouse at the middle of the element."""
+        x, y = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
+                             "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); "
+                             "return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+
+    def outline(self) -> "PageOutline":
+        """The DOM as it is now (after the page's scripts), parsed like Browser.open's."""
+        outline = PageOutline()
+        outline.feed(self.evaluate("document.documentElement.outerHTML"))
+        return outline
+
+    def call(self, method: str, params: dict | None = None, guard_s: float = 60) -> dict:
+        message_id = self._send(method, params)
+        deadline = time.monotonic() + guard_s
+        while True:
+            message = self._receive(deadline)
+            if message.get("method") == "Page.javascriptDialogOpening":
+                self.dialogs.append(message["params"]["message"])
+                self._send("Page.handleJavaScriptDialog", {"accept": True})
+            elif message.get("id") == message_id:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def _send(self, method: str, params: dict | None) -> int:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if self.session and not method.startswith(("Target.", "Browser.")):
+            message["sessionId"] = self.session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        return self._next_id
+
+    def _receive(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._read], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, "Chromium stopped answering"
+            chunk = os.read(self._read, 1 << 20)
+            assert chunk, "Chromium closed the pipe"
+            self._buffer += chunk
+        message, _, self._buffer = self._buffer.partition(b"\0")
+        return json.loads(message)
+
+    def close(self) -> None:
+        try:
+            self._send("Browser.close", None)
+            self.process.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        finally:
+            os.close(self._write)
+            os.close(self._read)
 
 
 @pytest.fixture(scope="session")

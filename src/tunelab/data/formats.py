@@ -2,7 +2,9 @@
 
 generative:     {"messages": [{"role", "content"}, ...]}
 classification: {"text", "label"}
-preference:     {"prompt": messages-or-str, "chosen": str, "rejected": str}
+preference:     {"prompt": messages-or-str, "chosen": str, "rejected": str}; OpenAI's DPO file
+                ({"input": {"messages"}, "preferred_output": [assistant message],
+                "non_preferred_output": [assistant message]}) becomes one too
 prompt:         {"messages": [..., {"role": "user", ...}], ...extra fields}: a conversation up to the
                 user's turn, for reinforcement fine-tuning; other top-level fields (a reference
                 answer, say) are kept as they are for the grader (`{{ item.answer }}`)
@@ -22,6 +24,7 @@ KIND_OF_FORMAT = {
     "alpaca": "generative",
     "prompt_completion": "generative",
     "preference": "preference",
+    "openai_preference": "preference",
     "classification": "classification",
     "prompts": "prompt",
 }
@@ -43,6 +46,8 @@ def format_of(value: Any, text_column: str = "text", label_column: str = "label"
         return "sharegpt"
     if {"prompt", "chosen", "rejected"} <= keys:
         return "preference"
+    if {"input", "preferred_output", "non_preferred_output"} <= keys:
+        return "openai_preference"
     if {"instruction", "output"} <= keys:
         return "alpaca"
     if {"prompt", "completion"} <= keys:
@@ -155,6 +160,24 @@ def _preference(value: dict) -> dict:
             "rejected": _assistant_text(value, "rejected")}
 
 
+def _openai_preference(value: dict) -> dict:
+    """OpenAI's DPO line: the conversation so far in input.messages, each answer a list holding
+    one assistant message."""
+    _require(value, "input", "preferred_output", "non_preferred_output")
+    source = value["input"]
+    if not isinstance(source, dict) or "messages" not in source:
+        raise RecordProblem("wrong_type", "field 'input' must be an object with 'messages'")
+    answers = {}
+    for key in ("preferred_output", "non_preferred_output"):
+        answer = value[key]
+        if not (isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], dict)
+                and answer[0].get("role") == "assistant" and "content" in answer[0]):
+            raise RecordProblem("wrong_type", f"field '{key}' must be a list holding one assistant message")
+        answers[key] = answer[0]["content"]
+    return {"prompt": source["messages"], "chosen": answers["preferred_output"],
+            "rejected": answers["non_preferred_output"]}
+
+
 def _assistant_text(value: dict, key: str) -> Any:
     """TRL's conversational form gives a list holding one assistant message: take its content."""
     field = value[key]
@@ -174,5 +197,5 @@ def _classification(value: dict, text_column: str, label_column: str) -> dict:
 
 _CONVERTERS = {
     "chat": _chat, "sharegpt": _sharegpt, "alpaca": _alpaca, "prompt_completion": _prompt_completion,
-    "preference": _preference, "classification": _classification, "prompts": _prompts,
+    "preference": _preference, "openai_preference": _openai_preference, "classification": _classification, "prompts": _prompts,
 }

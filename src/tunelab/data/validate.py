@@ -2,7 +2,7 @@
 
 Reason codes are stable (they key report.json's rejects_by_reason):
 wrong_type, missing_field, empty_content, unknown_role, roles_out_of_order, no_final_assistant,
-no_final_user, identical_pair, unknown_label, control_characters, too_long.
+no_final_user, identical_pair, unknown_label, control_characters, too_long, bad_weight, nothing_to_train.
 """
 from __future__ import annotations
 
@@ -66,9 +66,14 @@ def _check_messages(messages: Any, *, must_end_with_assistant: bool) -> Problem 
         if role not in expected:
             return Problem("roles_out_of_order", f"message {i} is {role!r} after "
                            f"{previous or 'the start'!r}; expected {' or '.join(map(repr, expected))}")
+        if "weight" in message and (isinstance(message["weight"], bool) or message["weight"] not in (0, 1)):
+            return Problem("bad_weight", f"message {i} has weight {message['weight']!r}; a weight is 0 (not trained on) "
+                           "or 1 (trained on)")
         previous = role
     if must_end_with_assistant and previous != "assistant":
         return Problem("no_final_assistant", f"the conversation ends with {previous!r}, not 'assistant'")
+    if must_end_with_assistant and all(m.get("weight") == 0 for m in messages if m["role"] == "assistant"):
+        return Problem("nothing_to_train", "every assistant message has weight 0, so nothing in it is trained on")
     return None
 
 

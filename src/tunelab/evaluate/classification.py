@@ -11,6 +11,7 @@ from tunelab.errors import TunelabError
 from tunelab.evaluate import baselines as cheap
 from tunelab.evaluate import calibration, fairness, latency, robustness
 from tunelab.evaluate.compare import paired_bootstrap
+from tunelab.evaluate.endpoint import EndpointModel, is_endpoint
 from tunelab.evaluate.metrics import HEADLINE, METRIC_FUNCTIONS, classification_metrics, macro_f1, slice_metrics
 from tunelab.evaluate.predict import classify, load_classifier, load_predictor
 from tunelab.train.run_dir import RunDir
@@ -24,27 +25,43 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
     slices, fairness, robustness, latency, timing) for a classifier. Every system reads each
     input as the tuned model was trained to: with its task's prefix, truncated where training
     truncated."""
-    max_length = run.max_length
-    predict, labels, tokenizer, tuned = load_predictor(model, max_length=max_length)
-    if tuned is None and settings.explain.examples:
-        raise TunelabError("explanations are computed with the PyTorch model's gradients, and this is an ONNX "
-                           "export", where=model, fix="evaluate the run it was exported from for explanations, "
-                                                      "or set eval.explain.examples=0")
-    y_true = label_indices(records, labels, data_where)
     raw_texts = [r["text"] for r in records]
     texts = [prefix + text for prefix, text in zip(prefixes, raw_texts)]
+    max_length = run.max_length
+    if is_endpoint(model):  # a model behind an endpoint: the labels are the run's, else the test data's
+        if settings.explain.examples:
+            raise TunelabError("explanations need the tuned model's weights, and a model behind an endpoint gives "
+                               "none", fix="set eval.explain.examples=0")
+        tuned, tokenizer, remote = None, None, EndpointModel(model, settings.endpoint)
+        labels = run.labels or sorted({r["label"] for r in records})
+
+        def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            return remote.classify(batch, labels)[:2]
+    else:  # a PyTorch classifier, or an ONNX export run by ONNX Runtime (tuned None: it has no gradients)
+        predict, labels, tokenizer, tuned = load_predictor(model, max_length=max_length)
+        remote = None
+        if tuned is None and settings.explain.examples:
+            raise TunelabError("explanations are computed with the PyTorch model's gradients, and this is an ONNX "
+                               "export", where=model, fix="evaluate the run it was exported from for explanations, "
+                                                          "or set eval.explain.examples=0")
+    y_true = label_indices(records, labels, data_where)
 
     progress("scoring the tuned model")
     started = time.perf_counter()
-    predicted, probabilities = predict(texts)
-    systems = {"tuned": {"predictions": predicted, "probabilities": probabilities,
-                         "seconds": time.perf_counter() - started, "source": model}}
+    predicted, probabilities, unparsable = remote.classify(texts, labels) if remote else (*predict(texts), None)
+    systems = {"tuned": {"predictions": predicted, "probabilities": probabilities, "unparsable": unparsable,
+                         "seconds": time.perf_counter() - started, "source": model,
+                         "device": remote.device if remote else None}}
     for name in baselines:
         progress(f"scoring baseline {name}")
-        systems[name] = baseline_predictions(name, run, labels, texts, settings.seed)
+        systems[name] = baseline_predictions(name, run, labels, texts, settings.seed, raw_texts=raw_texts,
+                                             endpoint_settings=settings.endpoint)
 
     scores = {name: classification_metrics(y_true, s["predictions"], labels, probabilities=s["probabilities"],
                                            bins=settings.calibration_bins) for name, s in systems.items()}
+    for name, s in systems.items():
+        if s.get("unparsable") is not None:  # chat-classified by an endpoint: answers that named no label
+            scores[name]["unparsable"] = s["unparsable"]
     comparisons = {name: {metric: paired_bootstrap(METRIC_FUNCTIONS[metric], y_true, predicted, s["predictions"],
                                                    resamples=settings.resamples, seed=settings.seed,
                                                    confidence=settings.confidence)
@@ -61,6 +78,8 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
         explain_seconds = {"explanations": round(time.perf_counter() - started, 2)}
     progress("latency")
     timing = latency_section(predict, systems, texts, settings.latency)
+    if remote:
+        timing["device"] = remote.device
     return {
         "labels": labels,
         "metrics": scores["tuned"],
@@ -74,8 +93,9 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
         "explanations": explained,
         "timing_s": {**{name: round(s["seconds"], 2) for name, s in systems.items()}, **explain_seconds},
         "headline": "macro_f1",
-        # what an API would bill per request, measured with this model's tokenizer
-        "tokens_per_request": float(np.mean([len(ids) for ids in tokenizer(texts[:1000])["input_ids"]])),
+        # what an API would bill per request, measured with this model's tokenizer (an endpoint's is unknown here)
+        "tokens_per_request": (float(np.mean([len(ids) for ids in tokenizer(texts[:1000])["input_ids"]]))
+                               if tokenizer is not None else None),
     }
 
 
@@ -88,11 +108,20 @@ def label_indices(records, labels: list[str], where: str) -> np.ndarray:
     return np.array([index[r["label"]] for r in records])
 
 
-def baseline_predictions(name: str, run: RunDir, labels: list[str], texts: list[str],
-                         seed: int) -> dict[str, Any]:
-    """A baseline's predictions and probabilities on texts; "predict" is its batch classifier for
-    latency (None for the probe, which is not a model one would serve)."""
+def baseline_predictions(name: str, run: RunDir, labels: list[str], texts: list[str], seed: int, *,
+                         raw_texts: list[str] | None = None, endpoint_settings=None) -> dict[str, Any]:
+    """A baseline's predictions and probabilities on texts (an endpoint gets `raw_texts`, the
+    inputs without the tuned run's prefix); "predict" is its batch classifier for latency (None
+    for the probe, which is not a model one would serve)."""
     started = time.perf_counter()
+    source = name if name in BUILTIN_BASELINES else RunDir(name).endpoint or name
+    if is_endpoint(source):
+        remote = EndpointModel(source, endpoint_settings)
+        predictions, probabilities, unparsable = remote.classify(raw_texts if raw_texts is not None else texts,
+                                                                 labels)
+        return {"predictions": predictions, "probabilities": probabilities, "unparsable": unparsable,
+                "predict": lambda batch: remote.classify(batch, labels)[:2], "device": remote.device,
+                "seconds": time.perf_counter() - started, "source": source}
     if name in BUILTIN_BASELINES and not (run.base_model and run.is_run):
         raise TunelabError(f"baseline '{name}' needs a run directory from `tunelab train` (its manifest names "
                            "the base model and training data)")
@@ -138,6 +167,8 @@ def latency_section(predict, systems: dict[str, dict[str, Any]], texts: list[str
     compared = servable[0] if servable else None
     if compared:
         timing["baseline"] = {"system": compared, **timed(systems[compared]["predict"])}
+        if systems[compared].get("device"):  # an endpoint: timed over the network, on its hardware
+            timing["baseline"]["device"] = systems[compared]["device"]
     return timing
 
 

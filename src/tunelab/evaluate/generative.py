@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 
 from tunelab.errors import TunelabError
-from tunelab.evaluate import forgetting, grading, latency, robustness
+from tunelab.evaluate import forgetting, grading, robustness
 from tunelab.evaluate.compare import paired_bootstrap
-from tunelab.evaluate.generate import (corpus_log_likelihood, corpus_perplexity, generate_answers, load_generator, prompt_texts,
-                                       reference_log_likelihood)
+from tunelab.evaluate.endpoint import is_endpoint
+from tunelab.evaluate.generate import corpus_log_likelihood, corpus_perplexity, load_generator
 from tunelab.evaluate.metrics import exact_match_scores, generative_example_scores, generative_metrics, slice_means
+from tunelab.evaluate.systems import generator_for
 from tunelab.train.data import with_prefix
 from tunelab.train.run_dir import RunDir
 
@@ -27,11 +28,14 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
     (tunelab.evaluate.grading), compared like the other metrics."""
     conversations = [{"messages": with_prefix(r, prefix)["messages"] if prefix else r["messages"]}
                      for r, prefix in zip(records, prefixes)]
+    raw = [{"messages": r["messages"]} for r in records]  # what an endpoint gets: inputs as a client sends them
     references = [r["messages"][-1]["content"] for r in records]
-    systems = {"tuned": score_system(model, model, conversations, references, settings, progress)}
+    systems = {"tuned": score_system(model, model, raw if is_endpoint(model) else conversations, references,
+                                     settings, progress)}
     for name in baselines:
-        systems[name] = score_system(name, baseline_source(name, run), conversations, references, settings,
-                                     progress)
+        source = baseline_source(name, run)
+        systems[name] = score_system(name, source, raw if is_endpoint(source) else conversations, references,
+                                     settings, progress)
     if grader is not None:
         progress("grading the answers")
         for s in systems.values():
@@ -45,14 +49,13 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
                                                    confidence=settings.confidence)
                           for metric in COMPARED + (("reward",) if grader is not None else ())}
                    for name, s in systems.items() if name != "tuned"}
-    model_obj, tokenizer = tuned["loaded"]
     progress("robustness re-runs")
-    robust = robustness_section(answer_texts_for(model_obj, tokenizer, settings), conversations, references,
-                                tuned["examples"]["exact_match"], settings)
+    robust = robustness_section(lambda perturbed: tuned["system"].answer(perturbed).texts, conversations,
+                                references, tuned["examples"]["exact_match"], settings)
     progress("latency")
     timing = latency_section(systems, conversations, settings)
     progress("forgetting")
-    kept = forgetting_section(model_obj, tokenizer, run, settings.forgetting)
+    kept = forgetting_section(tuned["system"], run, settings.forgetting)
     return {
         "metrics": tuned["metrics"],
         "baselines": {name: {**s["metrics"], "source": s["source"]} for name, s in systems.items() if name != "tuned"},
@@ -76,17 +79,11 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
 def latency_section(systems: dict[str, dict[str, Any]], conversations, settings) -> dict[str, Any]:
     """The tuned model's latency and tokens/s and, to show what serving it instead changes, the
     first baseline's measured the same way (base first)."""
-    def timed(model, tokenizer) -> dict[str, Any]:
-        def answer(batch: list[str]) -> int:
-            return sum(generate_answers(model, tokenizer, batch, max_new_tokens=settings.generation.max_new_tokens,
-                                        batch_size=len(batch)).new_tokens)
-        return latency.measure_latency(answer, prompt_texts(tokenizer, conversations),
-                                       batch_sizes=settings.latency.batch_sizes, requests=settings.latency.requests)
-
-    timing = timed(*systems["tuned"]["loaded"])
+    timing = systems["tuned"]["system"].latency(systems["tuned"]["conversations"])
     others = [name for name in ("base", *systems) if name != "tuned" and name in systems]
     if others:
-        timing["baseline"] = {"system": others[0], **timed(*systems[others[0]]["loaded"])}
+        other = systems[others[0]]
+        timing["baseline"] = {"system": others[0], **other["system"].latency(other["conversations"])}
     return timing
 
 
@@ -98,48 +95,33 @@ def baseline_source(name: str, run: RunDir) -> str:
     if name == "probe":
         raise TunelabError("baseline 'probe' is a classification baseline",
                            fix="compare a chat model with base or another model directory")
+    if name == "base" and run.remote:  # a run trained remotely: its base, as that API serves it
+        return f"endpoint:{run.remote['base_url']}#{run.base_model_id}"
     if name == "base":
         if not run.base_model:
             raise TunelabError("baseline 'base' needs a run directory from `tunelab train` (its manifest names "
                                "the base model)")
         return run.base_model
-    return name
-
-
-def load_and_generate(name: str, source: str, conversations, settings, progress):
-    """The system `source` loaded and its answers to `conversations`: (model, tokenizer,
-    generated, mean tokens per request, start time)."""
-    progress(f"generating with {name}")
-    started = time.perf_counter()
-    model, tokenizer = load_generator(source)
-    prompts = prompt_texts(tokenizer, conversations)
-    generated = generate_answers(model, tokenizer, prompts, max_new_tokens=settings.generation.max_new_tokens,
-                                 batch_size=settings.generation.batch_size)
-    prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    tokens_per_request = float(np.mean(prompt_tokens) + np.mean(generated.new_tokens))
-    return model, tokenizer, generated, tokens_per_request, started
+    return RunDir(name).endpoint or name  # a run trained remotely answers from its endpoint
 
 
 def score_system(name: str, source: str, conversations, references, settings, progress) -> dict[str, Any]:
-    model, tokenizer, generated, tokens_per_request, started = load_and_generate(name, source, conversations,
-                                                                                  settings, progress)
-    answers = generated.texts
-    means, counts = reference_log_likelihood(model, tokenizer, conversations)
+    """A system's answers and scores. An endpoint reports no log-likelihood or perplexity (None):
+    it does not score a given reply."""
+    progress(f"generating with {name}")
+    started = time.perf_counter()
+    system = generator_for(source, settings)
+    answered = system.answer(conversations)
+    answers = answered.texts
+    scored = system.reference_log_likelihood(conversations)
     examples = generative_example_scores(answers, references, settings.normalize)
     metrics = generative_metrics(answers, references, settings.normalize, example_scores=examples)
-    metrics["log_likelihood"] = corpus_log_likelihood(means, counts)
-    metrics["perplexity"] = corpus_perplexity(means, counts)
-    return {"metrics": metrics, "examples": examples,
-            "answers": answers, "source": source, "loaded": (model, tokenizer),
-            "tokens_per_request": tokens_per_request, "seconds": time.perf_counter() - started}
-
-
-def answer_texts_for(model, tokenizer, settings):
-    def answer_texts(conversations: list[dict]) -> list[str]:
-        return generate_answers(model, tokenizer, prompt_texts(tokenizer, conversations),
-                                max_new_tokens=settings.generation.max_new_tokens,
-                                batch_size=settings.generation.batch_size).texts
-    return answer_texts
+    metrics["log_likelihood"] = corpus_log_likelihood(*scored) if scored else None
+    metrics["perplexity"] = corpus_perplexity(*scored) if scored else None
+    return {"metrics": metrics, "examples": examples, "answers": answers, "source": source, "system": system,
+            "conversations": conversations,
+            "tokens_per_request": float(np.mean(answered.prompt_tokens) + np.mean(answered.new_tokens)),
+            "seconds": time.perf_counter() - started}
 
 
 def robustness_section(answer_texts, conversations, references, exact_before, settings) -> dict[str, Any] | None:
@@ -168,11 +150,16 @@ def slices_section(records, example_scores) -> dict[str, Any]:
     return slices
 
 
-def forgetting_section(model, tokenizer, run: RunDir, settings) -> dict[str, Any] | None:
-    """Perplexity of general text (or of a general task's replies) under the tuned model and its
-    base: retention = base / tuned."""
+def forgetting_section(system, run: RunDir, settings) -> dict[str, Any] | None:
+    """Perplexity of general text (or of a general task's replies) under the tuned model (a local
+    one: `system.loaded`) and its base: retention = base / tuned."""
     if not settings.data:
         return None
+    if system.loaded is None:
+        raise TunelabError("the forgetting check scores general text with the tuned model's weights, and a model "
+                           "behind an endpoint gives none", where=settings.data,
+                           fix="leave eval.forgetting.data unset when the tuned side is an endpoint")
+    model, tokenizer = system.loaded
     if not run.base_model:
         raise TunelabError("the forgetting check needs the base model, named by a run directory's manifest",
                            where=settings.data, fix="evaluate a run directory from `tunelab train`")

@@ -17,7 +17,9 @@ import numpy as np
 
 from tunelab.evaluate import generative
 from tunelab.evaluate.compare import paired_bootstrap
+from tunelab.evaluate.endpoint import is_endpoint
 from tunelab.evaluate.grading import figures, reward_section, score
+from tunelab.evaluate.systems import generator_for
 from tunelab.train.data import with_prefix
 from tunelab.train.run_dir import RunDir
 
@@ -35,10 +37,12 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
     """The task-specific part of report.json for prompt records. Each prompt's first user turn
     carries its task's prefix, as in training; the grader reads the record as it is."""
     conversations = [as_chat(with_prefix(r, prefix) if prefix else r) for r, prefix in zip(records, prefixes)]
-    systems = {"tuned": answer_and_grade(model, model, conversations, records, grader, runtime, settings, progress)}
-    for name in baselines:
-        source = generative.baseline_source(name, run)
-        systems[name] = answer_and_grade(name, source, conversations, records, grader, runtime, settings, progress)
+    raw = [as_chat(r) for r in records]  # what an endpoint gets: inputs as a client sends them
+    systems = {}
+    for name in ["tuned", *baselines]:
+        source = model if name == "tuned" else generative.baseline_source(name, run)
+        systems[name] = answer_and_grade(name, source, raw if is_endpoint(source) else conversations, records, grader,
+                                         runtime, settings, progress)
     compared = ("reward", "passed") if grader.pass_threshold is not None else ("reward",)
     tuned = systems["tuned"]
     comparisons = {name: {_metric(m): paired_bootstrap(_mean, tuned["examples"][m], tuned["examples"][m],
@@ -46,11 +50,10 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
                                                        seed=settings.seed, confidence=settings.confidence)
                           for m in compared}
                    for name, s in systems.items() if name != "tuned"}
-    model_obj, tokenizer = tuned["loaded"]
     progress("latency")
     timing = generative.latency_section(systems, conversations, settings)
     progress("forgetting")
-    kept = generative.forgetting_section(model_obj, tokenizer, run, settings.forgetting)
+    kept = generative.forgetting_section(tuned["system"], run, settings.forgetting)
     return {
         "metrics": tuned["metrics"],
         "baselines": {name: {**s["metrics"], "source": s["source"]} for name, s in systems.items() if name != "tuned"},
@@ -69,8 +72,10 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
 
 
 def answer_and_grade(name: str, source: str, conversations, records, grader, runtime, settings, progress):
-    model, tokenizer, generated, tokens_per_request, started = generative.load_and_generate(
-        name, source, conversations, settings, progress)
+    progress(f"generating with {name}")
+    started = time.perf_counter()
+    system = generator_for(source, settings)
+    generated = system.answer(conversations)
     progress(f"grading {name}'s answers")
     results = score(grader, runtime, generated.texts, records)
     scores = np.asarray([r.score for r in results], dtype=float)
@@ -78,8 +83,10 @@ def answer_and_grade(name: str, source: str, conversations, records, grader, run
     if grader.pass_threshold is not None:
         examples["passed"] = (scores >= grader.pass_threshold).astype(float)
     return {"metrics": {**figures(grader, results), "examples": len(records)}, "examples": examples,
-            "results": results, "answers": generated.texts, "source": source, "loaded": (model, tokenizer),
-            "tokens_per_request": tokens_per_request, "seconds": time.perf_counter() - started}
+            "results": results, "answers": generated.texts, "source": source, "system": system,
+            "conversations": conversations,
+            "tokens_per_request": float(np.mean(generated.prompt_tokens) + np.mean(generated.new_tokens)),
+            "seconds": time.perf_counter() - started}
 
 
 def _metric(name: str) -> str:

@@ -6,6 +6,7 @@ forgetting, over-fitting, latency, a KPI/cost summary and an optional deploy gat
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from tunelab.config import EvalConfig
 from tunelab.errors import TunelabError
 from tunelab.evaluate import classification, generative, grading, reward
+from tunelab.evaluate.endpoint import is_endpoint, parse_endpoint
 from tunelab.evaluate.forgetting import forgetting_flag
 from tunelab.evaluate.gate import evaluate_gates
 from tunelab.evaluate.kpi import kpi_report
@@ -38,13 +40,20 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     if not cfg.model:
         raise TunelabError("no model to evaluate", fix="pass a run directory: `tunelab eval RUN_DIR`")
     model = cfg.model
-    exported = RunDir.open(model)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else exported.path / "eval"
-    run = trained_run(exported, cfg.data)
+    exported = None  # the model's directory when it has one (a run, or an export of one)
+    if is_endpoint(model):  # a model behind an endpoint and no run directory: the data must be given
+        parse_endpoint(model)
+        run = RunDir(model)  # names no directory, so it answers as a model directory with nothing to say
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("eval") / _file_name(parse_endpoint(model).model)
+    else:
+        exported = RunDir.open(model)
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else exported.path / "eval"
+        run = trained_run(exported, cfg.data)
+        model = exported.endpoint or model  # a run trained remotely answers from its endpoint
     data, records = test_records(run, cfg.data)
     task = "classification" if "text" in records[0] else "rft" if _is_prompt(records[0]) else "generative"
     # an export is compared with the run it came from: the report shows what exporting changed
-    source = [str(run.path)] if run is not exported else []
+    source = [str(run.path)] if exported is not None and run is not exported else []
     common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(source + cfg.baselines),
                   settings=cfg, data_where=data, progress=progress)
     if task == "classification":
@@ -64,7 +73,8 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     report = {"task": task, "model": model, "data": str(data), "device": device_description(),
               "labels": section.pop("labels", None), **section}
     report["export"] = ({"format": exported.export_format, "int8": bool(exported.manifest.get("int8")),
-                         "source_run": str(exported.source_run.path)} if exported.source_run else None)
+                         "source_run": str(exported.source_run.path)}
+                        if exported is not None and exported.source_run else None)
     report.setdefault("forgetting", None)
     report.setdefault("reward", None)
     report.setdefault("explanations", None)  # classification runs with eval.explain.examples only
@@ -97,6 +107,10 @@ def trained_run(model: RunDir, data: str | None) -> RunDir:
                            "is found through it", where=str(model.path),
                            fix="pass --data with a test JSONL or a prepared directory")
     return source
+
+
+def _file_name(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "endpoint"
 
 
 def baseline_names(names: list[str]) -> list[str]:

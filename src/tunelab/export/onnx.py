@@ -12,8 +12,8 @@ served is shown to answer as the PyTorch classifier does on the run's test split
   most INT8_MAX_ACCURACY_DROP (int8 logits move by ~1e-2, so they are recorded, not gated).
 
 The files are built in a hidden sibling directory and moved into place after the checks pass
-(`files.staged_directory`); the manifest records the source run, the format and the checks with
-their figures. Generative runs are refused: they export to GGUF.
+(`export.checks.staged_output`, as for every export); the manifest records the source run, the
+format and the checks with their figures. Generative runs are refused: they export to GGUF.
 """
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from tunelab.errors import TunelabError
+from tunelab.export import checks as shared
 from tunelab.export.onnx_runtime import OnnxClassifier, inference_session, require
-from tunelab.files import manifest, staged_directory, write_json, write_text
+from tunelab.files import manifest, write_json, write_text
 from tunelab.train.run_dir import RunDir
 
 MODEL_FILE = "model.onnx"
@@ -61,7 +62,7 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
                                                     "(transformers), or serve the run as it is")
     require("onnx", "onnxscript", "onnxruntime")  # torch.onnx's exporter, and the runtime the checks use
     out_dir = Path(out_dir) if out_dir else run.path / ("onnx-int8" if int8 else "onnx")
-    check_destination(out_dir)
+    shared.check_destination(out_dir)
     where, texts, y_true = test_split(run)
     limit = FP32_TOLERANCE if tolerance is None else tolerance
 
@@ -75,7 +76,7 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
         if int8:
             graph = quantize(graph, Path(scratch) / "model-int8.onnx")
         reference = classifier_logits(model, tokenizer, texts, max_length=run.max_length)
-        with staged_directory(out_dir) as stage:
+        with shared.staged_output(out_dir) as stage:
             shutil.copyfile(graph, stage / MODEL_FILE)
             tokenizer.save_pretrained(str(stage))
             # checked as it will be served: the written graph and tokenizer, through the loader serving uses
@@ -93,13 +94,6 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
                        "max_length": run.max_length, "base_model": {"id": run.base_model_id, "path": run.base_model},
                        "merge_check": merge_check, "checks": checks}))
     return OnnxExportResult(run.path, out_dir, summary(out_dir, int8, checks), checks)
-
-
-def check_destination(out_dir: Path) -> None:
-    """Only an empty directory or an earlier ONNX export is written over."""
-    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and RunDir(out_dir).export_format != "onnx"):
-        raise TunelabError("the output directory already exists and is not an earlier ONNX export",
-                           where=str(out_dir), fix="remove it or choose another --out")
 
 
 def test_split(run: RunDir) -> tuple[str, list[str], np.ndarray]:

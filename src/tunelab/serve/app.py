@@ -4,6 +4,7 @@ every error in the OpenAI error shape (4xx for anything a client can send; 5xx o
 of the server)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 
@@ -26,8 +27,8 @@ from tunelab.serve.metrics import RequestMetricsMiddleware, ServerMetrics
 from tunelab.serve.recording import CHAT, CLASSIFY, COMPLETIONS, PREDICT, RecordRequests
 from tunelab.serve.pool import ADAPTER, Registration
 from tunelab.serve.schemas import (ChatCompletion, ChatCompletionRequest, Classification, ClassifyRequest, Completion,
-                                   CompletionRequest, DeletedModel, ErrorResponse, Health, ModelCard, ModelList,
-                                   RegisterModelRequest)
+                                   CompletionRequest, DeletedModel, ErrorResponse, FeedbackReceipt, FeedbackRequest,
+                                   Health, ModelCard, ModelList, RegisterModelRequest)
 from tunelab.serve.service import LiveModel, ModelService
 
 # one server-sent event, as FastAPI's own SSE support documents it (OpenAPI 3.2's event shape);
@@ -44,16 +45,17 @@ class Served:
 
 
 def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: str | None = None,
-               live: LiveModel | None = None) -> FastAPI:
+               live: LiveModel | None = None, pool_only: bool = False) -> FastAPI:
     """The server for `cfg` (ServeConfig), serving `model` (a run directory; default cfg.model)
     or the registry's live version. `api_keys`: the accepted keys (tunelab.serve.auth.api_keys
     resolves them; default cfg.api_keys). `live`: a model already loaded; without it, the model
     loads in the background while /health answers and /ready says 503, unless
     `app.state.service.open()` loads it first (the CLI does: a bad run is reported before the
-    server starts)."""
+    server starts). `pool_only`: no served model, only the runs registered in its pool at
+    runtime (`app.state.service.pool.register`), as the jobs server uses it."""
     keys = list(cfg.api_keys if api_keys is None else api_keys)
     metrics = ServerMetrics(cfg.max_batch_size)
-    service = ModelService(cfg, metrics, model=model, live=live)
+    service = ModelService(cfg, metrics, model=model, live=live, pool_only=pool_only)
     # a guard classifier that cannot load is one sentence now, before the server starts
     guard = Guard(redact_pii=cfg.guard.redact_pii, block_injection=cfg.guard.block_injection,
                   classifier=load_guard_classifier(cfg.guard.classifier),
@@ -66,6 +68,7 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
         if cfg.prediction_log:
             from tunelab.serve.predlog import PredictionLog
             served.prediction_log = PredictionLog(cfg.prediction_log, cfg.retention_days)
+            service.rollout.prediction_log = served.prediction_log
         await service.start()
         try:
             yield
@@ -107,9 +110,16 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     async def predict(request: ClassifyRequest, http: Request):
         return as_json(await handlers.classify(request, http))
 
+    @app.post(FEEDBACK, response_model=FeedbackReceipt, responses=errors,
+              summary="Feedback on an earlier response (its `id`): a label, a corrected or preferred answer, a rating")
+    async def feedback(request: FeedbackRequest):
+        return as_json(await store_feedback(served.prediction_log, request, metrics))
+
     @app.get("/v1/models", response_model=ModelList, responses=errors,
              summary="The served model and the adapters and models registered beside it")
     async def models():
+        if service.pool_only:
+            return ModelList(data=[card_of(service, r) for r in service.pool.registrations()])
         live, _, _ = await handlers.resolve(None, None)
         backend = live.backend
         cards = [ModelCard(id=service.served_name, root=live.name, created=int(time.time()), version=live.version,
@@ -119,7 +129,8 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     @app.post(ADMIN_MODELS, response_model=ModelCard, status_code=201, responses=errors,
               summary="Register a run under a model id: a LoRA adapter of the served base, or a model of its own")
     async def register_model(request: RegisterModelRequest):
-        await handlers.resolve(None, None)  # 503 until the served model is up: adapters are matched to its base
+        if not service.pool_only:
+            await handlers.resolve(None, None)  # 503 until the served model is up: adapters are matched to its base
         if request.id == service.served_name:
             raise ApiError(400, f"'{request.id}' is the served model's own id; register the run under another id",
                            code="model_not_servable", param="id")
@@ -132,7 +143,8 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     @app.delete(ADMIN_MODELS + "/{model_id}", response_model=DeletedModel, responses=errors,
                 summary="Stop serving a registered id (requests already accepted for it are answered)")
     async def unregister_model(model_id: str):
-        await handlers.resolve(None, None)
+        if not service.pool_only:
+            await handlers.resolve(None, None)
         if await service.unregister(model_id) is None:
             raise ApiError(404, f"no model '{model_id}' is registered here (the served model itself cannot be "
                                 "removed)", code="model_not_found", param="model_id")
@@ -145,8 +157,8 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     @app.get("/ready", response_model=Health, summary="Readiness: the model is loaded and warmed up",
              responses={503: {"model": Health, "description": "Still loading, or the model failed to load."}})
     async def ready():
-        if service.ready and service.live is not None:
-            return Health(status="ready", model_version=service.live.version)
+        if service.ready and (service.live is not None or service.pool_only):
+            return Health(status="ready", model_version=service.live.version if service.live else None)
         status = "failed" if service.load_error else "loading"
         return JSONResponse(Health(status=status).model_dump(), status_code=503)
 
@@ -165,6 +177,29 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
 
 
 ADMIN_MODELS = "/v1/admin/models"
+FEEDBACK = "/v1/feedback"
+
+
+async def store_feedback(prediction_log, request: FeedbackRequest, metrics: ServerMetrics) -> FeedbackReceipt:
+    """Check a feedback body, find the response it is about (404 when the log holds none with
+    that id) and queue it for the log's feedback table, joined to the request by its id."""
+    from tunelab.serve.predlog import FEEDBACK_FIELDS, feedback_row
+    if prediction_log is None:
+        raise ApiError(404, "this server keeps no prediction log (serve.prediction_log), so it has no responses to "
+                            "attach feedback to", code="response_not_found", param="id")
+    record = {"request_id": request.id, **request.model_dump(exclude={"id"}, exclude_none=True)}
+    try:
+        feedback_row(record)
+    except TunelabError as exc:
+        raise ApiError(400, exc.what + (f"; {exc.fix}" if exc.fix else ""), code="invalid_feedback") from None
+    if not await asyncio.to_thread(prediction_log.request_known, request.id):
+        raise ApiError(404, f"no response with id '{request.id}' is in this server's prediction log (pruned, "
+                            "from another server, or never sent)", code="response_not_found", param="id")
+    prediction_log.log_feedback(record)
+    for name in FEEDBACK_FIELDS:
+        if record.get(name) is not None:
+            metrics.feedback.labels(name).inc()
+    return FeedbackReceipt(id=request.id, stored=True)
 
 
 def card_of(service: ModelService, registration: Registration) -> ModelCard:
@@ -229,7 +264,8 @@ def as_json(answer):
 def error_responses(with_keys: bool) -> dict[int, dict]:
     described = {400: "Invalid request (schema, limits, context length, task, guard; a run that cannot be "
                       "registered).",
-                 404: "Unknown model id (or, on /v1/classify and /predict, no classifier served).",
+                 404: "Unknown model id (or, on /v1/classify and /predict, no classifier served; on /v1/feedback, "
+                      "no response with that id).",
                  413: "Request body larger than the server accepts.",
                  415: "The body is not sent as application/json.",
                  429: "Queue full; retry after Retry-After.",

@@ -43,12 +43,15 @@ class ApiKeyCheck:
     """401 in the OpenAI error shape for any request outside OPEN_PATHS without a valid
     `Authorization: Bearer <key>`; the key is compared in constant time (no timing oracle)."""
 
-    def __init__(self, app, keys: list[str]):
+    def __init__(self, app, keys: list[str], open_paths: frozenset[str] = OPEN_PATHS):
+        """open_paths: the paths answered without a key (an app adds its own, such as the jobs
+        page's shell, which holds no data)."""
         self.app = app
         self.keys = [key.encode() for key in keys]
+        self.open_paths = open_paths
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.keys or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")

@@ -131,19 +131,27 @@ class ClassifierBackend(Backend, Protocol):
 
 
 class TokenizerDecoding:
-    """Decoding for engines with a Hugging Face tokenizer in `self.tokenizer`."""
+    """Decoding for engines with a Hugging Face tokenizer in `self.text_tokenizer`, the one the
+    event loop encodes and decodes with."""
 
-    tokenizer: Any
+    text_tokenizer: Any
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.text_tokenizer.decode(ids, skip_special_tokens=True)
 
     def token_text(self, token: int) -> str:
-        return self.tokenizer.decode([token], skip_special_tokens=False)
+        return self.text_tokenizer.decode([token], skip_special_tokens=False)
 
 
 class TokenizerText(TokenizerDecoding):
-    """The text half of a generator backend: chat rendering, encoding, decoding, one token's text."""
+    """The text half of a generator backend: chat rendering, encoding, decoding, one token's text.
+    Generation tokenizes nothing on the model thread, so the engine's `self.tokenizer` serves both."""
+
+    tokenizer: Any
+
+    @property
+    def text_tokenizer(self) -> Any:
+        return self.tokenizer
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """A conversation as the tokenizer's chat template renders it, ready for the reply."""
@@ -160,13 +168,15 @@ class TokenizerText(TokenizerDecoding):
 
 class ClassifierText(TokenizerDecoding):
     """The text half of a classifier backend: inputs truncated to `self.max_length`, as the
-    classifier reads them."""
+    classifier reads them. `self.text_tokenizer` must be the event loop's own copy of the
+    tokenizer: classifying pads and truncates with the model thread's, and a fast tokenizer's
+    padding and truncation settings are state a concurrent call would change under it."""
 
     max_length: int
 
     def encode(self, text: str, *, special_tokens: bool = True) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special_tokens, truncation=True,
-                              max_length=self.max_length)["input_ids"]
+        return self.text_tokenizer(text, add_special_tokens=special_tokens, truncation=True,
+                                   max_length=self.max_length)["input_ids"]
 
 
 def first_stop(text: str, stops: list[str]) -> int | None:

@@ -40,8 +40,14 @@ class DynamicBatcher:
     `on_batch(size)` is told every batch size (for the metrics)."""
 
     def __init__(self, process: Callable[[Hashable, list[Any]], list[Any]], *, max_batch_size: int,
-                 max_wait_ms: float, max_queue: int, on_batch: Callable[[int], None] | None = None):
+                 max_wait_ms: float, max_queue: int, on_batch: Callable[[int], None] | None = None,
+                 after: DynamicBatcher | None = None):
+        """`after`: another batcher whose work comes first: a batch here starts only while that
+        one has nothing queued or running (the shadow's batcher, behind the live one)."""
         self.process = process
+        self.after = after
+        self._running = 0  # batches being processed now (0 or 1)
+        self._idle: asyncio.Event | None = None
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue = max_queue
@@ -58,8 +64,15 @@ class DynamicBatcher:
         client went away: they are skipped)."""
         return sum(not job.future.done() for job in self._pending)
 
+    async def idle(self) -> None:
+        """Return once nothing is queued or running here."""
+        while self._pending or self._running:
+            self._idle.clear()
+            await self._idle.wait()
+
     def start(self) -> None:
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="tunelab-batcher")
 
     def enqueue(self, key: Hashable, payload: Any, *, batchable: bool = True) -> asyncio.Future:
@@ -95,9 +108,17 @@ class DynamicBatcher:
                 self._wake.clear()
                 await self._wake.wait()
             await self._fill(self._pending[0])
+            if self.after is not None:
+                await self.after.idle()
             batch = self._take_batch()
             if batch:
-                await self._execute(batch)
+                self._running += 1
+                try:
+                    await self._execute(batch)
+                finally:
+                    self._running -= 1
+            if not self._pending and not self._running:
+                self._idle.set()
 
     async def _fill(self, oldest: Job) -> None:
         """Wait for more jobs until the batch could be full or the oldest job's wait is over."""
@@ -156,3 +177,4 @@ class DynamicBatcher:
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` on the model thread between batches (work on a model outside any request)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+

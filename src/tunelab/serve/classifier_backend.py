@@ -5,6 +5,7 @@ name its task): the texts arrive here prefixed.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,11 @@ class TransformersClassifier(ClassifierText):
 
     def __init__(self, model, tokenizer, *, max_length: int = 512):
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer  # the model thread's (classify pads and truncates with it)
+        # the event loop's own copy for encode/decode: a fast tokenizer's padding and truncation
+        # settings are state that a call made from another thread at the same moment would change
+        # under it ("expected sequence of length 33 ... (got 31)")
+        self.text_tokenizer = copy.deepcopy(tokenizer)
         self.max_length = max_length
         self.context_length = None  # longer inputs are truncated, never refused
         self.vocab_size = vocab_size(tokenizer, model.config)

@@ -69,7 +69,12 @@ class Handlers:
         checked, temperature settled, the cache asked."""
         record = record_of(http.scope)
         live, registration, task = await self.resolve(request.model, getattr(request, "task", None))
-        record.update(model_version=live.version, adapter=registration.model_id if registration else None, task=task)
+        role = "live"
+        if registration is None:  # the served model itself: the canary may answer instead (tunelab.serve.rollout)
+            canary = self.service.rollout.canary_for(request, http.headers)
+            live, role = (canary, "canary") if canary is not None else (live, role)
+        record.update(model_version=live.version, adapter=registration.model_id if registration else None, task=task,
+                      role=role)
         named = registration if registration is not None and registration.kind == ADAPTER else live
         call = Call(endpoint, request, http, record, live, registration,
                     self.task_prefix(named.prefixes, named.tasks, task, request.model or self.service.served_name))
@@ -96,6 +101,8 @@ class Handlers:
         model id a request names; `ID:TASK` names the task of a multi-task run. A registered
         model that is not loaded is loaded here (the request waits for it)."""
         live, pool = self.service.live, self.service.pool
+        if self.service.pool_only and self.service.ready:
+            return await self.resolve_registered(model, task)
         if not self.service.ready or live is None:
             why = "the model failed to load" if self.service.load_error else "the model is still loading"
             raise ApiError(503, f"{why}; retry shortly", type="server_error", code="model_not_ready",
@@ -121,6 +128,23 @@ class Handlers:
                            code="model_not_found", param="model")
         if registration.kind == ADAPTER:
             return live, registration, task
+        try:
+            return await pool.model(registration), registration, task
+        except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)
+            raise load_failed(name, exc) from None
+
+    async def resolve_registered(self, model: str | None, task: str | None):
+        """resolve() of a server without a served model: the request names a registered one."""
+        pool = self.service.pool
+        name = model
+        if model and pool.get(model) is None and ":" in model and pool.get(model.rsplit(":", 1)[0]) is not None:
+            name, task = model.rsplit(":", 1)
+        registration = pool.get(name) if name else None
+        if registration is None:
+            ids = [r.model_id for r in pool.registrations()]
+            shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more (GET /v1/models)" if len(ids) > 20 else "")
+            raise ApiError(404, f"the model '{model or ''}' does not exist; served here: {shown or 'none yet'}",
+                           code="model_not_found", param="model")
         try:
             return await pool.model(registration), registration, task
         except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)
@@ -305,6 +329,7 @@ class Handlers:
 
     async def generated(self, call: Call, jobs: list[GenerationJob]) -> list[Generation]:
         futures = enqueued(lambda job: self.service.enqueue_generation(call.live, job, call.registration), jobs)
+        self.shadow_copy(call, "generate", jobs)
         results = await self.until_answered(call, futures, jobs)
         self.metrics.generated_tokens.inc(sum(sum(r.completion_tokens) for r in results))
         self.metrics.first_token.observe(time.perf_counter() - call.record.started)
@@ -316,6 +341,7 @@ class Handlers:
             raise ApiError(400, "the text is empty once tokenized, and the model has no special token to stand "
                                 "for it", code="empty_prompt", param="text")
         futures = enqueued(lambda text: self.service.enqueue_classification(call.live, text), texts)
+        self.shadow_copy(call, "classify", texts)
         answers = await self.until_answered(call, futures, [])
         return [Outcome(label, length, 0, label, probabilities[label], probabilities)
                 for length, (label, probabilities) in zip(lengths, answers)]
@@ -358,6 +384,7 @@ class Handlers:
             future = self.service.enqueue_generation(call.live, job, call.registration)
         except QueueFull:
             raise queue_full() from None
+        self.shadow_copy(call, "generate", [job])
 
         def first_text() -> None:
             self.metrics.first_token.observe(time.perf_counter() - call.record.started)
@@ -375,6 +402,12 @@ class Handlers:
         make = chunk(call.record.request_id, call.request.model, call.live.version)
         with_usage = bool(call.request.stream_options and call.request.stream_options.include_usage)
         return streaming.relay(job, future, make, with_usage=with_usage, on_first_text=first_text, on_end=ended)
+
+    def shadow_copy(self, call: Call, kind: str, inputs: list) -> None:
+        """A copy for the shadow version, run once the answer is sent: only of what the live
+        version answers (not the canary's share, not registered adapters and models)."""
+        if call.registration is None and call.record.fields.get("role") == "live":
+            self.service.rollout.copy_after_sent(call.record, kind, inputs, self.joined)
 
     def joined(self, texts: list[str]) -> str:
         """The log's output column: the answer, or a JSON list when there are several."""

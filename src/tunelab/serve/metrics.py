@@ -45,6 +45,13 @@ class ServerMetrics:
                                            "failed to load.", ["kind"], registry=r)
         self.models_loaded = Gauge("tunelab_models_loaded", "Registered adapters and models loaded now.", ["kind"],
                                    registry=r)
+        self.feedback = Counter("tunelab_feedback", "Feedback records stored (POST /v1/feedback), by what they "
+                                "carry (label, corrected, rating, preferred, comment).", ["field"], registry=r)
+        self.canary_requests = Counter("tunelab_canary_requests", "Requests answered by the canary version.",
+                                       registry=r)
+        self.shadow_requests = Counter("tunelab_shadow_requests", "Copies of answered requests sent to the shadow "
+                                       "version, by outcome (answered, failed, dropped: its queue was full).",
+                                       ["outcome"], registry=r)
         self.abandoned = Counter("tunelab_abandoned_requests", "Requests whose client left before the answer; "
                                  "their work was dropped.", registry=r)
 

@@ -13,6 +13,7 @@ model's gradients): a sentence says so and names the way that works.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ class OnnxClassifierBackend(ClassifierText):
         `max_length` and `predict(texts) -> (indices, probabilities)`)."""
         self.classifier = classifier
         self.tokenizer = classifier.tokenizer
+        self.text_tokenizer = copy.deepcopy(classifier.tokenizer)  # see ClassifierText
         self.labels = list(classifier.labels)
         self.max_length = classifier.max_length
         self.vocab_size = vocab_size(self.tokenizer)

@@ -43,11 +43,14 @@ from tunelab.train.run_dir import RunDir
 log = logging.getLogger("tunelab.serve")
 ADAPTER, MODEL = "adapter", "model"
 MODEL_ID = re.compile(MODEL_ID_PATTERN)
+# OpenAI's fine-tuned model names (ft:BASE:SUFFIX:JOBID, and :ckpt-step-N for a checkpoint), which
+# the jobs server registers in process; ':' is otherwise kept for ID:TASK
+FINE_TUNED_ID = re.compile(r"^ft:[A-Za-z0-9._-]{1,128}(?::[A-Za-z0-9._-]{0,64}){1,4}$")
 _serials = itertools.count(1)
 
 
 def check_model_id(model_id: str, *, where: str | None = None) -> None:
-    if not isinstance(model_id, str) or not MODEL_ID.match(model_id):
+    if not isinstance(model_id, str) or not (MODEL_ID.match(model_id) or FINE_TUNED_ID.match(model_id)):
         raise TunelabError(f"model id {model_id!r} is not usable", where=where,
                            fix="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
 

@@ -24,9 +24,11 @@ COLUMNS = {  # name -> SQL type; the order is the table's
     "adapter": "TEXT", "input": "TEXT", "output": "TEXT", "label": "TEXT", "confidence": "REAL",
     "probabilities": "TEXT", "latency_ms": "REAL", "status": "INTEGER", "prompt_tokens": "INTEGER",
     "completion_tokens": "INTEGER", "blocked_reason": "TEXT", "cached": "INTEGER NOT NULL DEFAULT 0",
-    "outcome": "TEXT", "task": "TEXT",
+    "outcome": "TEXT", "task": "TEXT", "role": "TEXT",
 }
-ADDED_LATER = ("outcome", "task")  # columns a log written by an earlier version lacks: added on open
+# role: live (NULL in logs written before roles), canary (a canary version answered the client) or
+# shadow (a shadow version's answer to a copy of the request; the client never saw it)
+ADDED_LATER = ("outcome", "task", "role")  # columns a log written by an earlier version lacks: added on open
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     + ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items()) + ")",
@@ -301,9 +303,17 @@ class PredictionLog:
                                fix="check free disk space and that no other process holds the database locked")
 
 
+NOT_SHADOW = "(role IS NULL OR role != 'shadow')"
+
+
+def has_roles(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "role" for row in conn.execute("PRAGMA table_info(predictions)"))
+
+
 def read_predictions(path: str | Path, *, since_ts: float | None = None, limit: int | None = None,
-                     model_version: str | None = None) -> list[dict[str, Any]]:
-    """Logged predictions as dicts with the table's columns, oldest first.
+                     model_version: str | None = None, include_shadow: bool = False) -> list[dict[str, Any]]:
+    """Logged predictions as dicts with the table's columns, oldest first: what clients were
+    answered (live and canary), and with `include_shadow` the shadow's answers too.
 
     `limit` keeps the most recent `limit` matching records (the monitor's window), still
     returned oldest first. Values are as stored: `probabilities` and chat `input` are JSON text.
@@ -315,7 +325,7 @@ def read_predictions(path: str | Path, *, since_ts: float | None = None, limit: 
     if limit is not None and limit < 0:
         raise TunelabError(f"limit must be zero or more, got {limit}", where="read_predictions",
                            fix="pass a non-negative number of records")
-    where, params = [], []
+    where, params = [] if include_shadow else [NOT_SHADOW], []
     if since_ts is not None:
         where.append("ts >= ?")
         params.append(since_ts)
@@ -331,6 +341,8 @@ def read_predictions(path: str | Path, *, since_ts: float | None = None, limit: 
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
         try:
             conn.row_factory = sqlite3.Row
+            if not has_roles(conn):  # a log written before roles: every row is a client's answer
+                query = query.replace(NOT_SHADOW, "1")
             return [dict(row) for row in conn.execute(query, params)]
         finally:
             conn.close()
@@ -345,7 +357,7 @@ def read_feedback(path: str | Path, *, since_ts: float | None = None, request_id
 
     Each dict holds the feedback columns (id, ts, request_id, label, corrected, rating,
     rating_scale, preferred, comment, annotator) and `prediction`: that request's row as
-    read_predictions returns it (the most recent one, should an id repeat), or None when the log
+    read_predictions returns it (the most recent answer a client got, should an id repeat), or None when the log
     holds no prediction with that request_id (pruned, or sent to another log). `since_ts` filters
     on the feedback's own time; `model_version` on the prediction's. A log written before
     feedback existed has no feedback table: that is no feedback, not an error."""
@@ -363,7 +375,7 @@ def read_feedback(path: str | Path, *, since_ts: float | None = None, request_id
     if model_version is not None:
         where.append("p.model_version = ?")
         params.append(model_version)
-    latest = "(SELECT MAX(id) FROM predictions WHERE request_id = f.request_id)"
+    latest = f"(SELECT MAX(id) FROM predictions WHERE request_id = f.request_id AND {NOT_SHADOW})"
     query = (f"SELECT f.*, p.id AS p_id FROM feedback f LEFT JOIN predictions p ON p.id = {latest}"
              + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY f.ts, f.id")
     try:
@@ -373,6 +385,8 @@ def read_feedback(path: str | Path, *, since_ts: float | None = None, request_id
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "feedback" not in tables:
                 return []
+            if not has_roles(conn):
+                query = query.replace(NOT_SHADOW, "1")
             rows = [dict(row) for row in conn.execute(query, params)]
             ids = sorted({row["p_id"] for row in rows if row["p_id"] is not None})
             predictions = {}

@@ -50,6 +50,7 @@ class RequestRecord:
     ts: float = field(default_factory=time.time)
     fields: dict[str, Any] = field(default_factory=dict)
     status: int | None = None  # set by a handler to override the status sent (499: the client left)
+    after_sent: list = field(default_factory=list)  # called once a 2xx answer's last byte is sent (the shadow)
 
     @classmethod
     def new(cls, endpoint: str) -> "RequestRecord":
@@ -97,6 +98,11 @@ class RecordRequests:
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 write(record.status or sent["status"])  # before the client has its answer, so a client
                 # that reads the log right after the answer finds the request in it
+                await send(message)
+                if (record.status or sent["status"]) < 400:
+                    for callback in record.after_sent:
+                        callback()
+                return
             await send(message)
 
         try:

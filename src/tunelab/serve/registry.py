@@ -11,7 +11,9 @@ lock: the file is only ever replaced whole.
    "events": [{"action": "promote"|"rollback", "version": ..., "from": ..., "at": iso}],
    "served": {"model_name": "support", "kind": "generative"},   # whom the registry belongs to
    "servers": [{"id": ..., "pid": ..., "host": ..., "started_at": iso}],   # servers using it now
-   "models": [{"id": "legal", "path": "/abs/run", "registered_at": iso}]}   # served beside the live version
+   "models": [{"id": "legal", "path": "/abs/run", "registered_at": iso}],  # served beside the live version
+   "shadow": {"version": "v3", "since": iso} | null,                 # gets a copy of each request
+   "canary": {"version": "v3", "share": 0.1, "since": iso} | null}   # answers a share of the traffic
 
 `models` are runs every server of the registry answers under their own id beside the live
 version (`tunelab models register RUN --id ID`, or a server's admin route): LoRA adapters of the
@@ -24,6 +26,11 @@ serve.model_name, is refused at start-up (give it its own file); one without a c
 name takes the recorded one. Every version made live is of that kind, so no promote or
 rollback can swap a generative server into a classifier. A server started with a run does not
 take the live pointer from another live server of the registry unless asked (serve.promote).
+
+`shadow` and `canary` name a candidate version beside the live one (tunelab.serve.rollout runs
+them): a shadow gets a copy of each request after the live answer is sent and never answers a
+client; a canary answers `share` of the traffic, split by a stable hash of a client key. A
+version made live stops being the shadow or canary; both follow the served kind.
 
 `rollback` pops the live version off `history` and makes the one before it live again;
 `events` keeps the full audit trail of every promote and rollback.
@@ -49,7 +56,8 @@ def now_iso() -> str:
 
 
 def empty_registry() -> dict[str, Any]:
-    return {"versions": [], "live": None, "history": [], "events": [], "served": None, "servers": [], "models": []}
+    return {"versions": [], "live": None, "history": [], "events": [], "served": None, "servers": [], "models": [],
+            "shadow": None, "canary": None}
 
 
 def run_kind(run_dir: str | Path) -> str:
@@ -195,6 +203,37 @@ class Registry:
             data["models"] = kept
             return removed
 
+    # candidates beside the live version
+
+    def set_shadow(self, version: str | None) -> dict[str, Any] | None:
+        """Give `version` a copy of each request (None: no shadow); returns its entry."""
+        return self._set_candidate("shadow", version, {})
+
+    def set_canary(self, version: str | None, share: float = 0.1) -> dict[str, Any] | None:
+        """Let `version` answer `share` (0 < share <= 1) of the traffic (None: no canary)."""
+        if version is not None and not (0 < share <= 1):
+            raise TunelabError(f"the canary share must be above 0 and at most 1, got {share}", where=str(self.path),
+                               fix="pass e.g. --share 0.1 for a tenth of the traffic")
+        return self._set_candidate("canary", version, {"share": float(share)})
+
+    def _set_candidate(self, role: str, version: str | None, extra: dict[str, Any]) -> dict[str, Any] | None:
+        with self._locked() as data:
+            if version is None:
+                if data[role] is not None:
+                    data["events"].append({"action": f"{role}_off", "version": data[role]["version"],
+                                           "from": data["live"], "at": now_iso()})
+                data[role] = None
+                return None
+            entry = _require(data, version, self.path)
+            _check_kind(data, entry, self.path)
+            if version == data["live"]:
+                raise TunelabError(f"{version} is the live version; a {role} is a candidate beside it",
+                                   where=str(self.path), fix="pick a registered version that is not live")
+            data[role] = {"version": version, **extra, "since": now_iso()}
+            data["events"].append({"action": role, "version": version, "from": data["live"], **extra,
+                                   "at": now_iso()})
+            return entry
+
     # the servers using the registry
 
     def plan(self, claim: Claim) -> dict[str, Any] | None:
@@ -245,6 +284,7 @@ class Registry:
             previous = data["history"][-1]
             data["live"] = previous
             data["events"].append({"action": "rollback", "version": previous, "from": current, "at": now_iso()})
+            _no_candidate_live(data)
             return _find(data, previous)
 
     @contextmanager
@@ -361,3 +401,11 @@ def _make_live(data: dict[str, Any], version: str, *, action: str) -> None:
     data["events"].append({"action": action, "version": version, "from": data["live"], "at": now_iso()})
     data["live"] = version
     data["history"].append(version)
+    _no_candidate_live(data)
+
+
+def _no_candidate_live(data: dict[str, Any]) -> None:
+    """A version made live is no longer the shadow or the canary."""
+    for role in ("shadow", "canary"):
+        if (data.get(role) or {}).get("version") == data["live"]:
+            data[role] = None

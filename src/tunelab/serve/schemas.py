@@ -91,7 +91,8 @@ class SamplingFields(Strict):
     seed: Integer[0, 2**53 - 1] | None = Field(None, description="Seed for sampling; same seed, same answer.")
     stream: bool = Field(False, description="Send the answer as server-sent events ending with [DONE].")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
-    user: Text | None = Field(None, description="End-user id; accepted for compatibility.")
+    user: Text | None = Field(None, description="End-user id; with a canary on, the key that keeps this user on "
+                                               "one version.")
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -153,6 +154,27 @@ class ClassifyRequest(Strict):
     task: Text | None = Field(None, description="Task of a multi-task run whose input prefix applies.")
     explain: bool = Field(False, description="Also return the predicted label's token attributions "
                                              "(Integrated Gradients: about 30 forward passes of extra work).")
+    user: Text | None = Field(None, description="End-user id; with a canary on, the key that keeps this user on "
+                                               "one version.")
+
+
+class FeedbackRequest(Strict):
+    id: Text = Field(min_length=1, description="The `id` of an earlier response (chat, completion, classify).")
+    label: Text | None = Field(None, description="The correct label (classification).")
+    corrected: Text | None = Field(None, description="A corrected answer (generative).")
+    rating: float | None = Field(
+        None, ge=-1, le=5, description="Thumbs (+1 up, -1 down) or stars (1 to 5); rating_scale says which.")
+    rating_scale: Literal["thumbs", "stars"] | None = Field(
+        None, description="thumbs or stars (default: thumbs for +1/-1, stars otherwise).")
+    preferred: Text | None = Field(None, description="An answer preferred to the one served (a DPO pair with it).")
+    comment: Text | None = Field(None, description="Free text.")
+    annotator: Text | None = Field(None, description="Who gave the feedback.")
+
+
+class FeedbackReceipt(BaseModel):
+    id: str = Field(description="The response the feedback is about.")
+    object: Literal["feedback"] = "feedback"
+    stored: bool = Field(description="Queued for the prediction log's feedback table, joined to its request.")
 
 
 class Usage(BaseModel):

@@ -27,6 +27,7 @@ from tunelab.serve.errors import load_failed
 from tunelab.serve.metrics import ServerMetrics
 from tunelab.serve.pool import ADAPTER, ModelPool, Registration, same_base
 from tunelab.serve.registry import Claim, Registry, entry_kind, run_kind
+from tunelab.serve.rollout import Rollout
 from tunelab.train.run_dir import RunDir
 
 log = logging.getLogger("tunelab.serve")
@@ -113,8 +114,11 @@ def open_model(cfg: ServeConfig, model: str | None, server_id: str) -> tuple[Liv
 
 class ModelService:
     def __init__(self, cfg: ServeConfig, metrics: ServerMetrics, *, model: str | None = None,
-                 live: LiveModel | None = None):
+                 live: LiveModel | None = None, pool_only: bool = False):
+        """pool_only: no served model; only the ids registered in the pool are answered (the jobs
+        server registers each fine-tuned model as its job succeeds)."""
         self.cfg = cfg
+        self.pool_only = pool_only
         self.model = model or cfg.model
         self.metrics = metrics
         self.live: LiveModel | None = live
@@ -126,13 +130,18 @@ class ModelService:
         vllm = "serve.engine is vllm, whose engine takes its share of GPU memory at start-up"
         self.pool = ModelPool(max_adapters=cfg.max_adapters, max_models=cfg.max_models, metrics=metrics,
                               load_model=self._load_pool_model, whole_models_refused=vllm if cfg.engine == "vllm" else None)
+        self.rollout = Rollout(cfg, metrics, self._process, self.batcher)  # the registry's shadow and canary versions
         self._tasks: list[asyncio.Task] = []
         self._warm = self._attached = self._pooled = False
-        self.served_name = cfg.model_name or (live.name if live else "tunelab")
+        self.served_name = "" if pool_only else cfg.model_name or (live.name if live else "tunelab")
 
     def open(self) -> None:
         """Load, warm and (with a registry) register the model now, before the server starts, so
         a bad run or a refused registry is one sentence instead of a server that never gets ready."""
+        if self.pool_only:
+            self.pool.bind(None, "")
+            self._warm = self._pooled = True
+            return
         self.live, self.served_name = open_model(self.cfg, self.model, self.server_id)
         self._warm = True
         self._attached = bool(self.cfg.registry)  # listed among the registry's servers until stop()
@@ -159,6 +168,7 @@ class ModelService:
 
     async def start(self) -> None:
         self.batcher.start()
+        self.rollout.start()
         self._tasks.append(asyncio.create_task(self._load_first(), name="tunelab-load"))
 
     async def stop(self) -> None:
@@ -166,12 +176,13 @@ class ModelService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.batcher.stop()
+        await self.rollout.stop()
         if self._attached:
             await asyncio.to_thread(Registry(self.cfg.registry).detach, self.server_id)
 
     async def _load_first(self) -> None:
         try:
-            if self.live is None:
+            if self.live is None and not self._pooled:
                 await asyncio.to_thread(self.open)
             else:
                 if not self._warm:
@@ -185,6 +196,7 @@ class ModelService:
         self.ready = True
         if self.cfg.registry:
             await asyncio.to_thread(self._sync_models, Registry(self.cfg.registry))
+            await self._sync_rollout(Registry(self.cfg.registry))
             self._tasks.append(asyncio.create_task(self._watch_registry(), name="tunelab-registry"))
 
     async def _watch_registry(self) -> None:
@@ -203,8 +215,15 @@ class ModelService:
                 removed = await asyncio.to_thread(self._sync_models, registry)
                 if removed:
                     await self._sweep()
+                await self._sync_rollout(registry)
             except Exception as exc:  # noqa: BLE001 (keep serving the old version; say why)
                 log.error("could not take up the registry's changes: %s", exc)
+
+    async def _sync_rollout(self, registry: Registry) -> None:
+        """Hold the shadow and canary versions the registry names now."""
+        data = await asyncio.to_thread(registry.load)
+        await self.rollout.sync(data, self.live,
+                                lambda entry: load_live(entry["path"], entry["version"], self.cfg, adapter_slots=0))
 
     def _sync_models(self, registry: Registry) -> bool:
         """Serve the registry's models; whether any was removed (its adapter is to be freed)."""

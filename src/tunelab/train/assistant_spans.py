@@ -52,6 +52,12 @@ class NoConsistentSpans(ValueError):
     """The template gives no assistant spans for a conversation; the message says which turn and why."""
 
 
+def has_zero_weights(dataset) -> bool:
+    """Whether any assistant message of the conversations is weighted 0 (not trained on), which
+    only the rendered spans honour (TRL's markers train every reply)."""
+    return any(m.get("weight") == 0 for messages in dataset["messages"] for m in messages if m["role"] == "assistant")
+
+
 def has_generation_markers(template: str | None) -> bool:
     return bool(template and GENERATION_MARKER.search(template))
 
@@ -113,8 +119,12 @@ def assistant_char_spans(tokenizer, messages: list[dict[str, Any]]) -> tuple[str
 
 def tokenize_with_spans(tokenizer, messages: list[dict[str, Any]]) -> dict[str, list[int]]:
     """{"input_ids", "assistant_masks"}: the conversation tokenized as apply_chat_template does,
-    1 for each token that overlaps an assistant span. Raises NoConsistentSpans."""
+    1 for each token that overlaps an assistant span, except the spans of assistant messages
+    with `"weight": 0` (OpenAI's chat format: shown as context, not trained on). Raises
+    NoConsistentSpans."""
     text, spans = assistant_char_spans(tokenizer, messages)
+    weights = [m.get("weight") for m in messages if m["role"] == "assistant"]
+    spans = [span for span, weight in zip(spans, weights) if weight != 0]
     try:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     except NotImplementedError:  # slow (Python) tokenizers give no character offsets

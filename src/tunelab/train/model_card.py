@@ -49,3 +49,15 @@ tags: [tunelab, {task}, {method}]
 The full resolved configuration is in `config.yaml`; hashes, versions and timings in `manifest.json`;
 every logged step in `metrics.jsonl`.
 """
+
+
+def remote_model_card(name: str, base_model: str, task: str, method: str, remote: dict) -> str:
+    """The model card of a run trained by a fine-tuning API: the job, and how to call its model."""
+    model = remote.get("fine_tuned_model")
+    card = (f"# {name}\n\n{task} fine-tune of `{base_model}` by the fine-tuning API at {remote['base_url']} "
+            f"(job `{remote['job_id']}`, {method}): status {remote['status']}")
+    if not model:
+        return card + ".\n"
+    return (f"{card}; model `{model}`.\n\n```python\nfrom openai import OpenAI\n"
+            f"client = OpenAI(base_url=\"{remote['base_url']}\")\n"
+            f"client.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"...\"}}])\n```\n")

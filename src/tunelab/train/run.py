@@ -49,6 +49,9 @@ class TrainResult:
 
 def run(cfg: RunConfig, callbacks: tuple = ()) -> TrainResult:
     """callbacks: extra TrainerCallbacks for every stage (`tunelab tune` reports and prunes through one)."""
+    if cfg.train.provider == "openai":  # trained by a fine-tuning API; the run directory records the job
+        from tunelab.train import remote
+        return remote.run(cfg)
     tc = cfg.train
     started = time.time()
     datasets.disable_progress_bars()  # rich bars show progress; per-map tqdm bars only add noise

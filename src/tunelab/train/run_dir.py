@@ -23,7 +23,7 @@ import yaml
 
 from tunelab.errors import TunelabError
 from tunelab.files import manifest, sha256_of, write_json, write_text
-from tunelab.train.model_card import model_card
+from tunelab.train.model_card import model_card, remote_model_card
 
 CLASSIFICATION = "classification"
 EVAL_REPORT = Path("eval") / "report.json"
@@ -84,6 +84,28 @@ class RunDir:
     def is_run(self) -> bool:
         """Written by `tunelab train` (its manifest names the stage)."""
         return self.manifest.get("stage") == "train"
+
+    @property
+    def remote(self) -> dict[str, Any] | None:
+        """A run trained by an OpenAI-compatible fine-tuning API (train.provider openai): the job
+        as last seen ({provider, base_url, job_id, status, fine_tuned_model, ...}); None for a
+        run trained here."""
+        remote = self.manifest.get("remote")
+        return remote if isinstance(remote, dict) else None
+
+    @property
+    def endpoint(self) -> str | None:
+        """`endpoint:URL#MODEL` of a remote run's fine-tuned model, which `tunelab eval` asks
+        through the endpoint instead of loading weights; None for a local run. A remote run whose
+        job has not succeeded has no model yet: one sentence saying so."""
+        remote = self.remote
+        if remote is None:
+            return None
+        if not remote.get("fine_tuned_model"):
+            raise TunelabError(f"the remote job {remote.get('job_id')} has no fine-tuned model yet (status "
+                               f"{remote.get('status')})", where=str(self.path),
+                               fix="follow it to the end with `tunelab train ... --resume`, then evaluate")
+        return f"endpoint:{remote['base_url']}#{remote['fine_tuned_model']}"
 
     @property
     def is_adapter(self) -> bool:
@@ -213,7 +235,7 @@ class RunDir:
         adapter, None for anything else."""
         if self.manifest.get("stage") != "export":
             return None
-        return self.manifest.get("format") or "merged"
+        return self.manifest.get("format") or (self.manifest.get("config") or {}).get("format") or "merged"
 
     @property
     def source_run(self) -> "RunDir | None":
@@ -374,6 +396,23 @@ def write_run_files(run_dir: Path, *, config: dict[str, Any], base_model: str, r
     write_text(run_dir / "README.md", model_card(base_model, task, method, data_sources, final_metrics, trainable,
                                                  labels, prefixes, run_dir))
     write_json(run_dir / "manifest.json", manifest(stage="train", inputs={}, outputs=outputs, config=config,
+                                                   extra=extra))
+
+
+def write_remote_run_files(run_dir: Path, *, config: dict[str, Any], base_model: str, task: str, method: str,
+                           data_sources: dict[str, str], uploaded: dict[str, Path], seed: int, wall_time_s: float,
+                           final_metrics: dict[str, Any], remote: dict[str, Any], interrupted: bool) -> None:
+    """A run trained by a fine-tuning API (train.provider openai): no weights, the job instead.
+    config.yaml and the model card as for a local run; the manifest records the job as last seen
+    (manifest.remote, which RunDir.remote and RunDir.endpoint read) and the training files sent."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    extra = {"base_model": {"id": base_model, "path": None, "sha256": None}, "task": task, "method": method,
+             "seed": seed, "labels": None, "task_prefixes": {}, "datasets": data_sources, "git_commit": git_commit(),
+             "wall_time_s": round(wall_time_s, 1), "final_metrics": final_metrics, "stages": [],
+             "interrupted": interrupted, "remote": remote, "workdir": str(Path.cwd())}
+    write_text(run_dir / "README.md", remote_model_card(run_dir.name, base_model, task, method, remote))
+    write_json(run_dir / "manifest.json", manifest(stage="train", inputs={}, outputs=uploaded, config=config,
                                                    extra=extra))
 
 

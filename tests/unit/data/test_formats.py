@@ -37,6 +37,7 @@ def test_detect_format_for_each_format(value, fmt):
 def test_every_format_has_a_kind():
     assert KIND_OF_FORMAT == {"chat": "generative", "sharegpt": "generative", "alpaca": "generative",
                               "prompt_completion": "generative", "preference": "preference",
+                              "openai_preference": "preference",
                               "classification": "classification", "prompts": "prompt"}
 
 
@@ -278,3 +279,29 @@ def test_non_object_is_not_an_object(value, type_name):
     problem = problem_of(value, "chat")
     assert problem.reason == "not_an_object"
     assert problem.detail == f"expected a JSON object, got {type_name}"
+
+
+# --- OpenAI's DPO file ---------------------------------------------------------------------
+
+OPENAI_DPO = {"input": {"messages": [{"role": "user", "content": "Say hi"}], "tools": [],
+                        "parallel_tool_calls": True},
+              "preferred_output": [{"role": "assistant", "content": "Hi!"}],
+              "non_preferred_output": [{"role": "assistant", "content": "No."}]}
+
+
+def test_openai_dpo_lines_are_detected_and_become_preference_records():
+    assert format_of(OPENAI_DPO) == "openai_preference"
+    assert KIND_OF_FORMAT["openai_preference"] == "preference"
+    assert to_canonical(OPENAI_DPO, "openai_preference") == {
+        "prompt": [{"role": "user", "content": "Say hi"}], "chosen": "Hi!", "rejected": "No."}
+
+
+@pytest.mark.parametrize("broken, detail", [
+    ({**OPENAI_DPO, "input": "Say hi"}, "'input' must be an object with 'messages'"),
+    ({**OPENAI_DPO, "preferred_output": "Hi!"}, "'preferred_output' must be a list holding one assistant message"),
+    ({**OPENAI_DPO, "non_preferred_output": [{"role": "user", "content": "No."}]},
+     "'non_preferred_output' must be a list holding one assistant message"),
+])
+def test_a_malformed_openai_dpo_line_is_wrong_type(broken, detail):
+    problem = problem_of(broken, "openai_preference")
+    assert problem.reason == "wrong_type" and detail in problem.detail

@@ -36,13 +36,13 @@ def test_jsonl_yields_values_with_source_and_line(write_jsonl):
 
 
 def test_jsonl_skips_blank_lines_but_keeps_line_numbers(write_jsonl):
-    path = write_jsonl("data.jsonl", [{"n": 1}, "", "   ", {"n": 2}, "\t", {"n": 3}])
+    path = write_jsonl("data.jsonl", [{"n": 1}, b"", b"   ", {"n": 2}, b"\t", {"n": 3}])
     records = read(path)
     assert [(r.line, r.value) for r in records] == [(1, {"n": 1}), (4, {"n": 2}), (6, {"n": 3})]
 
 
 def test_jsonl_unparsable_line_is_yielded_with_problem_and_line(write_jsonl):
-    path = write_jsonl("data.jsonl", [{"n": 1}, '{"n": 2,', {"n": 3}])
+    path = write_jsonl("data.jsonl", [{"n": 1}, b'{"n": 2,', {"n": 3}])
     records = read(path)
     assert len(records) == 3
     bad = records[1]
@@ -90,7 +90,7 @@ def test_jsonl_encoding_option_decodes_latin1(write_jsonl):
                                          ("null", None)])
 def test_jsonl_top_level_non_object_is_parsed_not_rejected(write_jsonl, line, value):
     # whether a non-object can be used is the format stage's decision (not_an_object)
-    (record,) = read(write_jsonl("data.jsonl", [line]))
+    (record,) = read(write_jsonl("data.jsonl", [line.encode()]))
     assert record.problem is None
     assert record.value == value
 
@@ -128,7 +128,7 @@ def test_json_array_after_leading_whitespace_and_bom(tmp_path):
 
 
 def test_json_file_holding_jsonl_is_read_as_lines(write_jsonl):
-    path = write_jsonl("data.json", [{"n": 1}, "", "{oops", {"n": 2}])
+    path = write_jsonl("data.json", [{"n": 1}, b"", b"{oops", {"n": 2}])
     records = read(path)
     assert [(r.unit, r.line) for r in records] == [("line", 1), ("line", 3), ("line", 4)]
     assert records[0].value == {"n": 1}

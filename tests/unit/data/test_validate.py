@@ -230,3 +230,16 @@ def test_too_long_preference_counts_prompt_and_both_answers():
 def test_structural_problem_is_reported_before_length():
     record = chat(user("x" * 500))
     assert reason(record, "generative", max_chars=10) == "no_final_assistant"
+
+
+@pytest.mark.parametrize("weight", [2, -1, 0.5, "1", None, True])
+def test_a_message_weight_other_than_0_or_1_is_bad_weight(weight):
+    problem = validate_record(chat(user(), {**assistant(), "weight": weight}), "generative")
+    assert problem.reason == "bad_weight" and "message 2" in problem.detail
+
+
+def test_weights_0_and_1_pass_unless_nothing_is_left_to_train():
+    assert validate_record(chat(user(), {**assistant(), "weight": 0}, user(), {**assistant(), "weight": 1}),
+                           "generative") is None
+    problem = validate_record(chat(user(), {**assistant(), "weight": 0}), "generative")
+    assert problem.reason == "nothing_to_train"

@@ -56,7 +56,7 @@ def test_chat_records_load_whole(write_jsonl):
     ([CHAT, {"prompt": "x"}], "record 2 of the general data is not a {\"text\": ...} line or a chat record"),
     ([{"messages": [{"role": "user", "content": "no reply"}]}], "record 1 of the general data is not"),
     ([{"text": "   "}], "record 1"),
-    (["{not json"], "general data is not JSON Lines"),
+    ([b"{not json"], "general data is not JSON Lines"),
     ([], "general data has no records"),
 ])
 def test_unusable_general_data_is_one_clear_user_error(write_jsonl, rows, message):

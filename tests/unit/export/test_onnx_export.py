@@ -178,7 +178,7 @@ def test_bad_runs_are_refused_in_one_sentence_before_anything_is_written(full_ru
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
-    with pytest.raises(TunelabError, match="not an earlier ONNX export"):
+    with pytest.raises(TunelabError, match="not an earlier export"):
         onnx_export.run(full_run, out_dir=occupied)
     assert not (tmp_path / "llama-onnx").exists() and not (broken / "onnx").exists()
     assert [p.name for p in occupied.iterdir()] == ["notes.txt"]

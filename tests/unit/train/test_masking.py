@@ -26,15 +26,15 @@ CONVERSATIONS = [
 ]
 
 
-def collated_batch(model_dir: Path, tmp_path: Path, **settings):
+def collated_batch(model_dir: Path, tmp_path: Path, conversations=CONVERSATIONS, **settings):
     """The first training batch exactly as the trainer tunelab builds would see it."""
     cfg = train_config(model=model_dir, data="unused.jsonl", method="full", output_dir=tmp_path / "run", **settings)
     tc = cfg.train
     tokenizer, _ = train_run.prepare_tokenizer(load_tokenizer(str(model_dir)), "sft", tc.assistant_only_loss)
-    data = TrainingData("generative", [{"messages": m} for m in CONVERSATIONS], [])
+    data = TrainingData("generative", [{"messages": m} for m in conversations], [])
     trainer = train_run.build_trainer(load_model(str(model_dir), "sft"), tokenizer, data, "sft", None, tc,
                                       StageSettings(data="unused.jsonl", name="train"), tmp_path / "run", 0, 1)
-    rows = [trainer.train_dataset[i] for i in range(len(CONVERSATIONS))]
+    rows = [trainer.train_dataset[i] for i in range(len(conversations))]
     return tokenizer, trainer.data_collator(rows)
 
 
@@ -74,6 +74,18 @@ def test_labels_are_exactly_the_assistant_replies_and_their_end_token(tiny_llama
             if message["role"] != "assistant":
                 assert message["content"] in unlabelled
         assert unlabelled.count("<|assistant|>") == len(replies)
+
+
+def test_an_assistant_message_weighted_0_is_context_not_trained_on(tiny_llama_dir, tmp_path):
+    """OpenAI's chat format: `"weight": 0` keeps a reply in the context and out of the loss, even
+    with a template whose {% generation %} markers would label every reply."""
+    weighted = [[{**m, "weight": 0} if i == 2 else m for i, m in enumerate(CONVERSATIONS[0])], CONVERSATIONS[1]]
+    tokenizer, batch = collated_batch(tiny_llama_dir, tmp_path, conversations=weighted)
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    assert [tokenizer.decode(run) for run in labelled_runs(ids, labels)] == ["HELLO WORLD<|end|>"]
+    assert "beta alpha" in tokenizer.decode(ids), "the reply weighted 0 is still in the context"
+    second = labelled_runs(batch["input_ids"][1].tolist(), batch["labels"][1].tolist())
+    assert [tokenizer.decode(run) for run in second] == ["13, the refund policy says so.<|end|>"]
 
 
 def test_without_assistant_only_loss_every_token_is_labelled(tiny_llama_dir, tmp_path):
