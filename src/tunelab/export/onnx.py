@@ -9,7 +9,7 @@ served is shown to answer as the PyTorch classifier does on the run's test split
 
 - float32: every logit within the tolerance (default 1e-4) and every label the same;
 - int8: labels agree on at least INT8_MIN_AGREEMENT of the examples and accuracy drops by at
-  most INT8_MAX_ACCURACY_DROP (int8 logits move by ~1e-2, so they are recorded, not gated).
+  most INT8_MAX_ACCURACY_DROP (int8 logits move by up to a few tenths: recorded, not gated).
 
 The files are built in a hidden sibling directory and moved into place after the checks pass
 (`export.checks.staged_output`, as for every export); the manifest records the source run, the
