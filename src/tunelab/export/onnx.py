@@ -63,7 +63,7 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
     require("onnx", "onnxscript", "onnxruntime")  # torch.onnx's exporter, and the runtime the checks use
     out_dir = Path(out_dir) if out_dir else run.path / ("onnx-int8" if int8 else "onnx")
     shared.check_destination(out_dir)
-    where, texts, y_true = test_split(run)
+    where, texts, y_true = held_out_split(run)
     limit = FP32_TOLERANCE if tolerance is None else tolerance
 
     from tunelab.evaluate.predict import classifier_logits, load_classifier
@@ -96,7 +96,7 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
     return OnnxExportResult(run.path, out_dir, summary(out_dir, int8, checks), checks)
 
 
-def test_split(run: RunDir) -> tuple[str, list[str], np.ndarray]:
+def held_out_split(run: RunDir) -> tuple[str, list[str], np.ndarray]:
     """(where, texts with their task prefixes, true label indices) of the test split(s) held out
     beside the run's training data: what the export is checked on."""
     from tunelab.evaluate.classification import label_indices
