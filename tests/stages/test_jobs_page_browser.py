@@ -8,8 +8,9 @@ from __future__ import annotations
 import httpx2 as httpx
 import pytest
 
+from cli_helpers import write_jsonl
 from jobs_helpers import (FakeTrainerExecutor, chat_lines, jobs_config, jobs_server, openai_client,  # noqa: F401
-                          tiny_base, wait_status, write_lines)
+                          tiny_base, wait_status)
 
 KEY = "page-test-key-0123456789abcdef"
 SUPERVISED = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
@@ -24,7 +25,7 @@ def server(tmp_path, tiny_base):
 
 
 def create_job(server, tmp_path, suffix: str):
-    with open(write_lines(tmp_path / f"{suffix}.jsonl", chat_lines(16)), "rb") as f:
+    with open(write_jsonl(tmp_path / f"{suffix}.jsonl", chat_lines(16)), "rb") as f:
         training = server.client.files.create(file=f, purpose="fine-tune")
     return server.client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix=suffix,
                                                  method=SUPERVISED)

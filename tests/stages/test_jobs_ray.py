@@ -12,7 +12,8 @@ import httpx2 as httpx
 import pytest
 import yaml
 
-from jobs_helpers import chat_lines, jobs_cli_server, openai_client, tiny_base, wait_status, write_lines  # noqa: F401
+from cli_helpers import write_jsonl
+from jobs_helpers import chat_lines, jobs_cli_server, openai_client, tiny_base, wait_status  # noqa: F401
 from serve_helpers import wait_until
 
 SUPERVISED = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
@@ -26,7 +27,7 @@ def test_a_job_runs_on_the_ray_cluster_through_the_server(ray_head, tiny_base, t
         "cancel_grace_s": 5, "overrides": ["train.max_length=64", "eval.resamples=100"]}}))
     with jobs_cli_server(tmp_path / "jobs", str(config)) as base_url:
         client = openai_client(base_url)
-        with open(write_lines(tmp_path / "train.jsonl", chat_lines(40)), "rb") as f:
+        with open(write_jsonl(tmp_path / "train.jsonl", chat_lines(40)), "rb") as f:
             training = client.files.create(file=f, purpose="fine-tune")
         job = client.fine_tuning.jobs.create(model="tiny", training_file=training.id, suffix="ray", method=SUPERVISED)
         done = wait_status(client, job.id, "succeeded")

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 from cli_helpers import tunelab, write_jsonl
-from jobs_helpers import jobs_config, jobs_server, openai_client, tiny_base, write_lines  # noqa: F401
+from jobs_helpers import jobs_config, jobs_server, openai_client, tiny_base  # noqa: F401
 from tiny_models import make_task_examples
 
 from tunelab.train.run_dir import RunDir
@@ -48,7 +48,7 @@ def test_graders_api_on_the_jobs_server(server):
 
 def test_a_bad_reinforcement_job_is_a_400_naming_the_field(server, tmp_path):
     rows = prompts(make_task_examples(12, seed=5))
-    with open(write_lines(tmp_path / "prompts.jsonl", rows), "rb") as f:
+    with open(write_jsonl(tmp_path / "prompts.jsonl", rows), "rb") as f:
         training = server.client.files.create(file=f, purpose="fine-tune")
     for method, param in [({"type": "reinforcement", "reinforcement": {"grader": {**EXACT, "operation": "x"}}},
                            "method.reinforcement.grader"),

@@ -116,13 +116,14 @@ def test_the_whole_loop_on_a_real_shift(tmp_path):
     (tmp_path / "loop.yaml").write_text(yaml.safe_dump(CONFIG))
     write_jsonl(tmp_path / "old.jsonl", old[:OLD])
     tunelab("data", "prepare", "old.jsonl", "--config", "loop.yaml", "--out", "prepared", "--quiet", cwd=tmp_path)
-    tunelab("train", "loop.yaml", cwd=tmp_path)
+    tunelab("train", "loop.yaml", cwd=tmp_path, timeout=1200)
     tunelab("models", "register", "live", cwd=tmp_path)
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    # its log to a file: a pipe nobody reads fills up and blocks the server's next log line
     server = subprocess.Popen([TUNELAB, "serve", "loop.yaml", "--port", str(port)], cwd=tmp_path, env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT, text=True)
     try:
         wait_ready(base, server, timeout=300)
         answers = asyncio.run(classify_all(base, [r["text"] for r in first]))
@@ -143,7 +144,8 @@ def test_the_whole_loop_on_a_real_shift(tmp_path):
         assert f"records: classification {annotated}" in imported.stdout
 
         # retrain: better on the new slice, not worse by more than 1 point on the old test split; in shadow
-        retrain = tunelab("retrain", "labelled/classification.jsonl", "loop.yaml", cwd=tmp_path, check=False)
+        retrain = tunelab("retrain", "labelled/classification.jsonl", "loop.yaml", cwd=tmp_path, check=False,
+                          timeout=1200)
         print(retrain.stdout)
         assert retrain.returncode == 0, retrain.stdout + retrain.stderr
         summary = json.loads((tmp_path / "round1" / "summary.json").read_text())

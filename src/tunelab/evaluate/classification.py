@@ -37,9 +37,9 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
 
         def predict(batch: list[str]) -> tuple[np.ndarray, np.ndarray]:
             return remote.classify(batch, labels)[:2]
-    else:  # a PyTorch classifier, or an ONNX export run by ONNX Runtime (tuned None: it has no gradients)
-        predict, labels, tokenizer, tuned = load_predictor(model, max_length=max_length)
+    else:  # a PyTorch classifier, or an ONNX export (no model: no gradients to explain with)
         remote = None
+        predict, labels, tokenizer, tuned = load_predictor(model, max_length=max_length)
         if tuned is None and settings.explain.examples:
             raise TunelabError("explanations are computed with the PyTorch model's gradients, and this is an ONNX "
                                "export", where=model, fix="evaluate the run it was exported from for explanations, "

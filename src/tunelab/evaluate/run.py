@@ -40,20 +40,19 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     if not cfg.model:
         raise TunelabError("no model to evaluate", fix="pass a run directory: `tunelab eval RUN_DIR`")
     model = cfg.model
-    exported = None  # the model's directory when it has one (a run, or an export of one)
     if is_endpoint(model):  # a model behind an endpoint and no run directory: the data must be given
         parse_endpoint(model)
-        run = RunDir(model)  # names no directory, so it answers as a model directory with nothing to say
+        run = exported = RunDir(model)  # names no directory, so it answers as a model directory with nothing to say
         out_dir = Path(cfg.out_dir) if cfg.out_dir else Path("eval") / _file_name(parse_endpoint(model).model)
     else:
         exported = RunDir.open(model)
         out_dir = Path(cfg.out_dir) if cfg.out_dir else exported.path / "eval"
         run = trained_run(exported, cfg.data)
-        model = exported.endpoint or model  # a run trained remotely answers from its endpoint
+        model = run.endpoint or model  # a run trained remotely answers from its endpoint
     data, records = test_records(run, cfg.data)
     task = "classification" if "text" in records[0] else "rft" if _is_prompt(records[0]) else "generative"
     # an export is compared with the run it came from: the report shows what exporting changed
-    source = [str(run.path)] if exported is not None and run is not exported else []
+    source = [str(run.path)] if run is not exported else []
     common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(source + cfg.baselines),
                   settings=cfg, data_where=data, progress=progress)
     if task == "classification":
@@ -73,8 +72,7 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     report = {"task": task, "model": model, "data": str(data), "device": device_description(),
               "labels": section.pop("labels", None), **section}
     report["export"] = ({"format": exported.export_format, "int8": bool(exported.manifest.get("int8")),
-                         "source_run": str(exported.source_run.path)}
-                        if exported is not None and exported.source_run else None)
+                         "source_run": str(exported.source_run.path)} if exported.source_run else None)
     report.setdefault("forgetting", None)
     report.setdefault("reward", None)
     report.setdefault("explanations", None)  # classification runs with eval.explain.examples only
@@ -93,6 +91,10 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
     return EvalResult(out_dir, report)
 
 
+def _file_name(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "endpoint"
+
+
 def trained_run(model: RunDir, data: str | None) -> RunDir:
     """The run whose test split, prefixes, training data and base model an evaluation of `model`
     uses: for an export (`tunelab export`), the run it was made from, so the export is evaluated
@@ -107,10 +109,6 @@ def trained_run(model: RunDir, data: str | None) -> RunDir:
                            "is found through it", where=str(model.path),
                            fix="pass --data with a test JSONL or a prepared directory")
     return source
-
-
-def _file_name(model: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "endpoint"
 
 
 def baseline_names(names: list[str]) -> list[str]:

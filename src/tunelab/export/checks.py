@@ -22,12 +22,18 @@ FIXED_CONVERSATIONS = [
 ]
 
 
-def check_destination(out_dir: Path) -> None:
-    """An output directory is replaced only when it is empty or an earlier export."""
-    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
-                             and RunDir(out_dir).manifest.get("stage") != "export"):
-        raise TunelabError("the output directory already exists and is not an earlier export", where=str(out_dir),
+def check_destination(out_dir: Path, export_format: str | None = None) -> None:
+    """An output directory is replaced only when it is empty or an earlier export (of
+    `export_format`, when given): never a directory of something else."""
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not _earlier_export(out_dir, export_format)):
+        what = f"an earlier {export_format.upper()} export" if export_format else "an earlier export"
+        raise TunelabError(f"the output directory already exists and is not {what}", where=str(out_dir),
                            fix="remove it or choose another --out")
+
+
+def _earlier_export(out_dir: Path, export_format: str | None) -> bool:
+    found = RunDir(out_dir)
+    return found.manifest.get("stage") == "export" and export_format in (None, found.export_format)
 
 
 @contextmanager

@@ -7,13 +7,12 @@ logits on a few prompts (the run's own validation data when it recorded some) be
 """
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tunelab.errors import TunelabError
+from tunelab.export.checks import FIXED_CONVERSATIONS, check_destination, staged_output
 from tunelab.files import manifest, write_json, write_text
 from tunelab.train.run_dir import RunDir
 
@@ -22,13 +21,6 @@ CHECK_MAX_TOKENS = 128
 # Merging reorders floating-point sums (W x + B A x  vs  (W + B A) x): fp32 agrees to ~1e-6,
 # half precision only to its ~3 significant digits.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-8, "bfloat16": 1e-2, "float16": 1e-2}
-FIXED_CONVERSATIONS = [
-    [{"role": "user", "content": "Summarise the main idea of this sentence in five words."}],
-    [{"role": "system", "content": "You are a helpful assistant."},
-     {"role": "user", "content": "What should I check before signing a contract?"}],
-    [{"role": "user", "content": "Translate 'good morning' into French."}],
-    [{"role": "user", "content": "List three prime numbers."}],
-]
 FIXED_TEXTS = ["The delivery arrived two days late and the box was damaged.",
                "Thank you, the support team solved my problem quickly.",
                "I would like to change the billing address on my account.",
@@ -58,7 +50,7 @@ def run(run_dir: str | Path, *, merge: bool, out_dir: str | Path | None = None,
                            "(it is a full model)", where=str(run_dir),
                            fix="use the run directory as it is: transformers loads it without merging")
     out_dir = Path(out_dir) if out_dir else run_dir / "merged"
-    _check_destination(out_dir)
+    check_destination(out_dir)
     task, labels = run.task, run.labels
 
     from tunelab.models.load import load_tokenizer
@@ -162,13 +154,9 @@ def logits_of(model, encoded: list[dict]) -> list:
 
 def _save(merged, tokenizer, out_dir: Path, run: RunDir, base: dict[str, Any], task: str,
           check: dict[str, Any]) -> None:
-    """Write into a temporary directory beside out_dir and rename it into place, so a failed
-    save never leaves a half-written model under the final name."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.{os.getpid()}.tmp"  # mkdir, not mkdtemp: the umask's permissions
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    """Built in a hidden directory beside out_dir and moved into place whole, so a failed save
+    never leaves a half-written model under the final name."""
+    with staged_output(out_dir) as tmp:
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         outputs = {p.name: p for p in tmp.iterdir() if p.is_file()}
@@ -180,12 +168,6 @@ def _save(merged, tokenizer, out_dir: Path, run: RunDir, base: dict[str, Any], t
         config = {"merge": True, "tolerance": check["tolerance"]}
         write_json(tmp / "manifest.json", manifest(stage="export", inputs=inputs, outputs=outputs, config=config,
                                                    extra=extra))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _card(base_model: str, run_dir: Path, out_dir: Path, task: str, check: dict[str, Any]) -> str:
@@ -206,10 +188,3 @@ from transformers import {auto}
 model = {auto}.from_pretrained("{out_dir}")
 ```
 """
-
-
-def _check_destination(out_dir: Path) -> None:
-    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
-                             and RunDir(out_dir).manifest.get("stage") != "export"):
-        raise TunelabError("the output directory already exists and is not an earlier export", where=str(out_dir),
-                           fix="remove it or choose another --out")

@@ -12,8 +12,8 @@ served is shown to answer as the PyTorch classifier does on the run's test split
   most INT8_MAX_ACCURACY_DROP (int8 logits move by up to a few tenths: recorded, not gated).
 
 The files are built in a hidden sibling directory and moved into place after the checks pass
-(`export.checks.staged_output`, as for every export); the manifest records the source run, the
-format and the checks with their figures. Generative runs are refused: they export to GGUF.
+(`export.checks.staged_output`); the manifest records the source run, the format and the checks with
+their figures. Generative runs are refused: they export to GGUF.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tunelab.errors import TunelabError
-from tunelab.export import checks as shared
+from tunelab.export.checks import check_destination, staged_output
 from tunelab.export.onnx_runtime import OnnxClassifier, inference_session, require
 from tunelab.files import manifest, write_json, write_text
 from tunelab.train.run_dir import RunDir
@@ -62,7 +62,7 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
                                                     "(transformers), or serve the run as it is")
     require("onnx", "onnxscript", "onnxruntime")  # torch.onnx's exporter, and the runtime the checks use
     out_dir = Path(out_dir) if out_dir else run.path / ("onnx-int8" if int8 else "onnx")
-    shared.check_destination(out_dir)
+    check_destination(out_dir, "onnx")
     where, texts, y_true = held_out_split(run)
     limit = FP32_TOLERANCE if tolerance is None else tolerance
 
@@ -76,7 +76,7 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
         if int8:
             graph = quantize(graph, Path(scratch) / "model-int8.onnx")
         reference = classifier_logits(model, tokenizer, texts, max_length=run.max_length)
-        with shared.staged_output(out_dir) as stage:
+        with staged_output(out_dir) as stage:
             shutil.copyfile(graph, stage / MODEL_FILE)
             tokenizer.save_pretrained(str(stage))
             # checked as it will be served: the written graph and tokenizer, through the loader serving uses

@@ -173,7 +173,6 @@ def create_jobs_app(cfg: JobsConfig, *, api_keys: list[str] | None = None) -> Fa
                             validation_file=request.validation_file, suffix=request.suffix, seed=seed,
                             metadata=request.metadata, method=method,
                             hyperparameters=method[method["type"]]["hyperparameters"])
-        store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
         worker.wake()
         return job_object(job)
 

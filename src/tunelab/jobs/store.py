@@ -71,7 +71,7 @@ class JobStore:
         self.root = Path(jobs_dir)
         self.files_dir = self.root / "files"
         self.files_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: add_job writes its event under the same hold
         self._db = sqlite3.connect(self.root / "jobs.db", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -136,10 +136,14 @@ class JobStore:
     # jobs
 
     def add_job(self, **fields: Any) -> dict[str, Any]:
+        """A new job with its "Created" event, written under one lock: the worker, which takes
+        the job as soon as it can see it, never writes an event before that one."""
         fields = {"id": new_id("ftjob-"), "created_at": int(time.time()), "status": "validating_files", **fields}
         keys = list(fields)
-        self._run(f"INSERT INTO jobs ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
-                  tuple(_encode(fields[k], k) for k in keys))
+        with self._lock:
+            self._db.execute(f"INSERT INTO jobs ({', '.join(keys)}) VALUES ({', '.join('?' for _ in keys)})",
+                             tuple(_encode(fields[k], k) for k in keys))
+            self.add_event(fields["id"], f"Created fine-tuning job: {fields['id']}")
         return self.job(fields["id"])
 
     def job(self, job_id: str) -> dict[str, Any] | None:

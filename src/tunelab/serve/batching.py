@@ -46,6 +46,7 @@ class DynamicBatcher:
         one has nothing queued or running (the shadow's batcher, behind the live one)."""
         self.process = process
         self.after = after
+        self.on_enqueue: list[Callable[[], None]] = []  # told of each job queued (the shadow preempts itself)
         self._running = 0  # batches being processed now (0 or 1)
         self._idle: asyncio.Event | None = None
         self.max_batch_size = max_batch_size
@@ -86,6 +87,8 @@ class DynamicBatcher:
         job = Job(key, payload, batchable, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._wake.set()
+        for callback in self.on_enqueue:
+            callback()
         return job.future
 
     async def submit(self, key: Hashable, payload: Any, *, batchable: bool = True) -> Any:

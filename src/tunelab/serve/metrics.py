@@ -50,8 +50,8 @@ class ServerMetrics:
         self.canary_requests = Counter("tunelab_canary_requests", "Requests answered by the canary version.",
                                        registry=r)
         self.shadow_requests = Counter("tunelab_shadow_requests", "Copies of answered requests sent to the shadow "
-                                       "version, by outcome (answered, failed, dropped: its queue was full).",
-                                       ["outcome"], registry=r)
+                                       "version, by outcome (answered, failed, preempted: stopped when live work "
+                                       "arrived, dropped: its queue was full).", ["outcome"], registry=r)
         self.abandoned = Counter("tunelab_abandoned_requests", "Requests whose client left before the answer; "
                                  "their work was dropped.", registry=r)
 

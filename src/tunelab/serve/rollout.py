@@ -5,7 +5,8 @@
           client. Its copies run on a model thread and a bounded queue of their own
           (serve.shadow_max_queue), so live batches never wait behind them; a shadow batch starts
           only while the live batcher has nothing queued or running, so under sustained load the
-          live model keeps the CPU. When the queue is
+          live model keeps the CPU; a shadow generation under way when live work arrives stops at
+          its next token (counted as preempted, not logged). When the queue is
           full a copy is dropped and counted (tunelab_shadow_requests{outcome="dropped"}) rather
           than making anything wait. Its answers go to the prediction log with role `shadow`,
           its version and the live request's id, for `tunelab models compare`.
@@ -65,9 +66,15 @@ class Rollout:
         self.canary_share = 0.0
         # a shadow batch starts only while the live batcher is idle: under sustained load the live
         # model keeps the CPU, and the shadow's queue fills and drops copies instead. (Not a
-        # low-priority thread besides: a starved thread holding the GIL stalls the event loop.)
-        self.batcher = DynamicBatcher(process, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
-                                      max_queue=cfg.shadow_max_queue, after=live_batcher)
+        # low-priority thread besides: one starved while holding the GIL would stall the event loop.)
+        self.batcher = DynamicBatcher(self._run_batch, max_batch_size=cfg.max_batch_size,
+                                      max_wait_ms=cfg.max_wait_ms, max_queue=cfg.shadow_max_queue, after=live_batcher)
+        self.process = process
+        # a shadow generation under way stops at its next token when live work arrives (its copies
+        # count as preempted): a batch of generations lasts long enough to slow the live one
+        self._generating: dict[int, Any] = {}  # id -> GenerationJob (a dataclass: not hashable)
+        self._lock = threading.Lock()
+        live_batcher.on_enqueue.append(self._preempt)
         self._copies: set[asyncio.Task] = set()
         self.prediction_log = None  # where the shadow's answers go: set by the app once the log is open
 
@@ -79,6 +86,23 @@ class Rollout:
         if self._copies:
             await asyncio.gather(*list(self._copies), return_exceptions=True)
         await self.batcher.stop()
+
+    def _run_batch(self, key, payloads: list) -> list:
+        """The service's model call, on the shadow's thread, its generations open to preemption."""
+        jobs = [job for _, job, _ in payloads] if key[0] == "generate" else []
+        with self._lock:
+            self._generating.update((id(job), job) for job in jobs)
+        try:
+            return self.process(key, payloads)
+        finally:
+            with self._lock:
+                for job in jobs:
+                    self._generating.pop(id(job), None)
+
+    def _preempt(self) -> None:
+        with self._lock:
+            for job in self._generating.values():
+                job.cancelled.set()
 
     # which models
 
@@ -161,6 +185,9 @@ class Rollout:
                         for job in inputs]
                 results = await asyncio.gather(*self._enqueue_all(
                     ("generate", shadow.serial), [(shadow, job, None) for job in jobs], batchable=jobs[0].greedy))
+                if any(job.cancelled.is_set() for job in jobs):  # cut short by live work: not an answer
+                    self.metrics.shadow_requests.labels("preempted").inc()
+                    return
                 fields = {"output": joined([t for r in results for t in r.texts]),
                           "prompt_tokens": sum(r.prompt_tokens for r in results),
                           "completion_tokens": sum(sum(r.completion_tokens) for r in results)}

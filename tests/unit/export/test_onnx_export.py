@@ -151,6 +151,7 @@ def test_a_failed_float32_check_writes_nothing_and_keeps_an_earlier_export(full_
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_an_adapter_run_is_merged_and_checked_before_it_is_exported(workspace, tmp_path):
     adapter = train_run(workspace, "lora-run", "lora")
     result = onnx_export.run(adapter, out_dir=tmp_path / "onnx")
@@ -178,7 +179,7 @@ def test_bad_runs_are_refused_in_one_sentence_before_anything_is_written(full_ru
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
-    with pytest.raises(TunelabError, match="not an earlier export"):
+    with pytest.raises(TunelabError, match="not an earlier ONNX export"):
         onnx_export.run(full_run, out_dir=occupied)
     assert not (tmp_path / "llama-onnx").exists() and not (broken / "onnx").exists()
     assert [p.name for p in occupied.iterdir()] == ["notes.txt"]

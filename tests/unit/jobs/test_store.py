@@ -36,6 +36,7 @@ def test_files_events_and_checkpoints_survive_a_reopen(tmp_path):
     store.close()
     again = JobStore(tmp_path)
     assert again.file(row["id"])["bytes"] == 9 and again.file_path(row["id"]).read_bytes() == b'{"a": 1}\n'
-    assert [(e["message"], e["data"]) for e in again.events(job["id"])] == [("hello", {"step": 1})]
+    assert [(e["message"], e["data"]) for e in again.events(job["id"])] == [
+        ("hello", {"step": 1}), (f"Created fine-tuning job: {job['id']}", None)]  # newest first
     assert [c["step"] for c in again.checkpoints(job["id"])] == [4]
     assert again.delete_file(row["id"]) and again.file(row["id"]) is None

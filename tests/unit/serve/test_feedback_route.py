@@ -7,7 +7,7 @@ import asyncio
 
 import httpx2
 
-from serve_helpers import live_server, serve_config, tiny_classifier_run, tiny_llama_run  # noqa: F401
+from serve_helpers import live_server, serve_config
 from tunelab.serve.predlog import read_feedback
 
 KEY = "feedback-test-key-0123456789"

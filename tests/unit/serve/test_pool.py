@@ -216,3 +216,27 @@ def test_the_pool_refuses_what_it_cannot_serve_in_one_sentence(app_for, tiny_lla
     classifier = app_for(tiny_classifier_run)
     card = register(classifier, "legal", lora_adapters["legal"])
     assert card["parent"] is None and card["task"] == "generative"
+
+
+def test_a_pool_only_server_answers_the_runs_registered_in_process_under_fine_tuned_names(tmp_path, tiny_llama_run,
+                                                                                        other_llama_run):
+    """What the jobs server composes: no served model, only runs registered at runtime
+    (`service.pool.register`), under OpenAI's `ft:` names, which an `ID:TASK` suffix can follow."""
+    from tunelab.config import ServeConfig
+    from tunelab.errors import TunelabError
+    app = create_app(ServeConfig(prediction_log=None, registry=None, max_wait_ms=5.0), pool_only=True)
+    with TestClient(app) as http:
+        wait_ready(http)
+        assert http.get("/v1/models").json()["data"] == []
+        missing = http.post(CHAT, json={"model": "nope", "messages": conversation(1), "max_tokens": 4})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+        app.state.service.pool.register("ft:tiny:demo:ftjob-abc", other_llama_run, source="jobs")
+        app.state.service.pool.register("tiny", tiny_llama_run, source="jobs")
+        assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["ft:tiny:demo:ftjob-abc", "tiny"]
+        response = http.post(CHAT, json={"model": "ft:tiny:demo:ftjob-abc", "messages": conversation(4),
+                                         "max_tokens": 8, "temperature": 0})
+        assert response.json()["choices"][0]["message"]["content"] == answered_alone(other_llama_run,
+                                                                                    [conversation(4)], 8)[0]
+        for bad in ("a:b", "ft:", "ft:x:y:z:w:v:u"):
+            with pytest.raises(TunelabError):
+                app.state.service.pool.register(bad, other_llama_run)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from serve_helpers import (PREFIX, live_server, other_classifier_run, serve_config,  # noqa: F401
-                           tiny_classifier_run, wait_until)
+from serve_helpers import PREFIX, live_server, serve_config, wait_until
 from tunelab.errors import TunelabError
 from tunelab.monitor.compare import compare
 from tunelab.serve.predlog import read_feedback, read_predictions
@@ -111,3 +110,31 @@ def test_canary_answers_a_sticky_share_split_by_the_clients_key(registry, tmp_pa
     assert by_header == expected == by_user and 0 < expected.count("v2") < len(keys)
     rows = [r for r in read_predictions(tmp_path / "predictions.db") if r["endpoint"] == "/v1/classify"]
     assert {(r["model_version"], r["role"]) for r in rows} == {("v1", "live"), ("v2", "canary")}
+
+
+def test_a_shadow_generation_under_way_stops_when_live_work_arrives(tiny_llama_run, other_llama_run, tmp_path):
+    registry = Registry(tmp_path / "registry.json")
+    registry.register(tiny_llama_run)
+    registry.register(other_llama_run)
+    cfg = serve_config(tiny_llama_run, tmp_path, registry=str(registry.path), registry_poll_s=0.05, cache_size=0,
+                       model_name="served")
+
+    def chat(content: str, max_tokens: int) -> dict:
+        return httpx2.post(f"{server.base_url}/v1/chat/completions", timeout=60, json={
+            "model": "served", "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "user", "content": content}]}).json()
+
+    with live_server(cfg) as server:
+        rollout = server.app.state.service.rollout
+        registry.set_shadow("v2")
+        wait_until(lambda: rollout.shadow is not None, "the server took up the shadow")
+        first = chat("a long one", 200)  # its copy generates up to 200 tokens on the shadow's thread
+        wait_until(lambda: bool(rollout._generating), "the shadow's copy is generating")
+        second = chat("hi", 2)  # live work arrives: the copy stops at its next token
+        metrics = server.app.state.metrics.shadow_requests
+        wait_until(lambda: metrics.labels("preempted")._value.get() == 1, "the copy was preempted")
+        wait_until(lambda: metrics.labels("answered")._value.get() == 1, "the second request's copy answered")
+        server.flush_log()
+    shadow = [r for r in read_predictions(tmp_path / "predictions.db", include_shadow=True) if r["role"] == "shadow"]
+    assert [r["request_id"] for r in shadow] == [second["id"]]  # the cut-short answer is not logged
+    assert first["choices"][0]["message"]["content"] and first["system_fingerprint"] == "v1"
