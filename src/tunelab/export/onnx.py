@@ -9,7 +9,7 @@ served is shown to answer as the PyTorch classifier does on the run's test split
 
 - float32: every logit within the tolerance (default 1e-4) and every label the same;
 - int8: labels agree on at least INT8_MIN_AGREEMENT of the examples and accuracy drops by at
-  most INT8_MAX_ACCURACY_DROP (int8 logits move by ~1e-2, so they are recorded, not gated).
+  most INT8_MAX_ACCURACY_DROP (int8 logits move by up to a few tenths: recorded, not gated).
 
 The files are built in a hidden sibling directory and moved into place after the checks pass
 (`export.checks.staged_output`); the manifest records the source run, the format and the checks with
@@ -63,7 +63,7 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
     require("onnx", "onnxscript", "onnxruntime")  # torch.onnx's exporter, and the runtime the checks use
     out_dir = Path(out_dir) if out_dir else run.path / ("onnx-int8" if int8 else "onnx")
     check_destination(out_dir, "onnx")
-    where, texts, y_true = test_split(run)
+    where, texts, y_true = held_out_split(run)
     limit = FP32_TOLERANCE if tolerance is None else tolerance
 
     from tunelab.evaluate.predict import classifier_logits, load_classifier
@@ -96,7 +96,7 @@ def run(run_dir: str | Path, *, int8: bool = False, out_dir: str | Path | None =
     return OnnxExportResult(run.path, out_dir, summary(out_dir, int8, checks), checks)
 
 
-def test_split(run: RunDir) -> tuple[str, list[str], np.ndarray]:
+def held_out_split(run: RunDir) -> tuple[str, list[str], np.ndarray]:
     """(where, texts with their task prefixes, true label indices) of the test split(s) held out
     beside the run's training data: what the export is checked on."""
     from tunelab.evaluate.classification import label_indices

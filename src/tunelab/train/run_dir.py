@@ -235,7 +235,7 @@ class RunDir:
         adapter, None for anything else."""
         if self.manifest.get("stage") != "export":
             return None
-        return self.manifest.get("format") or "merged"
+        return self.manifest.get("format") or (self.manifest.get("config") or {}).get("format") or "merged"
 
     @property
     def source_run(self) -> "RunDir | None":
