@@ -76,6 +76,7 @@ def test_no_run_directory_and_a_gguf_quant_are_refused_in_one_sentence(bad_runs,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # prepares the corpus, trains on 2,000 examples, exports and evaluates: ~10 min
 def test_the_demo_run_exports_to_int8_within_one_point(tmp_path):
     tunelab("data", "prepare", "example:sentiment", "--config", ROOT / "examples" / "sentiment.yaml",
             "--out", tmp_path / "prepared", cwd=tmp_path)
