@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import logging
 import multiprocessing
 import os
 import sys
@@ -18,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from tunelab.data.work import RecordWork, Shard, ShardResult, process_shard
 from tunelab.errors import TunelabError
+from tunelab.ray_cluster import connect
 
 IN_FLIGHT_PER_WORKER = 2
 MIN_SHARDS_FOR_WORKERS = 4  # below this, starting workers costs more than they save
@@ -119,18 +119,7 @@ def _on_ray(shards: Iterable[Shard], work: RecordWork, num_proc: int, address: s
 
 def _connect(ray, address: str | None, num_proc: int) -> None:
     """Join the cluster at `address`, or start a local head on 127.0.0.1 with num_proc CPUs."""
-    options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                   configure_logging=True)
-    try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=num_proc, _node_ip_address="127.0.0.1", **options)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"Ray cluster at {address}" if address else "local Ray head"
-        raise TunelabError(f"could not start or reach the {where} ({str(exc).splitlines()[0]})",
-                           fix="check data.ray_address (auto, HOST:PORT or ray://HOST:10001) and that the "
-                               "cluster is up") from None
+    connect(ray, address, setting="data.ray_address", num_cpus=num_proc)
 
 
 def _ray_result(ray, ref) -> ShardResult:

@@ -13,7 +13,6 @@ and the job's process, which asked the kernel for SIGKILL when its parent dies
 (PR_SET_PDEATHSIG), dies with it: no orphaned training process keeps a GPU."""
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.ray_cluster import connect
 
 GRACE_SECONDS = 10.0  # SIGTERM -> SIGKILL inside the task; the server force-kills the task a little later
 POLL_SECONDS = 0.5  # the task wakes this often so that a cancel (KeyboardInterrupt) is seen at once
@@ -126,20 +126,7 @@ def _connect(ray, address: str | None) -> None:
     probed first: Ray itself retries an unreachable address for minutes."""
     if address and address != "auto":
         _probe(address)
-    options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                   configure_logging=True)
-    try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(_node_ip_address="127.0.0.1", **options)
-    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        where = f"Ray cluster at {address}" if address else "local Ray head"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TunelabError(f"could not start or reach the {where} ({reason})",
-                           fix="check jobs.ray_address (auto, HOST:PORT or ray://HOST:10001), that the cluster is up, "
-                               "and, for a cluster with token authentication (Ray's default for a new head), set "
-                               "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN for the server") from None
+    connect(ray, address, setting="jobs.ray_address")
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
