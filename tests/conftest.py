@@ -14,7 +14,7 @@ ASSETS = Path(__file__).parent / "assets"
 
 # Fixture modules: their fixtures are available to every test without importing them by name.
 # (pytest puts tests/, this file's directory, on sys.path, so helper modules import by name.)
-pytest_plugins = ["serve_helpers", "ray_helpers"]
+pytest_plugins = ["serve_helpers", "ray_helpers", "jobs_helpers"]
 
 # One intra-op thread: tiny models gain nothing from two, and two threads spinning against any
 # other process on a 2-core machine make a few-second training run take a minute.

@@ -3,8 +3,8 @@ server on a free loopback port (in this process, or `tunelab jobs serve` as a su
 executor that plays a training process (for the worker's own logic, without training), and the
 one wait-until-status.
 
-Test modules import what they use by name (`from jobs_helpers import ...`; pytest puts
-tests/ on sys.path)."""
+Its fixture (`tiny_base`) reaches every test through tests/conftest.py's `pytest_plugins`; test
+modules import the plain helpers they use by name (`from jobs_helpers import jobs_server`)."""
 from __future__ import annotations
 
 import subprocess

@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from cli_helpers import write_jsonl
-from jobs_helpers import chat_lines, jobs_config, jobs_server, openai_client, tiny_base, wait_status  # noqa: F401
+from jobs_helpers import chat_lines, jobs_config, jobs_server, openai_client, wait_status
 from serve_helpers import wait_until
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from cli_helpers import write_jsonl
-from jobs_helpers import (chat_lines, dpo_lines, jobs_cli_server, openai_client, tiny_base,  # noqa: F401
-                          wait_status)
+from jobs_helpers import chat_lines, dpo_lines, jobs_cli_server, openai_client, wait_status
 from serve_helpers import answered_alone, wait_until
 
 pytestmark = pytest.mark.slow

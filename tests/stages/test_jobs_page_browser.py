@@ -9,8 +9,7 @@ import httpx2 as httpx
 import pytest
 
 from cli_helpers import write_jsonl
-from jobs_helpers import (FakeTrainerExecutor, chat_lines, jobs_config, jobs_server, openai_client,  # noqa: F401
-                          tiny_base, wait_status)
+from jobs_helpers import FakeTrainerExecutor, chat_lines, jobs_config, jobs_server, openai_client, wait_status
 
 KEY = "page-test-key-0123456789abcdef"
 SUPERVISED = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cli_helpers import write_jsonl
-from jobs_helpers import chat_lines, jobs_cli_server, openai_client, tiny_base, wait_status  # noqa: F401
+from jobs_helpers import chat_lines, jobs_cli_server, openai_client, wait_status
 from serve_helpers import wait_until
 
 SUPERVISED = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 from cli_helpers import tunelab, write_jsonl
-from jobs_helpers import jobs_config, jobs_server, openai_client, tiny_base  # noqa: F401
+from jobs_helpers import jobs_config, jobs_server, openai_client
 from tiny_models import make_task_examples
 
 from tunelab.train.run_dir import RunDir

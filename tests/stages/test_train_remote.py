@@ -17,7 +17,7 @@ import pytest
 from cli_helpers import ENV, TUNELAB, tunelab, write_jsonl
 from tiny_models import make_task_examples
 
-from jobs_helpers import jobs_config, jobs_server, openai_client, tiny_base  # noqa: F401
+from jobs_helpers import jobs_config, jobs_server, openai_client
 
 from tunelab.train.run_dir import RunDir
 

@@ -11,8 +11,8 @@ import openai
 import pytest
 
 from cli_helpers import write_jsonl
-from jobs_helpers import (FakeTrainerExecutor, chat_lines, dpo_lines, jobs_config, jobs_server, openai_client,  # noqa: F401
-                          tiny_base, wait_status)
+from jobs_helpers import (FakeTrainerExecutor, chat_lines, dpo_lines, jobs_config, jobs_server, openai_client,
+                          wait_status)
 from serve_helpers import wait_until
 
 SUPERVISED = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
