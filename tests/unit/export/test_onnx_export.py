@@ -187,6 +187,7 @@ def test_bad_runs_are_refused_in_one_sentence_before_anything_is_written(full_ru
     assert [p.name for p in occupied.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_eval_scores_an_export_as_a_run_beside_the_run_it_came_from(full_run, fp32_export, tmp_path):
     from tunelab.evaluate.run import run as evaluate
     out, _ = fp32_export

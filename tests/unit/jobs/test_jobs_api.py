@@ -166,6 +166,7 @@ def test_pause_checkpoints_and_stops_the_job_and_resume_continues_from_that_chec
     assert executor.started[1][1][-1] == "train.resume=true"
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_a_job_whose_process_is_killed_fails_with_a_clear_error_and_the_other_succeeds(tmp_path, tiny_base):
     executor = FakeTrainerExecutor(steps=60)
     with jobs_server(jobs_config(tmp_path / "jobs", tiny_base, max_concurrent=2), executor) as live:

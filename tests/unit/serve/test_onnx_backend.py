@@ -61,6 +61,7 @@ def onnx_backend(directory) -> OnnxClassifierBackend:
     return load_backend(directory, engine="onnx")
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_the_onnx_backend_answers_as_the_pytorch_classifier_it_was_exported_from(onnx_export, tiny_classifier_run):
     from tunelab.serve.backend import ClassifierBackend
     backend = onnx_backend(onnx_export)

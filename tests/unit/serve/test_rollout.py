@@ -47,6 +47,7 @@ def test_registry_candidates_are_checked_and_end_when_made_live(registry):
     assert [e["action"] for e in data["events"]][-3:] == ["shadow", "canary", "promote"]
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_shadow_answers_copies_after_the_live_answer_and_is_logged_as_shadow(
         registry, tiny_classifier_run, other_classifier_run, tmp_path):
     cfg = serve_config(registry.get("v1")["path"], tmp_path, registry=str(registry.path), registry_poll_s=0.05, cache_size=0)
@@ -90,6 +91,7 @@ def test_shadow_answers_copies_after_the_live_answer_and_is_logged_as_shadow(
     assert result["recommendation"]["action"] == expected[quality["comparison"]["verdict"]]
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_canary_answers_a_sticky_share_split_by_the_clients_key(registry, tmp_path):
     cfg = serve_config(registry.get("v1")["path"], tmp_path, registry=str(registry.path), registry_poll_s=0.05, cache_size=0)
     keys = [f"customer-{i}" for i in range(40)]

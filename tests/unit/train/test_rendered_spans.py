@@ -88,6 +88,7 @@ def losses(run_dir) -> tuple[list[float], list[float]]:
     return [r["loss"] for r in rows if "loss" in r], [r["eval_loss"] for r in rows if "eval_loss" in r]
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_training_on_rendered_spans_gives_the_hand_marked_templates_losses(tiny_llama_dir, tmp_path):
     data = write_records(tmp_path / "chat.jsonl", [{"messages": m} for m in CONVERSATIONS * 3])
     held_out = write_records(tmp_path / "val.jsonl", [{"messages": MULTI_TURN}])

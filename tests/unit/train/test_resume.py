@@ -60,6 +60,7 @@ def config(model, output: Path, data: Path, **extra):
                         scheduler="cosine", warmup=0.2, lora={"dropout": 0.1}, **extra)
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_interrupted_and_resumed_run_ends_where_the_uninterrupted_run_ends(tiny_llama, tmp_path, interrupt_at):
     data = write_prepared(tmp_path / "data", [chat(f"what is {i} plus one", f"it is {i + 1}") for i in range(24)])
     straight = run_module.run(config(tiny_llama, tmp_path / "straight", data))

@@ -145,6 +145,7 @@ def test_a_failing_grader_stops_the_run_when_configured_to(tiny_llama, tmp_path)
     assert not (tmp_path / "run" / "manifest.json").exists()
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_an_interrupted_rft_run_resumes_from_its_checkpoint(tiny_llama, tmp_path):
     data = write_prepared(tmp_path / "data", prompts())
     grader = grader_file(tmp_path, SIMILAR)

@@ -117,6 +117,7 @@ def test_resume_skips_finished_stages_and_continues_the_interrupted_one(tiny_lla
     assert not manifest["interrupted"] and [s["stage"] for s in manifest["stages"]] == ["general", "domain"]
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_resume_starts_a_stage_that_never_checkpointed_from_the_previous_snapshot(tiny_llama, tmp_path, stage_data,
                                                                                   spy_stages, method):
@@ -137,6 +138,7 @@ def test_resume_starts_a_stage_that_never_checkpointed_from_the_previous_snapsho
     assert [s["stage"] for s in result.stages] == ["general", "domain"] and result.stages[1]["steps"] == 4
 
 
+@pytest.mark.slow  # trains, interrupts and resumes, or starts processes (seconds)
 def test_resume_of_a_finished_run_trains_nothing(tiny_llama, tmp_path, stage_data, spy_stages):
     run_dir = run_module.run(staged(tiny_llama, tmp_path / "run", stage_data)).run_dir
     trained = weights_in(run_dir)
