@@ -36,6 +36,7 @@ def test_sample_holds_output_json_as_openai_gives_it(runtime):
     assert grade(spec, "three", {"max": 4}, runtime=runtime).score == -1.0  # no range: the code's number
 
 
+@pytest.mark.slow  # trains for seconds, or starts processes
 def test_a_grader_that_loops_forever_is_stopped_and_grading_goes_on(runtime):
     looping = python_grader("def grade(sample, item):\n    while True:\n        pass\n", name="loops")
     stuck = grade(looping, "x", {}, runtime=runtime)  # returns at all: the loop was stopped

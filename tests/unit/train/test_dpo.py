@@ -145,6 +145,7 @@ def test_string_prompts_need_no_chat_template(tiny_llama):
         run_module.prepare_tokenizer(tokenizer, "dpo", True, chat=True)
 
 
+@pytest.mark.slow  # trains for seconds, or starts processes
 def test_dpo_in_stages_refers_each_stage_to_where_it_started(tiny_llama, tmp_path, spy_stages):
     """With LoRA, TRL's reference is a frozen copy of the adapter: each stage gets a fresh copy of the
     adapter as that stage begins, and neither copy is saved."""

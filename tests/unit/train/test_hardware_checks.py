@@ -62,6 +62,7 @@ def test_qlora_on_cpu_from_the_command_line_is_one_line_and_exit_code_2(tiny_lla
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # trains for seconds, or starts processes
 def test_gradient_checkpointing_trains_the_same_model_on_cpu(cpu_only, tiny_llama_dir, chat_jsonl, tmp_path,
                                                              monkeypatch):
     """Checkpointing recomputes activations in backward instead of keeping them: the same

@@ -96,6 +96,7 @@ def test_mixes_that_cannot_be_trained_are_refused(tmp_path):
         load_training_data(None, mix=[MixSettings(data=str(one)), MixSettings(data=str(empty))])
 
 
+@pytest.mark.slow  # trains for seconds, or starts processes
 def test_a_mixed_run_trains_on_prefixed_inputs_and_records_the_prefixes(tiny_llama, tmp_path, spy_stages):
     summarize = write_prepared(tmp_path / "summarize", [chat(f"long text {i}", f"short {i}") for i in range(12)],
                                [chat(f"long text {i}", f"short {i}") for i in range(50, 52)])

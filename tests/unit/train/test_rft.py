@@ -74,6 +74,7 @@ def test_rft_trains_and_logs_reward_kl_and_completion_length(tiny_llama, tmp_pat
         assert any(not (saved[k] == v).all() for k, v in initial["adapter"].items() if k in saved)
 
 
+@pytest.mark.slow  # trains for seconds, or starts processes
 def test_sft_then_rft_in_one_run_the_reference_is_the_sft_stage(tiny_llama, tmp_path, spy_stages):
     sft = write_prepared(tmp_path / "sft", [chat(f"what is {i} plus one", f"it is {i + 1}") for i in range(16)])
     rl = write_prepared(tmp_path / "rl", prompts())
@@ -92,6 +93,7 @@ def test_sft_then_rft_in_one_run_the_reference_is_the_sft_stage(tiny_llama, tmp_
     assert [r["stage"] for r in metrics_rows(result.run_dir) if "loss" in r][:1] == ["sft"]
 
 
+@pytest.mark.slow  # trains for seconds, or starts processes
 def test_sft_then_rft_with_lora_keeps_one_adapter(tiny_llama, tmp_path, spy_stages):
     sft = write_prepared(tmp_path / "sft", [chat(f"what is {i} plus one", f"it is {i + 1}") for i in range(16)])
     rl = write_prepared(tmp_path / "rl", prompts())
@@ -121,6 +123,7 @@ LOOPS = {"type": "python", "name": "stuck", "source": "def grade(sample, item):\
 
 @pytest.mark.parametrize("spec,reason", [(RAISES, "ValueError: no answer field in ['answer', 'messages']"),
                                          (LOOPS, "did not answer within 0.3 s and was stopped")])
+@pytest.mark.slow  # trains for seconds, or starts processes
 def test_a_failing_python_grader_gives_zero_rewards_with_reasons_and_the_run_goes_on(tiny_llama, tmp_path, spec,
                                                                                     reason):
     data = write_prepared(tmp_path / "data", prompts(4))

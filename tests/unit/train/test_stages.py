@@ -30,6 +30,7 @@ def staged(tiny_llama, output, stages, **train):
     return train_config(tiny_llama, output, stages=stages, **{"method": "full", **train})
 
 
+@pytest.mark.slow  # trains for seconds, or starts processes
 def test_second_stage_starts_from_the_first_stage_snapshot(tiny_llama, tmp_path, stage_data, spy_stages):
     result = run_module.run(staged(tiny_llama, tmp_path / "run", stage_data))
     run_dir = result.run_dir
