@@ -120,14 +120,27 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
 
 
 def throughput(model: Path, work: Path, overrides: list[str], prompts: list[str], args,
-               models: list[str] | None = None):
+               models: list[str] | None = None, label: str = ""):
     server, base = start_server(model, work, overrides)
     try:
         asyncio.run(load(base, prompts[:8], args.max_tokens, 8, args.timeout, models[:8] if models else None))
-        return asyncio.run(load(base, prompts, args.max_tokens, args.concurrency, args.timeout, models))
+        calls_before, requests_before = batch_totals(base)
+        result = asyncio.run(load(base, prompts, args.max_tokens, args.concurrency, args.timeout, models))
+        calls, requests = (now - before for now, before in zip(batch_totals(base), (calls_before, requests_before)))
+        print(f"  {label or 'server'}: {calls:.0f} model calls, {requests / max(calls, 1):.1f} requests per call")
+        return result
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def batch_totals(base: str) -> tuple[float, float]:
+    """(model calls, requests in them) so far: the server's tunelab_batch_size histogram."""
+    totals = {}
+    for line in httpx2.get(f"{base}/metrics", timeout=30).text.splitlines():
+        if line.startswith(("tunelab_batch_size_count", "tunelab_batch_size_sum")):
+            totals[line.split()[0]] = float(line.split()[1])
+    return totals.get("tunelab_batch_size_count", 0.0), totals.get("tunelab_batch_size_sum", 0.0)
 
 
 def model_calls(model: Path, adapters: dict[str, Path], prompts: list[str], models: list[str], args) -> dict:
@@ -239,7 +252,7 @@ def main() -> int:
         work = Path(tmp)
         model = build_model(work / "model")
         if args.part in ("all", "batching"):
-            results = {name: throughput(model, work, overrides, prompts, args) for name, overrides in [
+            results = {name: throughput(model, work, overrides, prompts, args, label=name) for name, overrides in [
                 ("batching off", ["serve.max_batch_size=1", "serve.max_wait_ms=0", "serve.cache_size=0"]),
                 ("dynamic batching", [f"serve.max_batch_size={args.concurrency}", "serve.max_wait_ms=5",
                                       "serve.cache_size=0"])]}
@@ -266,7 +279,7 @@ def main() -> int:
             common = [f"serve.max_batch_size={args.concurrency}", "serve.max_wait_ms=5", "serve.cache_size=0",
                       f"serve.max_adapters={ADAPTERS}", *(f"serve.adapters.{n}={p}" for n, p in adapters.items())]
             results = {f"{ADAPTERS} adapters, {name}": throughput(model, work, common + [f"serve.mix_adapters={mix}"],
-                                                                  prompts, args, models)
+                                                                  prompts, args, models, name)
                        for name, mix in [("one per batch", "false"), ("mixed batches", "true")]}
             report(results, args.requests)
             alone, mixed = results.values()

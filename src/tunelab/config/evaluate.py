@@ -59,6 +59,7 @@ class GateSettings(Section):
 class ExplainSettings(Section):
     examples: int = Field(0, ge=0, description="Test predictions explained with Integrated Gradients for the report's explanation section (classification; 0: no section).")
     steps: int = Field(16, ge=2, le=256, description="Integration steps per explanation (more: closer to exact, slower).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Arithmetic of the integration: auto (bf16 where the device computes it natively: a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16; fp32 elsewhere), fp32, bf16. docs/explanations.md has the measured cost and agreement.")
     top_tokens: int = Field(10, ge=1, description="Most influential words listed per predicted class.")
     errors: int = Field(5, ge=0, description="Misclassified test examples shown with every word's attribution.")
     deletion_tokens: int = Field(3, ge=1, description="Faithfulness check: words deleted from each text, top-attributed against random.")

@@ -203,7 +203,8 @@ def explanations_section(model, tokenizer, raw_texts, prefixes, y_true, predicte
                          settings, *, max_length: int, seed: int) -> dict[str, Any]:
     from tunelab.evaluate.explanations import explanation_report  # captum loads only when asked for
     return explanation_report(model, tokenizer, raw_texts, prefixes, y_true, predicted, probabilities, labels, predict,
-                              examples=settings.examples, steps=settings.steps, top_tokens=settings.top_tokens,
+                              examples=settings.examples, steps=settings.steps, precision=settings.precision,
+                              top_tokens=settings.top_tokens,
                               errors=settings.errors, deletion_tokens=settings.deletion_tokens,
                               max_length=max_length, seed=seed)
 

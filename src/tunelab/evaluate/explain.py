@@ -19,14 +19,25 @@ fast tokenizer's `word_ids`), their scores summed; `start`/`end` are character o
 text as given (a run's task prefix is added before attributing and left out of the result).
 Tokens past `max_length` are truncated away, as the model never sees them, and are not listed.
 
+Precision: `precision="auto"` (the default) integrates in bfloat16 (torch autocast) where the
+device computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16) and in float32
+elsewhere, where bf16 would be emulated and slower. On MiniLM fine-tuned for sentiment, 40 test
+texts at 16 steps, bf16 left the attributions as they were in float32 (median integration error
+0.6% against 0.7%, Spearman rank correlation with a 64-step float32 run 0.999 for both, the top-3
+words the same) at half the time or less (benchmarks/bench_explain.py prints both). On a CPU the
+bf16 integration also swaps the model's SDPA attention for the eager one while it runs: the CPU's
+SDPA backward in bf16 took 40% of an explanation's time, the eager matmuls' a fraction of it.
+
 `deletion_test` is the faithfulness check: deleting the top-k attributed words from each text
 should lower the predicted label's probability more than deleting k random words.
 """
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,6 +49,8 @@ from tunelab.errors import TunelabError
 # (benchmarks/bench_explain.py); the eval report prints it, so a sharper model shows it needs more
 DEFAULT_STEPS = 16
 
+Precision = Literal["auto", "fp32", "bf16"]
+
 
 @dataclass
 class Explanation:
@@ -45,19 +58,21 @@ class Explanation:
     spans: list[dict[str, Any]]   # {"token", "start", "end", "score"} in text order
     change: float | None          # the label's log-odds on the text minus on the baseline
     integration_error: float | None  # |sum of every token's score - change| (captum's convergence delta)
+    precision: str = "fp32"          # what the integration ran in: fp32 or bf16
 
 
 def explain(model, tokenizer, text: str, *, target: int | str | None = None, steps: int = DEFAULT_STEPS,
-            prefix: str = "", max_length: int = 512, merge_subwords: bool = True) -> list[dict[str, Any]]:
+            prefix: str = "", max_length: int = 512, merge_subwords: bool = True,
+            precision: Precision = "auto") -> list[dict[str, Any]]:
     """Attributions of `model`'s prediction on `text`: [{"token", "start", "end", "score"}, ...]
     in text order. `target` is a label index or name; None explains the predicted label."""
     return attribute(model, tokenizer, text, target=target, steps=steps, prefix=prefix, max_length=max_length,
-                     merge_subwords=merge_subwords, measure_error=False).spans
+                     merge_subwords=merge_subwords, measure_error=False, precision=precision).spans
 
 
 def attribute(model, tokenizer, text: str, *, target: int | str | None = None, steps: int = DEFAULT_STEPS,
               prefix: str = "", max_length: int = 512, merge_subwords: bool = True,
-              measure_error: bool = True) -> Explanation:
+              measure_error: bool = True, precision: Precision = "auto") -> Explanation:
     """`explain`, with the label explained and (measure_error: two more forward passes) how far
     the integration is from exact."""
     if not getattr(tokenizer, "is_fast", False):
@@ -74,12 +89,50 @@ def attribute(model, tokenizer, text: str, *, target: int | str | None = None, s
     if bool(special.all()):  # nothing but special tokens (or nothing at all): no word to attribute
         return Explanation(_target_index(model, inputs, target) if special.numel() else 0, [], 0.0, 0.0)
     label = _target_index(model, inputs, target)
-    scores, delta = integrated_gradients(model, inputs, special.to(device), label, steps, _pad_id(tokenizer),
-                                         measure_error)
+    used = resolve_precision(precision, device)
+    with integration_precision(model, used, device):
+        scores, delta = integrated_gradients(model, inputs, special.to(device), label, steps, _pad_id(tokenizer),
+                                             measure_error)
     spans = _spans(text, len(prefix), offsets, word_ids, special.tolist(), scores, merge_subwords)
     if delta is None:
-        return Explanation(label, spans, None, None)
-    return Explanation(label, spans, round(sum(scores) - delta, 6), round(abs(delta), 6))
+        return Explanation(label, spans, None, None, used)
+    return Explanation(label, spans, round(sum(scores) - delta, 6), round(abs(delta), 6), used)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"fp32" or "bf16". auto: bf16 where `device` computes it natively, fp32 elsewhere (an
+    emulated bf16 is slower than fp32 and no more faithful)."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise TunelabError(f"unknown explanation precision {precision!r}", fix="use auto, fp32 or bf16")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        # torch's own CPU capability probes (the ones its CPU autocast relies on)
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return "bf16" if any(probe is not None and probe() for probe in probes) else "fp32"
+    return "fp32"
+
+
+@contextmanager
+def integration_precision(model, precision: str, device: torch.device) -> Iterator[None]:
+    """Run the block in `precision`: as it is for fp32; under bf16 autocast for bf16, on a CPU with
+    the model's attention switched from SDPA to eager until the block ends (the CPU SDPA kernel's
+    backward is the slow part of a bf16 integration; the eager matmuls are not)."""
+    if precision == "fp32":
+        yield
+        return
+    previous = getattr(model.config, "_attn_implementation", None)
+    swap = device.type == "cpu" and previous == "sdpa" and hasattr(model, "set_attn_implementation")
+    if swap:
+        model.set_attn_implementation("eager")
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        if swap:
+            model.set_attn_implementation(previous)
 
 
 def integrated_gradients(model, inputs: dict[str, torch.Tensor], special: torch.Tensor, target: int, steps: int,

@@ -18,7 +18,7 @@ METHOD = "integrated_gradients"
 
 def explanation_report(model, tokenizer, texts: list[str], prefixes: list[str], y_true: np.ndarray,
                        predicted: np.ndarray, probabilities: np.ndarray, labels: list[str], predict, *, examples: int,
-                       steps: int, top_tokens: int, errors: int, deletion_tokens: int, max_length: int,
+                       steps: int, precision: str = "auto", top_tokens: int, errors: int, deletion_tokens: int, max_length: int,
                        seed: int) -> dict[str, Any]:
     """report.json's "explanations": per-class influential tokens over `examples` sampled test
     predictions, up to `errors` misclassified examples explained, and the deletion test.
@@ -29,7 +29,7 @@ def explanation_report(model, tokenizer, texts: list[str], prefixes: list[str], 
     def explanation(index: int) -> list[dict[str, Any]]:
         if index not in explained:
             explained[index] = attribute(model, tokenizer, texts[index], target=int(predicted[index]), steps=steps,
-                                         prefix=prefixes[index], max_length=max_length)
+                                         prefix=prefixes[index], max_length=max_length, precision=precision)
         return explained[index].spans
 
     sample = sample_indices(len(texts), examples, seed)
@@ -43,7 +43,8 @@ def explanation_report(model, tokenizer, texts: list[str], prefixes: list[str], 
                                  [int(predicted[i]) for i in sample], k=deletion_tokens, seed=seed,
                                  prefixes=[prefixes[i] for i in sample])
     return {
-        "method": METHOD, "steps": steps, "examples": len(sample), "unit": "word",
+        "method": METHOD, "steps": steps, "precision": _precision_used(explained.values(), precision),
+        "examples": len(sample), "unit": "word",
         "integration_error": round(float(np.median(relative)), 4) if relative else None,
         "by_class": influential_tokens(sampled, [labels[int(predicted[i])] for i in sample], labels, top_tokens),
         "errors": [{"text": texts[i], "label": labels[int(y_true[i])], "predicted": labels[int(predicted[i])],
@@ -51,6 +52,11 @@ def explanation_report(model, tokenizer, texts: list[str], prefixes: list[str], 
                    for i in (wrong[j] for j in shown)],
         "faithfulness": faithfulness,
     }
+
+
+def _precision_used(explanations, asked: str) -> str:
+    """What the integrations ran in (one device, so all alike); what was asked when none ran."""
+    return next((e.precision for e in explanations if e.spans), asked)
 
 
 def influential_tokens(explanations: list[list[dict[str, Any]]], predicted_labels: list[str], labels: list[str],

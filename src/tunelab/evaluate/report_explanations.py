@@ -13,7 +13,8 @@ def explanation_section(r: dict[str, Any]) -> Section | None:
     explained = r.get("explanations")
     if not explained:
         return None
-    blocks: list = [Note(f"Integrated Gradients (captum, {explained.get('steps')} steps) on "
+    blocks: list = [Note(f"Integrated Gradients (captum, {explained.get('steps')} steps"
+                         f"{', ' + explained['precision'] if explained.get('precision') else ''}) on "
                          f"{format_value(explained.get('examples'))} sampled test predictions of the tuned model. "
                          "A word's score is its contribution, in nats, to the predicted label's log-odds against "
                          "an all-pad input: positive pushes towards the label, negative away from it."

@@ -108,11 +108,12 @@ def test_scores_add_up_to_the_change_in_log_odds(trained):
         p_base = torch.softmax(model(input_ids=baseline).logits.double(), -1)[0, label].item()
     change = np.log(p_text / (1 - p_text)) - np.log(p_base / (1 - p_base))
     assert LABELS[label] == "negative"
-    exact = attribute(model, tokenizer, text, steps=256)
+    exact = attribute(model, tokenizer, text, steps=256, precision="fp32")
+    assert exact.precision == "fp32"
     assert exact.label == label and exact.change == pytest.approx(change, abs=1e-3)
     assert sum(s["score"] for s in exact.spans) == pytest.approx(change, abs=0.01 * abs(change))
     assert exact.integration_error < 0.01 * abs(change)
-    coarse = attribute(model, tokenizer, text, steps=8)
+    coarse = attribute(model, tokenizer, text, steps=8, precision="fp32")
     assert coarse.integration_error == pytest.approx(abs(sum(s["score"] for s in coarse.spans) - change), abs=1e-3)
 
 
@@ -131,6 +132,42 @@ def test_attributions_point_at_the_cue_word_and_pass_the_deletion_test(trained, 
     assert result["examples"] == len(texts)
     assert result["top_k_drop"] > 0.3 and result["top_k_drop"] > 3 * result["random_drop"]
     assert result["top_k_beats_random"] >= 0.9
+
+
+def test_bf16_integration_agrees_with_fp32_and_leaves_the_model_as_it_was(trained, held_out):
+    """bf16 (what `auto` picks on a CPU with AVX512-BF16 or AMX) ranks the words as fp32 does and
+    adds up to the same change in log-odds within the integration error; the model's attention
+    is back to what it was afterwards, also when the integration fails."""
+    from scipy.stats import spearmanr
+    model, tokenizer = trained
+    attention = model.config._attn_implementation
+    assert attention == "sdpa"  # swapped for eager during a CPU bf16 integration
+    texts = [t for t, _, _ in held_out[:20]]
+    full = [attribute(model, tokenizer, t, steps=64, precision="fp32") for t in texts]
+    half = [attribute(model, tokenizer, t, steps=64, precision="bf16") for t in texts]
+    assert {e.precision for e in half} == {"bf16"} and model.config._attn_implementation == attention
+    rank = [spearmanr([s["score"] for s in a.spans], [s["score"] for s in b.spans]).statistic for a, b in zip(full, half)]
+    same_top = np.mean([top_spans(a.spans, 1)[0]["token"] == top_spans(b.spans, 1)[0]["token"] for a, b in zip(full, half)])
+    change_gap = np.median([abs(a.change - b.change) / abs(a.change) for a, b in zip(full, half)])
+    print(f"\nbf16 against fp32 on {len(texts)} texts: median Spearman {np.median(rank):.4f}, same top word in "
+          f"{same_top:.0%}, median change gap {change_gap:.2%}")
+    assert np.median(rank) > 0.95 and same_top >= 0.95 and change_gap < 0.02
+    with pytest.raises(TypeError):
+        attribute(model, tokenizer, texts[0], steps=None, precision="bf16")
+    assert model.config._attn_implementation == attention
+
+
+def test_auto_precision_follows_the_device_and_unknown_values_are_refused(monkeypatch):
+    from tunelab.evaluate.explain import resolve_precision
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    with pytest.raises(TunelabError, match="unknown explanation precision 'fp16'"):
+        resolve_precision("fp16", cpu)
 
 
 def test_explaining_another_label_gives_the_cue_a_negative_score(trained):
