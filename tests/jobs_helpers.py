@@ -111,15 +111,19 @@ def wait_status(client, job_id: str, *statuses: str, guard_s: float = 600):
 # saves a checkpoint of the last finished step and exits 130
 FAKE_TRAINER = r"""
 import json, os, sys, time
-run, steps, code = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+run, steps, code, resume = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[5] == "resume"
 os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
 def checkpoint(step):
     ckpt = os.path.join(run, "checkpoints", f"checkpoint-{step}")
     os.makedirs(ckpt, exist_ok=True)
     open(os.path.join(ckpt, "tunelab-complete.json"), "w").write("{}")
-done = 0  # the last step finished
+def last_checkpoint():
+    found = [int(name.rsplit("-", 1)[1]) for name in os.listdir(os.path.join(run, "checkpoints"))
+             if os.path.isfile(os.path.join(run, "checkpoints", name, "tunelab-complete.json"))]
+    return max(found, default=0)
+done = last_checkpoint() if resume else 0  # the last step finished; a resumed run goes on from its checkpoint
 try:
-  for step in range(1, steps + 1):
+  for step in range(done + 1, done + steps + 1):
     time.sleep(0.05)
     with open(os.path.join(run, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": step, "time": time.time(), "loss": 1.0 / step, "mean_token_accuracy": 0.1 * step,
@@ -136,7 +140,8 @@ sys.exit(code)
 
 class FakeTrainerExecutor:
     """Runs FAKE_TRAINER in place of each command (a real process of its own, so stopping and
-    killing it are real); `steps` and `exit_code` per call, the argv it was given recorded."""
+    killing it are real; resumed, it goes on from its last complete checkpoint as `tunelab train
+    --resume` does); `steps` and `exit_code` per call, the argv it was given recorded."""
 
     def __init__(self, steps: int = 6, exit_code: int = 0):
         from tunelab.jobs.executor import LocalProcessExecutor
@@ -147,6 +152,7 @@ class FakeTrainerExecutor:
     def start(self, job_id, argv, *, cwd, log_path, env, resources):
         self.started.append((job_id, list(argv)))
         run = Path(cwd) / "run"
+        resume = "resume" if argv[-1] == "train.resume=true" else "fresh"
         return self.local.start(job_id, [sys.executable, "-c", FAKE_TRAINER, str(run), str(self.steps),
-                                         str(self.exit_code), job_id],
+                                         str(self.exit_code), job_id, resume],
                                 cwd=cwd, log_path=log_path, env=env, resources=resources)

@@ -51,6 +51,12 @@ def metrics_event(row: dict[str, Any], total_steps: int | None) -> tuple[str, di
     return f"Step {data['step']}{f'/{total_steps}' if total_steps else ''}: {shown}", data
 
 
+def metrics_key(data: dict[str, Any]) -> tuple[int, tuple[str, ...]]:
+    """A metrics event's identity: its step and which figures it has (a training row and an
+    evaluation row of one step are two events; the same row logged again is one)."""
+    return int(data.get("step", 0)), tuple(sorted(k for k in data if k.endswith("_loss")))
+
+
 def estimated_finish(first: tuple[float, int] | None, rows: list[dict[str, Any]], total_steps: int | None) -> int | None:
     """When training should end, at the pace since `first` (time, step) of this process: the
     Unix time of the last logged step plus the remaining steps at the mean time per step."""

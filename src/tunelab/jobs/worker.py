@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -53,7 +53,9 @@ class Running:
     phase: str  # train | eval
     execution: Execution
     total_steps: int | None
-    last_metrics: dict | None = None  # the final evaluation is logged twice (last step, then the run's end)
+    # (step, kind) of every metrics event the job has: a resumed trainer logs again the steps
+    # between its checkpoint and the interruption, and the final evaluation is logged twice
+    logged: set = field(default_factory=set)
     first_logged: tuple[float, int] | None = None  # (time, step) of this process's first logged row: the pace
     pause_asked: float | None = None  # monotonic time the process was asked to checkpoint and stop
 
@@ -215,7 +217,8 @@ class Worker:
         self.store.update_job(job["id"], pid=getattr(execution, "pid", None))
         hyper = job["method"][job["method"]["type"]]["hyperparameters"]
         total = math.ceil((job["examples"] or 0) / hyper["batch_size"]) * int(hyper["n_epochs"]) or None
-        self.running[job["id"]] = Running(job["id"], phase, execution, total)
+        self.running[job["id"]] = Running(job["id"], phase, execution, total,
+                                          logged={progress.metrics_key(d) for d in self._metrics_history(job["id"])})
         if phase == "train":
             resumed = argv[-1] == "train.resume=true"
             self.store.add_event(job["id"], "Fine-tuning job resumed from its last checkpoint" if resumed
@@ -304,9 +307,9 @@ class Worker:
         rows, offset = progress.new_metric_rows(run_dir / "metrics.jsonl", job["metrics_offset"])
         for row in rows:
             event = progress.metrics_event(row, running.total_steps)
-            if event is not None and event[1] != running.last_metrics:
+            if event is not None and progress.metrics_key(event[1]) not in running.logged:
                 self.store.add_event(job["id"], event[0], type="metrics", data=event[1])
-                running.last_metrics = event[1]
+                running.logged.add(progress.metrics_key(event[1]))
         tokens = progress.trained_tokens(rows)
         if running.first_logged is None and rows and "time" in rows[0]:
             running.first_logged = (rows[0]["time"], rows[0].get("step", 0))

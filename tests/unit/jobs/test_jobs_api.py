@@ -4,6 +4,7 @@ bad requests as 400s naming the field, bad files as failed jobs naming the line,
 worker's statuses (queue, cancel, pause, resume, a killed process, a restart)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -257,3 +258,36 @@ def test_a_training_process_a_crashed_server_left_behind_is_stopped_before_its_j
     Worker(cfg, store, LocalProcessExecutor()).recover()
     assert orphan.wait(timeout=30) == -signal.SIGKILL
     assert (store.job(job["id"])["status"], store.job(job["id"])["resume"]) == ("queued", 1)
+
+
+@pytest.mark.slow  # starts training processes and waits for their steps (seconds)
+def test_a_job_resumed_after_a_crash_lists_each_steps_metrics_once(tmp_path, tiny_base):
+    """A server that crashed leaves a trainer that logged steps past its last checkpoint; the next
+    server stops it (no checkpoint on SIGKILL) and the resumed trainer logs those steps again:
+    the job's events still hold every step's metrics once, in order."""
+    from tunelab.jobs.store import JobStore
+    from tunelab.jobs.worker import Worker, job_dir
+    cfg = jobs_config(tmp_path / "jobs", tiny_base)
+    store = JobStore(cfg.jobs_dir)
+    job = store.add_job(model="tiny", base=str(tiny_base), base_name="tiny", training_file="file-x", seed=0,
+                        method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 1,
+                                                                                         "n_epochs": 1}}},
+                        hyperparameters={})
+    job_dir(cfg.jobs_dir, job["id"]).mkdir(parents=True)
+    store.update_job(job["id"], status="queued")
+    crashed = Worker(cfg, store, FakeTrainerExecutor(steps=400))
+
+    def logged_past_a_checkpoint():
+        crashed.tick()
+        steps = [e["data"]["step"] for e in store.events(job["id"], limit=1000) if e["type"] == "metrics"]
+        return steps and max(steps) % 2 == 1 and max(steps) > 2  # checkpoints are every 2 steps
+    wait_until(logged_past_a_checkpoint, "a step logged after a checkpoint")
+    # the crash: this worker looks no more; its trainer runs on until the next server stops it
+    restarted = Worker(cfg, store, FakeTrainerExecutor(steps=3))
+    restarted.recover()
+    wait_until(lambda: restarted.tick() or store.job(job["id"])["status"] == "succeeded", "the resumed job to succeed")
+    steps = [e["data"]["step"] for e in reversed(store.events(job["id"], limit=1000)) if e["type"] == "metrics"]
+    log_steps = [json.loads(line)["step"] for line in (job_dir(cfg.jobs_dir, job["id"]) / "run" / "metrics.jsonl")
+                 .read_text().splitlines()]
+    assert len(log_steps) > len(set(log_steps)), "the resumed trainer logged some steps again"
+    assert steps == list(range(1, max(log_steps) + 1))
