@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab import __version__
 from tunelab.config import ServeConfig
+from tunelab.serve import routing
 from tunelab.serve.auth import ApiKeyCheck
 from tunelab.serve.cache import ResponseCache
 from tunelab.errors import TunelabError
@@ -120,7 +121,7 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
     async def models():
         if service.pool_only:
             return ModelList(data=[card_of(service, r) for r in service.pool.registrations()])
-        live, _, _ = await handlers.resolve(None, None)
+        live, _, _ = await routing.resolve(service, None, None)
         backend = live.backend
         cards = [ModelCard(id=service.served_name, root=live.name, created=int(time.time()), version=live.version,
                            task=backend.task, tasks=live.tasks, context_length=backend.context_length)]
@@ -130,7 +131,7 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
               summary="Register a run under a model id: a LoRA adapter of the served base, or a model of its own")
     async def register_model(request: RegisterModelRequest):
         if not service.pool_only:
-            await handlers.resolve(None, None)  # 503 until the served model is up: adapters are matched to its base
+            await routing.resolve(service, None, None)  # 503 until the served model is up: adapters are matched to its base
         if request.id == service.served_name:
             raise ApiError(400, f"'{request.id}' is the served model's own id; register the run under another id",
                            code="model_not_servable", param="id")
@@ -144,7 +145,7 @@ def create_app(cfg: ServeConfig, *, api_keys: list[str] | None = None, model: st
                 summary="Stop serving a registered id (requests already accepted for it are answered)")
     async def unregister_model(model_id: str):
         if not service.pool_only:
-            await handlers.resolve(None, None)
+            await routing.resolve(service, None, None)
         if await service.unregister(model_id) is None:
             raise ApiError(404, f"no model '{model_id}' is registered here (the served model itself cannot be "
                                 "removed)", code="model_not_found", param="model_id")

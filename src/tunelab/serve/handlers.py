@@ -1,6 +1,6 @@
 """What each model endpoint does with a validated request. One prologue for all of them
-(`begin`): pick the model (the served one, a registered adapter, or a registered model of its
-own, loaded first if it is not) and the task, enforce the limits, settle the temperature,
+(`begin`): pick the model (tunelab.serve.routing: the served one, a registered adapter, or a
+registered model of its own, loaded first if it is not) and the task, enforce the limits, settle the temperature,
 answer from the cache; then the input guard, the work queued for the batcher (dropped when the
 client leaves), the OpenAI response, and the request's record for the prediction log (written
 by tunelab.serve.recording whatever the outcome)."""
@@ -15,11 +15,11 @@ from typing import Any
 from starlette.requests import Request
 
 from tunelab.config import ServeConfig
-from tunelab.serve import streaming
+from tunelab.serve import routing, streaming
 from tunelab.serve.backend import CLASSIFICATION, Generation, GenerationJob
 from tunelab.serve.batching import QueueFull
 from tunelab.serve.cache import ResponseCache, request_key
-from tunelab.serve.errors import ApiError, ClientLeft, load_failed, queue_full
+from tunelab.serve.errors import ApiError, ClientLeft, queue_full
 from tunelab.serve.guard import Guard
 from tunelab.serve.logprobs import chat_logprobs, completion_logprobs, label_logprobs
 from tunelab.serve.metrics import ServerMetrics
@@ -68,7 +68,7 @@ class Handlers:
         """(the call, the cached answer or None): model, adapter and task resolved, limits
         checked, temperature settled, the cache asked."""
         record = record_of(http.scope)
-        live, registration, task = await self.resolve(request.model, getattr(request, "task", None))
+        live, registration, task = await routing.resolve(self.service, request.model, getattr(request, "task", None))
         role = "live"
         if registration is None:  # the served model itself: the canary may answer instead (tunelab.serve.rollout)
             canary = self.service.rollout.canary_for(request, http.headers)
@@ -77,7 +77,7 @@ class Handlers:
                       role=role)
         named = registration if registration is not None and registration.kind == ADAPTER else live
         call = Call(endpoint, request, http, record, live, registration,
-                    self.task_prefix(named.prefixes, named.tasks, task, request.model or self.service.served_name))
+                    routing.task_prefix(named.prefixes, named.tasks, task, request.model or self.service.served_name))
         for field, value in getattr(request, "max_tokens_fields", dict)().items():
             self.check_max_tokens(field, value)
         if hasattr(request, "temperature"):
@@ -95,74 +95,6 @@ class Handlers:
                 record.update(**{**fields, "cached": 1})
                 return call, response.model_copy(update={"id": record.request_id, "created": int(time.time())})
         return call, None
-
-    async def resolve(self, model: str | None, task: str | None) -> tuple[LiveModel, Registration | None, str | None]:
-        """(the model that answers, the registration the request named or None, the task) for the
-        model id a request names; `ID:TASK` names the task of a multi-task run. A registered
-        model that is not loaded is loaded here (the request waits for it)."""
-        live, pool = self.service.live, self.service.pool
-        if self.service.pool_only and self.service.ready:
-            return await self.resolve_registered(model, task)
-        if not self.service.ready or live is None:
-            why = "the model failed to load" if self.service.load_error else "the model is still loading"
-            raise ApiError(503, f"{why}; retry shortly", type="server_error", code="model_not_ready",
-                           headers={"Retry-After": "1"})
-
-        def known(name: str) -> bool:
-            return name == self.service.served_name or pool.get(name) is not None
-
-        name = model
-        if model and not known(model) and ":" in model and known(model.rsplit(":", 1)[0]):
-            name, named_task = model.rsplit(":", 1)
-            if task is not None and task != named_task:
-                raise ApiError(400, f"the model names task '{named_task}' and the request task '{task}'; name one",
-                               code="invalid_request", param="task")
-            task = named_task
-        if name in (None, "", self.service.served_name):
-            return live, None, task
-        registration = pool.get(name)
-        if registration is None:
-            ids = [self.service.served_name, *(r.model_id for r in pool.registrations())]
-            shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more (GET /v1/models)" if len(ids) > 20 else "")
-            raise ApiError(404, f"the model '{model}' does not exist; served here: {shown}",
-                           code="model_not_found", param="model")
-        if registration.kind == ADAPTER:
-            return live, registration, task
-        try:
-            return await pool.model(registration), registration, task
-        except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)
-            raise load_failed(name, exc) from None
-
-    async def resolve_registered(self, model: str | None, task: str | None):
-        """resolve() of a server without a served model: the request names a registered one."""
-        pool = self.service.pool
-        name = model
-        if model and pool.get(model) is None and ":" in model and pool.get(model.rsplit(":", 1)[0]) is not None:
-            name, task = model.rsplit(":", 1)
-        registration = pool.get(name) if name else None
-        if registration is None:
-            ids = [r.model_id for r in pool.registrations()]
-            shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more (GET /v1/models)" if len(ids) > 20 else "")
-            raise ApiError(404, f"the model '{model or ''}' does not exist; served here: {shown or 'none yet'}",
-                           code="model_not_found", param="model")
-        try:
-            return await pool.model(registration), registration, task
-        except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)
-            raise load_failed(name, exc) from None
-
-    def task_prefix(self, prefixes: dict[str, str], tasks: list[str], task: str | None, model_id: str) -> str:
-        """The input prefix training put before `task`'s inputs (a run trained with one prefix
-        has it on every input; one trained with several cannot guess: the request names one)."""
-        if task is None:
-            if len(prefixes) > 1:
-                raise ApiError(400, f"this model was trained on several tasks with their own input prefixes "
-                                    f"({', '.join(sorted(prefixes))}): name one with `task` or `model: "
-                                    f"{model_id}:TASK`", code="task_required", param="task")
-            return next(iter(prefixes.values()), "")
-        if task not in tasks:
-            trained = f"this model was trained on {', '.join(tasks)}" if tasks else "this model has no named tasks"
-            raise ApiError(400, f"unknown task '{task}'; {trained}", code="unknown_task", param="task")
-        return prefixes.get(task, "")
 
     def check_max_tokens(self, field: str, requested: int | None) -> None:
         """The server's ceiling on max_tokens and max_completion_tokens alike, for every request
