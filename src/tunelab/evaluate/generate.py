@@ -186,6 +186,31 @@ def reference_log_likelihood(model, tokenizer, conversations: list[dict[str, Any
     return _score(model, tokenizer.pad_token_id, [p[0] for p in pairs], [p[1] for p in pairs], batch_size)
 
 
+def reply_log_likelihood(model, tokenizer, prompts: list, replies: list[str], *,
+                         batch_size: int = 16) -> tuple[list[float], list[int]]:
+    """(mean log-likelihood per token, token count) of each reply given its prompt, as preference
+    training formats the pair: after a conversational prompt (messages), the reply as the
+    assistant's turn of the chat template, its end-of-turn token included (as
+    reference_log_likelihood scores a reply); after a string prompt, the plain text continuing it,
+    then the end token."""
+    stops = set(stop_token_ids(model, tokenizer))
+    sequences, starts = [], []
+    for index, (prompt, reply) in enumerate(zip(prompts, replies)):
+        if isinstance(prompt, list):
+            record = {"messages": [*prompt, {"role": "assistant", "content": reply}]}
+            if not sequences:
+                prompt_texts(tokenizer, [record])  # the chat-template check, once
+            ids, start = _reply_tokens(tokenizer, record, index, stops)
+        else:
+            ids = tokenizer(prompt, add_special_tokens=_adds_special_tokens(tokenizer, [prompt]))["input_ids"]
+            start = len(ids)
+            end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(stops)
+            ids = ids + tokenizer(reply, add_special_tokens=False)["input_ids"] + [end]
+        sequences.append(ids)
+        starts.append(start)
+    return _score(model, tokenizer.pad_token_id, sequences, starts, batch_size)
+
+
 def text_log_likelihood(model, tokenizer, texts: list[str], *, batch_size: int = 16,
                         max_length: int = 512) -> tuple[list[float], list[int]]:
     """(mean log-likelihood per token, token count) of plain texts, truncated to `max_length`

@@ -13,6 +13,7 @@ from typing import Any
 
 from tunelab import charts
 from tunelab.evaluate.report_explanations import explanation_section
+from tunelab.evaluate.report_preference import preference_section
 from tunelab.evaluate.report_reward import reward_section, training_rewards_section
 from tunelab.report_shell import Bullets, Chart, Note, Section, Status, Table, anchor, format_value
 
@@ -21,7 +22,9 @@ METRIC_ORDER = ("accuracy", "macro_f1", "mcc", "ece", "brier", "exact_match", "t
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "mcc": "MCC", "ece": "ECE", "brier": "Brier",
                 "exact_match": "exact match", "token_f1": "token F1", "bleu": "BLEU", "chrf": "chrF",
                 "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "log_likelihood": "log-likelihood",
-                "perplexity": "perplexity", "tpr": "true-positive rate"}
+                "perplexity": "perplexity", "tpr": "true-positive rate", "preference_accuracy": "preference accuracy",
+                "margin": "margin (nats)", "chosen_log_likelihood": "chosen log-likelihood",
+                "rejected_log_likelihood": "rejected log-likelihood"}
 PRIMARY_METRICS = ("macro_f1", "exact_match", "token_f1")  # what a slice chart shows first
 OPTIONAL_PARTS = {"baselines": "baselines", "calibration": "calibration", "slices": "slices",
                   "robustness": "robustness", "fairness": "fairness (no meta.group in the data)",
@@ -31,7 +34,8 @@ OPTIONAL_PARTS = {"baselines": "baselines", "calibration": "calibration", "slice
 
 
 def build_sections(report: dict[str, Any]) -> list[Section]:
-    builders = (verdict_section, headline_section, comparisons_section, reward_section, calibration_section,
+    builders = (verdict_section, headline_section, comparisons_section, reward_section, preference_section,
+                calibration_section,
                 confusion_section, per_class_section, slices_section, robustness_section, fairness_section,
                 forgetting_section, overfitting_section, training_rewards_section, explanation_section,
                 latency_section, kpi_section, gate_section, timing_section)

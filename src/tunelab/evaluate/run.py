@@ -14,7 +14,7 @@ from typing import Any
 
 from tunelab.config import EvalConfig
 from tunelab.errors import TunelabError
-from tunelab.evaluate import classification, generative, grading, reward
+from tunelab.evaluate import classification, generative, grading, preference, reward
 from tunelab.evaluate.endpoint import is_endpoint, parse_endpoint
 from tunelab.evaluate.forgetting import forgetting_flag
 from tunelab.evaluate.gate import evaluate_gates
@@ -50,13 +50,16 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
         run = trained_run(exported, cfg.data)
         model = run.endpoint or model  # a run trained remotely answers from its endpoint
     data, records = test_records(run, cfg.data)
-    task = "classification" if "text" in records[0] else "rft" if _is_prompt(records[0]) else "generative"
+    task = ("classification" if "text" in records[0] else "preference" if _is_preference(records[0])
+            else "rft" if _is_prompt(records[0]) else "generative")
     # an export is compared with the run it came from: the report shows what exporting changed
     source = [str(run.path)] if run is not exported else []
     common = dict(prefixes=input_prefixes(run, records), baselines=baseline_names(source + cfg.baselines),
                   settings=cfg, data_where=data, progress=progress)
     if task == "classification":
         section = classification.evaluate(model, records, run, **common)
+    elif task == "preference":
+        section = preference.evaluate(model, records, run, **common)
     else:
         grader, runtime = grading.grader_for(cfg, run)
         if task == "rft" and grader is None:
@@ -75,6 +78,7 @@ def run(cfg: EvalConfig, *, progress: Callable[[str], None] = lambda message: No
                          "source_run": str(exported.source_run.path)} if exported.source_run else None)
     report.setdefault("forgetting", None)
     report.setdefault("reward", None)
+    report.setdefault("preference", None)  # preference (DPO) runs with a base baseline only
     report.setdefault("explanations", None)  # classification runs with eval.explain.examples only
     report["overfitting"] = overfitting_report(run.path / "metrics.jsonl") if run.is_run else None
     report["training_rewards"] = reward_curves(run.path / "metrics.jsonl") if run.is_run else None
@@ -147,11 +151,12 @@ def load_test_records(data: str) -> list[dict[str, Any]]:
         raise TunelabError("test data not found", where=str(path), fix="give test.jsonl or a prepared directory")
     records = read_jsonl(path)
     kinds = {"classification" if {"text", "label"} <= r.keys() else "chat" if _is_chat(r)
-             else "prompt" if _is_prompt(r) else "other" for r in records}
+             else "prompt" if _is_prompt(r) else "preference" if _is_preference(r) else "other" for r in records}
     if not records or len(kinds) != 1 or "other" in kinds:
         raise TunelabError("test data must hold classification records (text, label), chat records "
-                           "(messages ending with an assistant reply) or prompt records (messages ending with the "
-                           "user's turn, graded by a grader), one kind per file", where=str(path),
+                           "(messages ending with an assistant reply), prompt records (messages ending with the "
+                           "user's turn, graded by a grader) or preference pairs (prompt, chosen, rejected), one "
+                           "kind per file", where=str(path),
                            fix="evaluate the test.jsonl written by `tunelab data prepare`")
     return records
 
@@ -159,6 +164,10 @@ def load_test_records(data: str) -> list[dict[str, Any]]:
 def _is_chat(record: dict) -> bool:
     messages = record.get("messages")
     return isinstance(messages, list) and len(messages) >= 2 and messages[-1].get("role") == "assistant"
+
+
+def _is_preference(record: dict) -> bool:
+    return {"prompt", "chosen", "rejected"} <= record.keys() and isinstance(record["prompt"], (str, list))
 
 
 def _is_prompt(record: dict) -> bool:
@@ -202,7 +211,8 @@ def flags(report: dict[str, Any]) -> list[str]:
 
 def verdict_line(report: dict[str, Any], headline: str) -> str:
     metrics = report["metrics"]
-    shown = {"classification": ("macro_f1", "mcc"), "rft": ("reward", "pass_rate")}.get(
+    shown = {"classification": ("macro_f1", "mcc"), "rft": ("reward", "pass_rate"),
+             "preference": ("preference_accuracy", "margin")}.get(
         report["task"], ("exact_match", "token_f1", "reward"))
     shown = [m for m in shown if m in metrics]
     parts = [f"tuned {', '.join(f'{_pretty(m)} {metrics[m]:.3f}' for m in shown)}"]
@@ -215,7 +225,8 @@ def verdict_line(report: dict[str, Any], headline: str) -> str:
 
 def _pretty(metric: str) -> str:
     return {"macro_f1": "macro-F1", "mcc": "MCC", "exact_match": "exact match", "token_f1": "token F1",
-            "reward": "mean reward", "pass_rate": "pass rate"}.get(metric, metric)
+            "reward": "mean reward", "pass_rate": "pass rate", "preference_accuracy": "preference accuracy",
+            "margin": "margin (nats)"}.get(metric, metric)
 
 
 def write_reports(out_dir: Path, report: dict[str, Any], records, predictions) -> None:
@@ -223,6 +234,10 @@ def write_reports(out_dir: Path, report: dict[str, Any], records, predictions) -
     write_json(out_dir / "report.json", report)
     write_text(out_dir / "report.md", render_markdown(report))
     write_text(out_dir / "report.html", render_html(report))
-    if predictions is not None:  # generative answers, for reading failures one by one
+    if predictions is not None and report["task"] == "preference":  # each pair's scores, to read the misses
+        write_jsonl(out_dir / "predictions.jsonl",
+                    [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], **p}
+                     for r, p in zip(records, predictions)])
+    elif predictions is not None:  # generative answers, for reading failures one by one
         write_jsonl(out_dir / "predictions.jsonl",
                     [{"messages": r["messages"], "prediction": p} for r, p in zip(records, predictions)])

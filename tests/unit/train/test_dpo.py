@@ -161,3 +161,53 @@ def test_dpo_in_stages_refers_each_stage_to_where_it_started(tiny_llama, tmp_pat
     assert any(v.abs().sum() > 0 for k, v in spy_stages[1]["adapter"].items() if "lora_B" in k)
     for directory in (result.run_dir, result.run_dir / "stages" / "1-one", result.run_dir / "stages" / "2-two"):
         assert (directory / "adapter_config.json").is_file() and not (directory / "ref").exists()
+
+
+@pytest.mark.slow  # trains, then scores every pair with two models
+@pytest.mark.parametrize("conversational,method", [(True, "full"), (False, "lora")])
+def test_eval_of_a_dpo_run_scores_held_out_pairs_against_the_base(tiny_llama, tmp_path, conversational, method):
+    """`tunelab eval` of a DPO run on held-out pairs: each model's chosen-over-rejected accuracy and
+    margin (summed reply log-likelihoods, scored as training formats the pair), tuned against base
+    with a paired interval, and DPO's implicit reward with the base as the reference."""
+    import json
+
+    from tunelab.evaluate import run as eval_run
+    from tunelab.evaluate.generate import load_generator, reply_log_likelihood
+    data = preference_data(tmp_path, conversational)
+    run = run_module.run(train_config(tiny_llama, tmp_path / "run", data=str(data), method=method, epochs=3,
+                                      lr=1e-2 if method == "lora" else 5e-3)).run_dir
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(preference(i, conversational)) + "\n" for i in range(200, 230)))
+    settings = load_config(None, [f"eval.model={run}", f"eval.data={test}", "eval.baselines=[base]",
+                                  "eval.resamples=200", "eval.latency.batch_sizes=[1]", "eval.latency.requests=2",
+                                  "eval.generation.max_new_tokens=4", f"eval.out_dir={tmp_path / 'eval'}"]).eval
+    report = eval_run.run(settings).report
+    tuned, base = report["metrics"], report["baselines"]["base"]
+    print(f"\n{'conversational' if conversational else 'string'} prompts, {method}: preference accuracy "
+          f"{tuned['preference_accuracy']:.2f} (base {base['preference_accuracy']:.2f}), margin "
+          f"{tuned['margin']:+.3f} nats (base {base['margin']:+.3f}); reward accuracy "
+          f"{report['preference']['reward_accuracy']:.2f}, reward margin {report['preference']['reward_margin']:+.3f}")
+    assert report["task"] == "preference" and tuned["examples"] == 30
+    # DPO raised every held-out "yes" over its "no", relative to where the base had them
+    assert report["preference"]["reward_accuracy"] == 1.0 and report["preference"]["reward_margin"] > 0.25
+    assert tuned["margin"] > base["margin"] + 0.25 and report["comparisons"]["base"]["margin"]["verdict"] == "better"
+    assert tuned["preference_accuracy"] >= base["preference_accuracy"]
+    if method == "full":  # the full fine-tune moved far enough to prefer "yes" outright (base: "no" on all 30);
+        # the LoRA run narrowed the gap without closing it: accuracy is the stricter figure
+        assert tuned["preference_accuracy"] == 1.0 and report["verdict"].startswith("tuned preference accuracy 1.000")
+    assert (report["latency"] is not None) == conversational  # generating needs the chat template's prompts
+    # a pair's score is the reply's summed log-probability after the prompt, as a forward pass gives it
+    model, tokenizer = load_generator(str(run))
+    means, counts = reply_log_likelihood(model, tokenizer, [preference(200, conversational)["prompt"]], ["yes"])
+    row = json.loads((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()[0])
+    assert row["chosen_score"] == pytest.approx(means[0] * counts[0], abs=1e-3)
+    assert row["prefers"] == ("chosen" if row["chosen_score"] > row["rejected_score"] else "rejected")
+    if not conversational:
+        ids = tokenizer("is 200 fine?")["input_ids"]
+        reply = tokenizer("yes", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids + reply])).logits[0].log_softmax(-1)
+        expected = sum(float(logits[len(ids) - 1 + k, token]) for k, token in enumerate(reply))
+        assert means[0] * counts[0] == pytest.approx(expected, abs=1e-4) and counts[0] == len(reply)
+    html = (tmp_path / "eval" / "report.html").read_text()
+    assert "Implicit reward" in html and "preference accuracy" in html
