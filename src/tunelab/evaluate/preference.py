@@ -41,14 +41,14 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
     """The task-specific part of report.json for preference pairs. Each prompt carries its task's
     prefix, as in training."""
     pairs = [with_prefix(r, prefix) if prefix else r for r, prefix in zip(records, prefixes)]
-    systems = {}
-    for name in ["tuned", *baselines]:
-        source = model if name == "tuned" else generative.baseline_source(name, run)
+    sources = {name: model if name == "tuned" else generative.baseline_source(name, run)
+               for name in ["tuned", *baselines]}
+    for name, source in sources.items():  # before any model loads: nothing is scored in vain
         if is_endpoint(source):
             raise TunelabError(f"{name} is a model behind an endpoint, which gives no log-likelihoods to compare "
                                "a chosen reply with a rejected one", where=data_where,
                                fix="compare preference runs with local models (base or a model directory)")
-        systems[name] = score_system(name, source, pairs, settings, progress)
+    systems = {name: score_system(name, source, pairs, settings, progress) for name, source in sources.items()}
     tuned = systems["tuned"]
     comparisons = {name: {metric: paired_bootstrap(_mean, tuned["examples"][metric], tuned["examples"][metric],
                                                    s["examples"][metric], resamples=settings.resamples,

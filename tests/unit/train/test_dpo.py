@@ -211,3 +211,17 @@ def test_eval_of_a_dpo_run_scores_held_out_pairs_against_the_base(tiny_llama, tm
         assert means[0] * counts[0] == pytest.approx(expected, abs=1e-4) and counts[0] == len(reply)
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "Implicit reward" in html and "preference accuracy" in html
+
+
+def test_eval_of_preference_pairs_refuses_a_model_behind_an_endpoint_in_one_sentence(tiny_llama, tmp_path):
+    import json
+
+    from tunelab.evaluate import run as eval_run
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(preference(i, True)) + "\n" for i in range(3)))
+    settings = load_config(None, [f"eval.model={tiny_llama}", f"eval.data={test}", f"eval.out_dir={tmp_path / 'eval'}",
+                                  "eval.baselines=[endpoint:http://127.0.0.1:9/v1#other]"]).eval
+    with pytest.raises(TunelabError, match=r"model behind an endpoint, which gives no log-likelihoods .*; compare "
+                                           r"preference runs with local models"):
+        eval_run.run(settings)
+    assert not (tmp_path / "eval").exists()
