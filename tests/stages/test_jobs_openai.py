@@ -1,6 +1,6 @@
 """`tunelab jobs serve` as a user runs it, driven by the official `openai` client on 127.0.0.1
 with a tiny local Llama: upload, a supervised job (trained and evaluated against its base), a
-DPO job on its result, the job routes (list, retrieve, events, checkpoints, pause, resume,
+DPO job on its result (evaluated on its held-out pairs), the job routes (list, retrieve, events, checkpoints, pause, resume,
 cancel), and chat completions from the fine-tuned models, equal to what `tunelab serve` of the
 same run directory answers."""
 from __future__ import annotations
@@ -77,6 +77,10 @@ def test_the_openai_client_fine_tunes_follows_and_chats_with_a_local_model(tmp_p
         assert dpo_done.fine_tuned_model == f"ft:tiny:pref:{dpo.id}"
         assert dpo_done.method.dpo.hyperparameters.beta == 0.2
         dpo_run = jobs_dir / "jobs" / dpo.id / "run"
+        # evaluated on its held-out pairs against the base (preference accuracy, margin, implicit reward)
+        dpo_report = json.loads((dpo_run / "eval" / "report.json").read_text())
+        assert dpo_report["task"] == "preference" and dpo_report["preference"]["reference"] == "base"
+        assert "preference_accuracy" in dpo_report["comparisons"]["base"]
         assert [client.chat.completions.create(model=dpo_done.fine_tuned_model, messages=m, max_tokens=6,
                                                temperature=0).choices[0].message.content for m in PROMPTS] \
             == answered_alone(dpo_run, PROMPTS, max_tokens=6)
