@@ -31,7 +31,9 @@ def prompts(records):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_base):
     root = tmp_path_factory.mktemp("rft-jobs")
-    cfg = jobs_config(root / "jobs", tiny_base, overrides=["train.max_length=64", "train.rft.max_completion_length=6"])
+    cfg = jobs_config(root / "jobs", tiny_base, evaluate=True,
+                      overrides=["train.max_length=64", "train.rft.max_completion_length=6", "eval.latency.requests=2",
+                                 "eval.latency.batch_sizes=[1]", "eval.generation.max_new_tokens=8"])
     with jobs_server(cfg) as live:
         live.cfg, live.client = cfg, openai_client(live.base_url)
         yield live
@@ -78,6 +80,9 @@ def test_provider_openai_rft_run_trains_remotely_and_evaluates_by_its_grader(ser
     assert job.method.reinforcement.hyperparameters.batch_size == 2  # 4 sampled answers = 2 prompts x 2
     assert run.task == "rft" and json.loads(Path(run.grader).read_text()) == EXACT
     server_run = Path(server.cfg.jobs_dir) / "jobs" / job.id / "run"
+    # the job's own eval step graded its held-out prompts with the job's grader, against the base
+    own = json.loads((server_run / "eval" / "report.json").read_text())
+    assert own["task"] == "rft" and "reward" in own["comparisons"]["base"] and own["reward"]["grader"]["name"] == "reversed"
     tunelab("eval", tmp_path / "remote-rft", "--out", tmp_path / "eval", *FAST, cwd=tmp_path)
     tunelab("eval", server_run, "--data", data, "--out", tmp_path / "eval-server-run", *FAST, cwd=tmp_path)
     remote = json.loads((tmp_path / "eval" / "report.json").read_text())

@@ -42,9 +42,9 @@ from tunelab.jobs.validation import JobFailure, prepare_job_data
 from tunelab.train.callbacks import last_complete_checkpoint
 
 log = logging.getLogger("tunelab.jobs")
-# the methods whose held-out split the eval step scores against the base: chat replies and
-# preference pairs (reinforcement jobs are not evaluated by the jobs server yet)
-EVALUATED = ("supervised", "dpo")
+# the methods whose held-out split the eval step scores against the base: chat replies, preference
+# pairs, and a reinforcement job's prompts by the grader saved with its run
+EVALUATED = ("supervised", "dpo", "reinforcement")
 
 
 @dataclass
