@@ -87,6 +87,23 @@ def latency_section(systems: dict[str, dict[str, Any]], conversations, settings)
     return timing
 
 
+def tuned_against_baselines(systems: dict[str, dict[str, Any]], compared: dict[str, str], settings) -> dict[str, Any]:
+    """report.json's metrics, baselines and comparisons for systems scored per example: each
+    baseline's figures beside the tuned model's, and tuned minus each baseline on every `compared`
+    metric (report name -> per-example score key) by paired bootstrap over the same examples."""
+    tuned = systems["tuned"]
+    others = {name: s for name, s in systems.items() if name != "tuned"}
+    return {
+        "metrics": tuned["metrics"],
+        "baselines": {name: {**s["metrics"], "source": s["source"]} for name, s in others.items()},
+        "comparisons": {name: {shown: paired_bootstrap(_mean_of_scores, tuned["examples"][key], tuned["examples"][key],
+                                                       s["examples"][key], resamples=settings.resamples,
+                                                       seed=settings.seed, confidence=settings.confidence)
+                               for shown, key in compared.items()}
+                        for name, s in others.items()},
+    }
+
+
 def _mean_of_scores(_, scores) -> float:
     return float(np.mean(scores))
 

@@ -26,7 +26,6 @@ import numpy as np
 
 from tunelab.errors import TunelabError
 from tunelab.evaluate import generative
-from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.endpoint import is_endpoint
 from tunelab.evaluate.generate import corpus_log_likelihood, reply_log_likelihood
 from tunelab.evaluate.systems import generator_for
@@ -50,11 +49,6 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
                                fix="compare preference runs with local models (base or a model directory)")
     systems = {name: score_system(name, source, pairs, settings, progress) for name, source in sources.items()}
     tuned = systems["tuned"]
-    comparisons = {name: {metric: paired_bootstrap(_mean, tuned["examples"][metric], tuned["examples"][metric],
-                                                   s["examples"][metric], resamples=settings.resamples,
-                                                   seed=settings.seed, confidence=settings.confidence)
-                          for metric in COMPARED}
-                   for name, s in systems.items() if name != "tuned"}
     conversational = all(isinstance(p["prompt"], list) for p in pairs)
     progress("latency")
     # generating needs the chat template; a string-prompt run is scored, not timed
@@ -62,9 +56,7 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
     progress("forgetting")
     kept = generative.forgetting_section(tuned["system"], run, settings.forgetting)
     return {
-        "metrics": tuned["metrics"],
-        "baselines": {name: {**s["metrics"], "source": s["source"]} for name, s in systems.items() if name != "tuned"},
-        "comparisons": comparisons,
+        **generative.tuned_against_baselines(systems, {metric: metric for metric in COMPARED}, settings),
         "calibration": None, "fairness": None, "robustness": None,
         "slices": generative.slices_section(records, {"preference_accuracy": tuned["examples"]["preference_accuracy"]}),
         "forgetting": kept,
@@ -122,7 +114,3 @@ def _as_chat(pair: dict[str, Any]) -> dict[str, Any]:
     """The pair as a chat record answered by its chosen reply (what latency generates from)."""
     prompt = pair["prompt"] if isinstance(pair["prompt"], list) else [{"role": "user", "content": pair["prompt"]}]
     return {"messages": [*prompt, {"role": "assistant", "content": pair["chosen"]}]}
-
-
-def _mean(_, scores) -> float:
-    return float(np.mean(scores))

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from tunelab.evaluate import generative
-from tunelab.evaluate.compare import paired_bootstrap
 from tunelab.evaluate.endpoint import is_endpoint
 from tunelab.evaluate.grading import figures, reward_section, score
 from tunelab.evaluate.systems import generator_for
@@ -43,21 +42,14 @@ def evaluate(model: str, records: list[dict], run: RunDir, *, prefixes: list[str
         source = model if name == "tuned" else generative.baseline_source(name, run)
         systems[name] = answer_and_grade(name, source, raw if is_endpoint(source) else conversations, records, grader,
                                          runtime, settings, progress)
-    compared = ("reward", "passed") if grader.pass_threshold is not None else ("reward",)
+    compared = {"reward": "reward", **({"pass_rate": "passed"} if grader.pass_threshold is not None else {})}
     tuned = systems["tuned"]
-    comparisons = {name: {_metric(m): paired_bootstrap(_mean, tuned["examples"][m], tuned["examples"][m],
-                                                       s["examples"][m], resamples=settings.resamples,
-                                                       seed=settings.seed, confidence=settings.confidence)
-                          for m in compared}
-                   for name, s in systems.items() if name != "tuned"}
     progress("latency")
     timing = generative.latency_section(systems, conversations, settings)
     progress("forgetting")
     kept = generative.forgetting_section(tuned["system"], run, settings.forgetting)
     return {
-        "metrics": tuned["metrics"],
-        "baselines": {name: {**s["metrics"], "source": s["source"]} for name, s in systems.items() if name != "tuned"},
-        "comparisons": comparisons,
+        **generative.tuned_against_baselines(systems, compared, settings),
         "calibration": None, "fairness": None, "robustness": None,
         "slices": generative.slices_section(records, {"reward": tuned["examples"]["reward"]}),
         "forgetting": kept,
@@ -87,11 +79,3 @@ def answer_and_grade(name: str, source: str, conversations, records, grader, run
             "conversations": conversations,
             "tokens_per_request": float(np.mean(generated.prompt_tokens) + np.mean(generated.new_tokens)),
             "seconds": time.perf_counter() - started}
-
-
-def _metric(name: str) -> str:
-    return "pass_rate" if name == "passed" else name
-
-
-def _mean(_, scores) -> float:
-    return float(np.mean(scores))
