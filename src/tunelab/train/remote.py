@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +110,8 @@ def run(cfg, *, interactive: bool | None = None) -> RemoteResult:
         write_json(run_dir / "grader.json", grader)
     record(job, interrupted=False)  # the job is on record before anything can interrupt following it
     try:
-        job = follow(client, job, run_dir / "metrics.jsonl", tc.remote.poll_s, base_url)
+        with ctrl_c_interrupts():
+            job = follow(client, job, run_dir / "metrics.jsonl", tc.remote.poll_s, base_url)
     except KeyboardInterrupt:
         job, message = on_interrupt(client, job, base_url, interactive)
         record(job, interrupted=job.status not in TERMINAL)
@@ -118,6 +122,22 @@ def run(cfg, *, interactive: bool | None = None) -> RemoteResult:
         raise TunelabError(f"the fine-tuning job {job.id} {job.status}: {reason}", where=base_url,
                            fix="fix what it names and train again (the run directory records the job)")
     return RemoteResult(run_dir, task, _final(run_dir))
+
+
+@contextmanager
+def ctrl_c_interrupts() -> Iterator[None]:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt in the block, as local training's handler makes it
+    checkpoint, whatever disposition the process inherited (a process started in the background by
+    a shell without job control inherits SIGINT ignored, and Python then installs no handler)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _grader(tc) -> dict[str, Any]:
