@@ -18,8 +18,8 @@ METHOD = "integrated_gradients"
 
 def explanation_report(model, tokenizer, texts: list[str], prefixes: list[str], y_true: np.ndarray,
                        predicted: np.ndarray, probabilities: np.ndarray, labels: list[str], predict, *, examples: int,
-                       steps: int, precision: str = "auto", top_tokens: int, errors: int, deletion_tokens: int, max_length: int,
-                       seed: int) -> dict[str, Any]:
+                       steps: int, precision: str, top_tokens: int, errors: int, deletion_tokens: int,
+                       max_length: int, seed: int) -> dict[str, Any]:
     """report.json's "explanations": per-class influential tokens over `examples` sampled test
     predictions, up to `errors` misclassified examples explained, and the deletion test.
     `texts` are the inputs as written and `prefixes` the task prefix training put before each;

@@ -142,12 +142,16 @@ def _reply_tokens(tokenizer, record: dict[str, Any], index: int, stops: set[int]
     else:
         # A template that renders history differently once the reply is there (some drop earlier
         # reasoning): score the reply the template would follow the prompt with, plus the stop.
-        ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
-        start = len(ids)
-        ids = ids + tokenizer(record["messages"][-1]["content"], add_special_tokens=False)["input_ids"]
-        ids.append(tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(stops))
+        ids, start = _continued(tokenizer, prompt, record["messages"][-1]["content"], stops)
     end = next((i + 1 for i in range(start, len(ids)) if ids[i] in stops), len(ids))
     return ids[:end], start
+
+
+def _continued(tokenizer, prompt: str, reply: str, stops: set[int]) -> tuple[list[int], int]:
+    """(token ids of the prompt text, the reply after it and an end token; where the reply starts)."""
+    ids = tokenizer(prompt, add_special_tokens=_adds_special_tokens(tokenizer, [prompt]))["input_ids"]
+    end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(stops)
+    return ids + tokenizer(reply, add_special_tokens=False)["input_ids"] + [end], len(ids)
 
 
 @torch.inference_mode()
@@ -202,10 +206,7 @@ def reply_log_likelihood(model, tokenizer, prompts: list, replies: list[str], *,
                 prompt_texts(tokenizer, [record])  # the chat-template check, once
             ids, start = _reply_tokens(tokenizer, record, index, stops)
         else:
-            ids = tokenizer(prompt, add_special_tokens=_adds_special_tokens(tokenizer, [prompt]))["input_ids"]
-            start = len(ids)
-            end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(stops)
-            ids = ids + tokenizer(reply, add_special_tokens=False)["input_ids"] + [end]
+            ids, start = _continued(tokenizer, prompt, reply, stops)
         sequences.append(ids)
         starts.append(start)
     return _score(model, tokenizer.pad_token_id, sequences, starts, batch_size)

@@ -22,6 +22,7 @@ from tunelab.evaluate.kpi import kpi_report
 from tunelab.evaluate.latency import device_description
 from tunelab.evaluate.overfitting import overfitting_report, reward_curves
 from tunelab.evaluate.report import render_html, render_markdown
+from tunelab.evaluate.report_sections import METRIC_NAMES
 from tunelab.files import read_jsonl, write_json, write_jsonl, write_text
 from tunelab.train.run_dir import RunDir
 
@@ -224,9 +225,8 @@ def verdict_line(report: dict[str, Any], headline: str) -> str:
 
 
 def _pretty(metric: str) -> str:
-    return {"macro_f1": "macro-F1", "mcc": "MCC", "exact_match": "exact match", "token_f1": "token F1",
-            "reward": "mean reward", "pass_rate": "pass rate", "preference_accuracy": "preference accuracy",
-            "margin": "margin (nats)"}.get(metric, metric)
+    """The report's own metric names, but for the verdict's wording of the grader's figures."""
+    return {"reward": "mean reward", "pass_rate": "pass rate"}.get(metric) or METRIC_NAMES.get(metric, metric)
 
 
 def write_reports(out_dir: Path, report: dict[str, Any], records, predictions) -> None:

@@ -307,9 +307,10 @@ class Worker:
         rows, offset = progress.new_metric_rows(run_dir / "metrics.jsonl", job["metrics_offset"])
         for row in rows:
             event = progress.metrics_event(row, running.total_steps)
-            if event is not None and progress.metrics_key(event[1]) not in running.logged:
+            key = progress.metrics_key(event[1]) if event is not None else None
+            if key is not None and key not in running.logged:
                 self.store.add_event(job["id"], event[0], type="metrics", data=event[1])
-                running.logged.add(progress.metrics_key(event[1]))
+                running.logged.add(key)
         tokens = progress.trained_tokens(rows)
         if running.first_logged is None and rows and "time" in rows[0]:
             running.first_logged = (rows[0]["time"], rows[0].get("step", 0))

@@ -38,10 +38,7 @@ async def resolve(service: ModelService, model: str | None,
         raise _not_found(model, [service.served_name, *(r.model_id for r in pool.registrations())])
     if registration.kind == ADAPTER:
         return live, registration, task
-    try:
-        return await pool.model(registration), registration, task
-    except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)
-        raise load_failed(name, exc) from None
+    return await _loaded(service, registration), registration, task
 
 
 async def _resolve_registered(service: ModelService, model: str | None, task: str | None):
@@ -53,10 +50,15 @@ async def _resolve_registered(service: ModelService, model: str | None, task: st
     registration = pool.get(name) if name else None
     if registration is None:
         raise _not_found(model or "", [r.model_id for r in pool.registrations()])
+    return await _loaded(service, registration), registration, task
+
+
+async def _loaded(service: ModelService, registration: Registration) -> LiveModel:
+    """A registered model of its own, loaded first if it is not (the request waits for it)."""
     try:
-        return await pool.model(registration), registration, task
+        return await service.pool.model(registration)
     except Exception as exc:  # noqa: BLE001 (its files are at fault, not the request)
-        raise load_failed(name, exc) from None
+        raise load_failed(registration.model_id, exc) from None
 
 
 def _not_found(model: str | None, ids: list[str]) -> ApiError:
