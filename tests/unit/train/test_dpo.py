@@ -225,3 +225,17 @@ def test_eval_of_preference_pairs_refuses_a_model_behind_an_endpoint_in_one_sent
                                            r"preference runs with local models"):
         eval_run.run(settings)
     assert not (tmp_path / "eval").exists()
+
+
+def test_pairs_whose_prompt_is_neither_text_nor_messages_are_refused_in_one_sentence(tiny_llama, tmp_path):
+    import json
+
+    from tunelab.evaluate import run as eval_run
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"prompt": {"text": "is 1 fine?"}, "chosen": "yes", "rejected": "no"}) + "\n")
+    settings = load_config(None, [f"eval.model={tiny_llama}", f"eval.data={test}",
+                                  f"eval.out_dir={tmp_path / 'eval'}"]).eval
+    with pytest.raises(TunelabError, match=r"test.jsonl: test data must hold .* or preference pairs \(prompt, "
+                                           r"chosen, rejected\), one kind per file"):
+        eval_run.run(settings)
+    assert not (tmp_path / "eval").exists()
